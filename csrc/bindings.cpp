@@ -1,0 +1,395 @@
+// The Python module: classes, conversions and the single place where native
+// errors become Python exceptions (classes defined in kolosal/errors.py).
+#include "engine.h"
+#include "errors.h"
+#include "memory_manager.h"
+#include "profiler.h"
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+
+namespace py = pybind11;
+using namespace kolosal;
+
+namespace {
+
+#ifndef KOLOSAL_VERSION
+#  define KOLOSAL_VERSION "0.0.0"
+#endif
+
+py::object error_class(const char * name) {
+    return py::module_::import("kolosal.errors").attr(name);
+}
+
+void raise(const char * cls, const std::exception & e) {
+    py::object exc = error_class(cls)(e.what());
+    PyErr_SetObject(exc.get_type().ptr(), exc.ptr());
+}
+
+void translate(std::exception_ptr p) {
+    try {
+        if (p) std::rethrow_exception(p);
+    } catch (const InvalidParameterError & e) {
+        py::object exc = error_class("InvalidParameterError")(e.what(), py::arg("param") = e.param);
+        PyErr_SetObject(exc.get_type().ptr(), exc.ptr());
+    } catch (const ModelNotFoundError & e) { raise("ModelNotFoundError", e);
+    } catch (const ModelPermissionError & e) { raise("ModelPermissionError", e);
+    } catch (const UnsupportedArchitectureError & e) { raise("UnsupportedArchitectureError", e);
+    } catch (const InvalidModelError & e) { raise("InvalidModelError", e);
+    } catch (const ModelLoadError & e) { raise("ModelLoadError", e);
+    } catch (const OutOfMemoryError & e) { raise("OutOfMemoryError", e);
+    } catch (const ContextOverflowError & e) { raise("ContextOverflowError", e);
+    } catch (const EngineClosedError & e) { raise("EngineClosedError", e);
+    } catch (const KolosalError & e) { raise("KolosalError", e);
+    }
+}
+
+// Text from the model may hold invalid UTF-8; never let that raise.
+py::str to_str(const std::string & s) {
+    return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(s.data(), Py_ssize_t(s.size()), "replace"));
+}
+
+template <typename T>
+T get(const py::handle & v, const char * name) {
+    try {
+        return v.cast<T>();
+    } catch (const py::cast_error &) {
+        throw InvalidParameterError(name, std::string("invalid '") + name + "': wrong type");
+    }
+}
+
+GenParams params_from_dict(const py::dict & d) {
+    GenParams p;
+    for (auto item : d) {
+        const std::string k = py::str(item.first);
+        const py::handle v = item.second;
+        if (v.is_none()) continue;
+        if (k == "max_tokens") p.max_tokens = get<int32_t>(v, "max_tokens");
+        else if (k == "temperature") p.temperature = get<float>(v, "temperature");
+        else if (k == "top_k") p.top_k = get<int32_t>(v, "top_k");
+        else if (k == "top_p") p.top_p = get<float>(v, "top_p");
+        else if (k == "min_p") p.min_p = get<float>(v, "min_p");
+        else if (k == "typical_p") p.typical_p = get<float>(v, "typical_p");
+        else if (k == "repeat_penalty") p.repeat_penalty = get<float>(v, "repeat_penalty");
+        else if (k == "presence_penalty") p.presence_penalty = get<float>(v, "presence_penalty");
+        else if (k == "frequency_penalty") p.frequency_penalty = get<float>(v, "frequency_penalty");
+        else if (k == "repeat_last_n") p.repeat_last_n = get<int32_t>(v, "repeat_last_n");
+        else if (k == "seed") p.seed = get<uint32_t>(v, "seed");
+        else if (k == "stop") p.stop = get<std::vector<std::string>>(v, "stop");
+        else if (k == "ignore_eos") p.ignore_eos = get<bool>(v, "ignore_eos");
+        else if (k == "logit_bias") p.logit_bias = get<std::vector<std::pair<int32_t, float>>>(v, "logit_bias");
+        else if (k == "grammar") p.grammar = get<std::string>(v, "grammar");
+        else if (k == "json_schema") p.json_schema = get<std::string>(v, "json_schema");
+        else if (k == "n_probs") p.n_probs = get<int32_t>(v, "n_probs");
+        else if (k == "logprobs") p.logprobs = get<bool>(v, "logprobs");
+        else throw InvalidParameterError(k, "unknown generation parameter '" + k + "'");
+    }
+    return p;
+}
+
+py::dict usage_dict(const Usage & u) {
+    py::dict d;
+    d["prompt_tokens"] = u.prompt_tokens;
+    d["cached_tokens"] = u.cached_tokens;
+    d["completion_tokens"] = u.completion_tokens;
+    d["total_tokens"] = u.prompt_tokens + u.completion_tokens;
+    return d;
+}
+
+py::dict timings_dict(const Usage & u) {
+    py::dict d;
+    const int32_t prefilled = u.prompt_tokens - u.cached_tokens;
+    d["queue_ms"] = u.queue_ms;
+    d["ttft_ms"] = u.ttft_ms;
+    d["prompt_ms"] = u.prompt_ms;
+    d["prefill_tokens"] = prefilled;
+    d["prefill_tokens_per_s"] = u.prompt_ms > 0 ? prefilled * 1000.0 / u.prompt_ms : 0.0;
+    d["decode_ms"] = u.decode_ms;
+    d["decode_tokens_per_s"] = (u.decode_ms > 0 && u.completion_tokens > 1) ? (u.completion_tokens - 1) * 1000.0 / u.decode_ms : 0.0;
+    d["slot"] = u.slot;
+    return d;
+}
+
+py::list logprobs_list(const std::vector<TokenLogprob> & lps) {
+    py::list out;
+    for (const auto & lp : lps) {
+        py::list top;
+        for (const auto & t : lp.top) top.append(py::make_tuple(t.token, to_str(t.text), t.logprob));
+        out.append(py::make_tuple(lp.token, to_str(lp.text), lp.logprob, top));
+    }
+    return out;
+}
+
+// The Python side of a Request.
+struct Generation {
+    std::shared_ptr<Request> req;
+
+    // Next chunk as (text, token_ids, logprobs); None once generation has ended
+    // and every chunk was taken. Raises TimeoutError after `timeout` seconds.
+    py::object next_chunk(std::optional<double> timeout) {
+        Chunk c;
+        bool have = false, timed_out = false;
+        {
+            py::gil_scoped_release nogil;
+            std::unique_lock<std::mutex> lock(req->mutex);
+            auto ready = [&] { return !req->chunks.empty() || req->done; };
+            if (timeout) {
+                timed_out = !req->cv.wait_for(lock, std::chrono::duration<double>(*timeout), ready);
+            } else {
+                req->cv.wait(lock, ready);
+            }
+            if (!req->chunks.empty()) {
+                c = std::move(req->chunks.front());
+                req->chunks.pop_front();
+                have = true;
+            }
+        }
+        if (timed_out) throw py::value_error("timeout");  // replaced below by TimeoutError
+        if (!have) return py::none();
+        py::list toks;
+        for (int32_t t : c.tokens) toks.append(t);
+        return py::make_tuple(to_str(c.text), toks, logprobs_list(c.logprobs));
+    }
+    bool done() {
+        std::lock_guard<std::mutex> lock(req->mutex);
+        return req->done && req->chunks.empty();
+    }
+    py::object finish_reason() {
+        std::lock_guard<std::mutex> lock(req->mutex);
+        if (!req->done) return py::none();
+        return py::str(finish_name(req->finish));
+    }
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+    m.doc() = "Kolosal native core: llama.cpp with continuous batching";
+    m.attr("__version__") = KOLOSAL_VERSION;
+    py::register_exception_translator(&translate);
+    set_log_level(GGML_LOG_LEVEL_WARN);
+
+    m.def("build_info_json", &build_info_json);
+    m.def("set_log_level", &set_log_level, py::arg("level"),
+          "Threshold for llama.cpp's log output: 1 debug, 2 info, 3 warn, 4 error, 5 none.");
+
+    py::class_<TimerStats>(m, "TimerStats")
+        .def_readonly("count", &TimerStats::count)
+        .def_readonly("total_ms", &TimerStats::total_ms)
+        .def_readonly("min_ms", &TimerStats::min_ms)
+        .def_readonly("max_ms", &TimerStats::max_ms)
+        .def_property_readonly("mean_ms", &TimerStats::mean_ms)
+        .def("__repr__", [](const TimerStats & s) {
+            return "TimerStats(count=" + std::to_string(s.count) + ", total_ms=" + std::to_string(s.total_ms) +
+                   ", mean_ms=" + std::to_string(s.mean_ms()) + ")";
+        });
+
+    py::class_<Profiler, std::shared_ptr<Profiler>>(m, "Profiler")
+        .def(py::init<>())
+        .def("start", &Profiler::start, py::arg("name"))
+        .def("stop", &Profiler::stop, py::arg("name"), "Stops a timer; returns the elapsed milliseconds.")
+        .def("record", &Profiler::record, py::arg("name"), py::arg("ms"))
+        .def("stats", &Profiler::stats)
+        .def("reset", &Profiler::reset);
+
+    py::class_<ModelMemory>(m, "ModelMemory")
+        .def_readonly("model_id", &ModelMemory::model_id)
+        .def_readonly("path", &ModelMemory::path)
+        .def_readonly("weights_bytes", &ModelMemory::weights_bytes)
+        .def_readonly("kv_bytes", &ModelMemory::kv_bytes)
+        .def_property_readonly("total_bytes", &ModelMemory::total);
+
+    py::class_<MemoryManager, std::unique_ptr<MemoryManager, py::nodelete>>(m, "MemoryManager")
+        .def(py::init([] { return &MemoryManager::instance(); }), py::return_value_policy::reference)
+        .def("models", &MemoryManager::models, "Loaded models and their weights and KV bytes.")
+        .def("models_bytes", &MemoryManager::models_bytes)
+        .def_static("system", [] {
+            const SystemMemory s = MemoryManager::system();
+            py::dict d;
+            d["total_bytes"] = s.total_bytes;
+            d["available_bytes"] = s.available_bytes;
+            d["used_bytes"] = s.used_bytes;
+            return d;
+        })
+        .def_static("process", [] {
+            const ProcessMemory p = MemoryManager::process();
+            py::dict d;
+            d["rss_bytes"] = p.rss_bytes;
+            d["peak_rss_bytes"] = p.peak_rss_bytes;
+            return d;
+        })
+        .def_static("estimate", [](const std::string & path, uint32_t n_ctx, int n_gpu_layers) {
+            FootprintEstimate e;
+            {
+                py::gil_scoped_release nogil;
+                e = MemoryManager::estimate(path, n_ctx, n_gpu_layers);
+            }
+            py::dict d;
+            d["architecture"] = e.architecture;
+            d["file_bytes"] = e.file_bytes;
+            d["weights_bytes"] = e.weights_bytes;
+            d["kv_bytes"] = e.kv_bytes;
+            d["total_bytes"] = e.total_bytes;
+            d["n_layer"] = e.n_layer;
+            return d;
+        }, py::arg("path"), py::arg("n_ctx"), py::arg("n_gpu_layers") = 0);
+
+    py::class_<Generation>(m, "Generation")
+        .def_property_readonly("id", [](Generation & g) { return g.req->id; })
+        .def("next_chunk", [](Generation & g, std::optional<double> timeout) {
+            try {
+                return g.next_chunk(timeout);
+            } catch (const py::value_error &) {
+                PyErr_SetString(PyExc_TimeoutError, "no output within the timeout");
+                throw py::error_already_set();
+            }
+        }, py::arg("timeout") = py::none())
+        .def("cancel", [](Generation & g) {
+            g.req->cancelled.store(true);
+        })
+        .def_property_readonly("done", &Generation::done)
+        .def_property_readonly("finish_reason", &Generation::finish_reason)
+        .def_property_readonly("error", [](Generation & g) -> py::object {
+            std::lock_guard<std::mutex> lock(g.req->mutex);
+            if (g.req->error.empty()) return py::none();
+            return py::str(g.req->error);
+        })
+        .def_property_readonly("stop_word", [](Generation & g) -> py::object {
+            std::lock_guard<std::mutex> lock(g.req->mutex);
+            if (g.req->stop_word.empty()) return py::none();
+            return to_str(g.req->stop_word);
+        })
+        .def_property_readonly("usage", [](Generation & g) {
+            std::lock_guard<std::mutex> lock(g.req->mutex);
+            return usage_dict(g.req->usage);
+        })
+        .def_property_readonly("timings", [](Generation & g) {
+            std::lock_guard<std::mutex> lock(g.req->mutex);
+            return timings_dict(g.req->usage);
+        });
+
+    py::class_<ChatPrompt>(m, "ChatPrompt")
+        .def_property_readonly("prompt", [](const ChatPrompt & c) { return to_str(c.prompt); })
+        .def_property_readonly("grammar", [](const ChatPrompt & c) { return c.params.grammar; })
+        .def_property_readonly("grammar_lazy", [](const ChatPrompt & c) { return c.params.grammar_lazy; })
+        .def_property_readonly("additional_stops", [](const ChatPrompt & c) { return c.params.additional_stops; })
+        .def_property_readonly("format", [](const ChatPrompt & c) { return std::string(common_chat_format_name(c.params.format)); })
+        .def_property_readonly("parse_tool_calls", [](const ChatPrompt & c) { return c.parse_tool_calls; });
+
+    py::class_<Engine>(m, "Engine")
+        .def(py::init([](const std::string & model_path, const std::string & model_id, uint32_t n_ctx, int32_t n_parallel,
+                         int32_t n_batch, int32_t n_ubatch, int32_t n_threads, int32_t n_threads_batch, int32_t n_gpu_layers,
+                         int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool embeddings,
+                         std::optional<uint32_t> seed, const std::string & flash_attn, bool kv_unified,
+                         const std::string & chat_template) {
+                 EngineConfig c;
+                 c.model_path = model_path;
+                 c.model_id = model_id;
+                 c.n_ctx = n_ctx;
+                 c.n_parallel = n_parallel;
+                 c.n_batch = n_batch;
+                 c.n_ubatch = n_ubatch;
+                 c.n_threads = n_threads;
+                 c.n_threads_batch = n_threads_batch;
+                 c.n_gpu_layers = n_gpu_layers;
+                 c.main_gpu = main_gpu;
+                 c.tensor_split = std::move(tensor_split);
+                 c.use_mmap = use_mmap;
+                 c.use_mlock = use_mlock;
+                 c.embeddings = embeddings;
+                 c.seed = seed;
+                 c.flash_attn = flash_attn;
+                 c.kv_unified = kv_unified;
+                 c.chat_template = chat_template;
+                 py::gil_scoped_release nogil;
+                 return std::make_unique<Engine>(std::move(c));
+             }),
+             py::arg("model_path"), py::arg("model_id"), py::arg("n_ctx"), py::arg("n_parallel"), py::arg("n_batch"),
+             py::arg("n_ubatch"), py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("n_gpu_layers"),
+             py::arg("main_gpu"), py::arg("tensor_split"), py::arg("use_mmap"), py::arg("use_mlock"),
+             py::arg("embeddings"), py::arg("seed"), py::arg("flash_attn"), py::arg("kv_unified"),
+             py::arg("chat_template"))
+        .def("close", &Engine::close, py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("closed", &Engine::closed)
+        .def("info", [](const Engine & e) {
+            const ModelInfo & i = e.info();
+            py::dict d;
+            d["architecture"] = i.architecture;
+            d["name"] = i.name;
+            d["description"] = i.description;
+            d["n_params"] = i.n_params;
+            d["size_bytes"] = i.size_bytes;
+            d["n_ctx_train"] = i.n_ctx_train;
+            d["n_vocab"] = i.n_vocab;
+            d["n_embd"] = i.n_embd;
+            d["n_layer"] = i.n_layer;
+            d["chat_template"] = to_str(i.chat_template);
+            d["chat_template_fallback"] = i.chat_template_fallback;
+            d["n_ctx"] = i.n_ctx;
+            d["n_ctx_slot"] = i.n_ctx_slot;
+            d["n_parallel"] = i.n_parallel;
+            d["n_threads"] = i.n_threads;
+            d["n_gpu_layers"] = i.n_gpu_layers;
+            d["kv_bytes"] = i.kv_bytes;
+            return d;
+        })
+        .def("stats", [](const Engine & e) {
+            const SchedulerStats s = e.stats();
+            py::dict d;
+            d["n_slots"] = s.n_slots;
+            d["slots_busy"] = s.slots_busy;
+            d["queued"] = s.queued;
+            d["requests_done"] = s.requests_done;
+            d["prompt_tokens"] = s.prompt_tokens;
+            d["cached_tokens"] = s.cached_tokens;
+            d["generated_tokens"] = s.generated_tokens;
+            d["decode_calls"] = s.decode_calls;
+            return d;
+        })
+        .def_property_readonly("profiler", [](Engine & e) -> Profiler & { return e.profiler(); },
+                               py::return_value_policy::reference_internal)
+        .def("tokenize", &Engine::tokenize, py::arg("text"), py::arg("add_special") = true,
+             py::arg("parse_special") = true, py::call_guard<py::gil_scoped_release>())
+        .def("detokenize", [](const Engine & e, const std::vector<int32_t> & toks, bool special) {
+            std::string s;
+            {
+                py::gil_scoped_release nogil;
+                s = e.detokenize(toks, special);
+            }
+            return to_str(s);
+        }, py::arg("tokens"), py::arg("special") = false)
+        .def("token_to_piece", [](const Engine & e, int32_t t, bool special) {
+            return py::bytes(e.token_to_piece(t, special));
+        }, py::arg("token"), py::arg("special") = false)
+        .def("submit", [](Engine & e, std::vector<int32_t> prompt, const py::dict & params, const ChatPrompt * chat) {
+            GenParams p = params_from_dict(params);
+            if (chat) {
+                // The template's grammar already folds in json_schema / grammar and the tool-call format.
+                if (!chat->params.grammar.empty()) {
+                    p.grammar = chat->params.grammar;
+                    p.json_schema.clear();
+                }
+                p.grammar_lazy = chat->params.grammar_lazy;
+                p.grammar_triggers = chat->params.grammar_triggers;
+                p.preserved_tokens = chat->params.preserved_tokens;
+                for (const auto & s : chat->params.additional_stops) p.stop.push_back(s);
+            }
+            std::shared_ptr<Request> r;
+            {
+                py::gil_scoped_release nogil;
+                r = e.submit(std::move(prompt), std::move(p));
+            }
+            return Generation{r};
+        }, py::arg("prompt"), py::arg("params"), py::arg("chat") = nullptr)
+        .def("apply_chat_template", &Engine::apply_chat_template, py::arg("messages_json"), py::arg("tools_json") = "",
+             py::arg("tool_choice") = "", py::arg("parallel_tool_calls") = false, py::arg("add_generation_prompt") = true,
+             py::arg("json_schema") = "", py::arg("grammar") = "", py::call_guard<py::gil_scoped_release>())
+        .def("parse_chat_output", [](const Engine & e, const std::string & text, const ChatPrompt & cp) {
+            const ChatResult r = e.parse_chat_output(text, cp);
+            return py::make_tuple(to_str(r.content), to_str(r.reasoning_content), r.tool_calls_json);
+        })
+        .def("embed", &Engine::embed, py::arg("texts"), py::arg("normalize") = true,
+             py::call_guard<py::gil_scoped_release>());
+}

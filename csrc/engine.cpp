@@ -1,0 +1,407 @@
+#include "engine.h"
+
+#include "errors.h"
+#include "sampling.h"
+#include "common.h"
+#include "json.h"
+#include "gguf.h"
+#include "llama-arch.h"
+#include "batch.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sys/stat.h>
+
+namespace kolosal {
+
+namespace {
+
+void backend_init_once() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        llama_backend_init();
+        ggml_backend_load_all();
+    });
+}
+
+std::string meta_str(const llama_model * model, const char * key) {
+    char buf[512];
+    const int32_t n = llama_model_meta_val_str(model, key, buf, sizeof(buf));
+    return n >= 0 ? std::string(buf) : std::string();
+}
+
+}  // namespace
+
+void Engine::check_file() {
+    const std::string & path = cfg_.model_path;
+    struct stat st{};
+    if (stat(path.c_str(), &st) != 0) {
+        if (errno == EACCES) throw ModelPermissionError("permission denied: " + path);
+        throw ModelNotFoundError("model file not found: " + path);
+    }
+    if (S_ISDIR(st.st_mode)) throw InvalidModelError("model path is a directory, not a GGUF file: " + path);
+    std::ifstream f(path, std::ios::binary);
+    if (!f) {
+        if (errno == EACCES) throw ModelPermissionError("permission denied reading model file: " + path);
+        throw ModelLoadError("cannot open model file: " + path + " (" + std::strerror(errno) + ")");
+    }
+    char magic[4] = {0, 0, 0, 0};
+    f.read(magic, 4);
+    if (f.gcount() != 4 || std::memcmp(magic, "GGUF", 4) != 0) {
+        throw InvalidModelError("not a GGUF file (bad magic bytes): " + path);
+    }
+    f.close();
+
+    gguf_init_params gp{/*no_alloc=*/true, /*ctx=*/nullptr};
+    gguf_context * g = gguf_init_from_file(path.c_str(), gp);
+    if (!g) throw InvalidModelError("corrupt GGUF header: " + path);
+    uint64_t end = 0;
+    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
+        end = std::max<uint64_t>(end, gguf_get_tensor_offset(g, i) + gguf_get_tensor_size(g, i));
+    }
+    end += gguf_get_data_offset(g);
+    const int64_t arch_key = gguf_find_key(g, "general.architecture");
+    const std::string arch = arch_key >= 0 ? gguf_get_val_str(g, arch_key) : "";
+    gguf_free(g);
+    if (uint64_t(st.st_size) < end) {
+        throw InvalidModelError("truncated GGUF file: " + path + " has " + std::to_string(st.st_size) +
+                                " bytes, its tensors need " + std::to_string(end));
+    }
+    if (arch.empty()) throw InvalidModelError("GGUF file has no general.architecture: " + path);
+    if (llm_arch_from_string(arch) == LLM_ARCH_UNKNOWN) {
+        throw UnsupportedArchitectureError("unsupported model architecture '" + arch + "' in " + path);
+    }
+}
+
+Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
+    if (cfg_.n_parallel < 1 || cfg_.n_parallel > 256) throw InvalidParameterError("n_parallel", "n_parallel must be in [1, 256]");
+    if (cfg_.n_batch < 1) throw InvalidParameterError("n_batch", "n_batch must be >= 1");
+    if (cfg_.n_ubatch < 1 || cfg_.n_ubatch > cfg_.n_batch) throw InvalidParameterError("n_ubatch", "n_ubatch must be in [1, n_batch]");
+    if (cfg_.n_threads < 0) throw InvalidParameterError("n_threads", "n_threads must be >= 0 (0: automatic)");
+    if (cfg_.flash_attn != "auto" && cfg_.flash_attn != "on" && cfg_.flash_attn != "off") {
+        throw InvalidParameterError("flash_attn", "flash_attn must be 'auto', 'on' or 'off'");
+    }
+    backend_init_once();
+    check_file();
+
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = cfg_.n_gpu_layers;
+    mp.main_gpu = cfg_.main_gpu;
+    mp.load_mode = cfg_.use_mmap ? (cfg_.use_mlock ? LLAMA_LOAD_MODE_MMAP_MLOCK : LLAMA_LOAD_MODE_MMAP)
+                                 : (cfg_.use_mlock ? LLAMA_LOAD_MODE_MLOCK : LLAMA_LOAD_MODE_NONE);
+    std::vector<float> split(llama_max_devices(), 0.0f);
+    if (!cfg_.tensor_split.empty()) {
+        if (cfg_.tensor_split.size() > split.size()) {
+            throw InvalidParameterError("tensor_split", "tensor_split has more entries than devices (" + std::to_string(split.size()) + ")");
+        }
+        std::copy(cfg_.tensor_split.begin(), cfg_.tensor_split.end(), split.begin());
+        mp.tensor_split = split.data();
+    }
+    model_ = llama_model_load_from_file(cfg_.model_path.c_str(), mp);
+    if (!model_) throw ModelLoadError("llama.cpp could not load the model: " + cfg_.model_path);
+    vocab_ = llama_model_get_vocab(model_);
+
+    const int32_t n_threads = cfg_.n_threads > 0 ? cfg_.n_threads : common_cpu_get_num_math();
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = cfg_.n_ctx;
+    cp.n_batch = uint32_t(cfg_.n_batch);
+    cp.n_ubatch = uint32_t(cfg_.n_ubatch);
+    cp.n_seq_max = uint32_t(cfg_.n_parallel);
+    cp.n_threads = n_threads;
+    cp.n_threads_batch = cfg_.n_threads_batch > 0 ? cfg_.n_threads_batch : n_threads;
+    cp.kv_unified = cfg_.kv_unified;
+    cp.no_perf = true;
+    cp.flash_attn_type = cfg_.flash_attn == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED
+                       : cfg_.flash_attn == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                                  : LLAMA_FLASH_ATTN_TYPE_AUTO;
+
+    info_.n_layer = llama_model_n_layer(model_);
+    const int32_t n_head = std::max(1, llama_model_n_head(model_));
+    const int32_t head_dim = llama_model_n_embd(model_) / n_head;
+    const uint32_t n_ctx_eff = cfg_.n_ctx ? cfg_.n_ctx : uint32_t(llama_model_n_ctx_train(model_));
+    info_.kv_bytes = kv_cache_bytes(info_.n_layer, llama_model_n_head_kv(model_), head_dim, head_dim, n_ctx_eff);
+    const SystemMemory sys = MemoryManager::system();
+    if (cfg_.n_gpu_layers == 0 && sys.total_bytes > 0 && info_.kv_bytes > sys.total_bytes) {
+        llama_model_free(model_);
+        model_ = nullptr;
+        throw OutOfMemoryError("not enough memory for the KV cache: n_ctx=" + std::to_string(n_ctx_eff) + " needs " +
+                               std::to_string(info_.kv_bytes >> 20) + " MiB, the system has " +
+                               std::to_string(sys.total_bytes >> 20) + " MiB");
+    }
+    ctx_ = llama_init_from_model(model_, cp);
+    if (!ctx_) {
+        llama_model_free(model_);
+        model_ = nullptr;
+        throw OutOfMemoryError("could not allocate the context (KV cache " + std::to_string(info_.kv_bytes >> 20) +
+                               " MiB for n_ctx=" + std::to_string(n_ctx_eff) + ")");
+    }
+
+    char desc[256];
+    llama_model_desc(model_, desc, sizeof(desc));
+    info_.architecture = meta_str(model_, "general.architecture");
+    info_.name = meta_str(model_, "general.name");
+    info_.description = desc;
+    info_.n_params = llama_model_n_params(model_);
+    info_.size_bytes = llama_model_size(model_);
+    info_.n_ctx_train = llama_model_n_ctx_train(model_);
+    info_.n_vocab = llama_vocab_n_tokens(vocab_);
+    info_.n_embd = llama_model_n_embd(model_);
+    info_.n_ctx = llama_n_ctx(ctx_);
+    info_.n_ctx_slot = llama_n_ctx_seq(ctx_);
+    info_.n_parallel = cfg_.n_parallel;
+    info_.n_threads = n_threads;
+    info_.n_gpu_layers = cfg_.n_gpu_layers;
+    info_.has_encoder = llama_model_has_encoder(model_);
+    info_.kv_bytes = kv_cache_bytes(info_.n_layer, llama_model_n_head_kv(model_), head_dim, head_dim, info_.n_ctx);
+
+    try {
+        templates_ = common_chat_templates_init(model_, cfg_.chat_template);
+    } catch (const std::exception &) {
+        // The model's template does not parse with the Jinja engine: use ChatML.
+        templates_ = common_chat_templates_init(model_, "chatml");
+        info_.chat_template_fallback = true;
+    }
+    const char * tmpl = llama_model_chat_template(model_, nullptr);
+    if (!tmpl && cfg_.chat_template.empty()) info_.chat_template_fallback = true;
+    info_.chat_template = common_chat_templates_source(templates_.get());
+
+    seed_ = cfg_.seed ? *cfg_.seed : std::random_device{}();
+    if (cfg_.embeddings) init_embedding_context();
+
+    ModelMemory mm;
+    mm.model_id = cfg_.model_id.empty() ? cfg_.model_path : cfg_.model_id;
+    mm.path = cfg_.model_path;
+    mm.weights_bytes = info_.size_bytes;
+    mm.kv_bytes = info_.kv_bytes;
+    mem_handle_ = MemoryManager::instance().add(mm);
+
+    scheduler_ = std::make_unique<Scheduler>(ctx_, model_, cfg_.n_parallel, profiler_);
+}
+
+Engine::~Engine() { close(); }
+
+void Engine::close() {
+    if (closed_.exchange(true)) return;
+    if (scheduler_) scheduler_->shutdown();
+    scheduler_.reset();
+    {
+        std::lock_guard<std::mutex> lock(embd_mutex_);
+        if (embd_ctx_) llama_free(embd_ctx_);
+        embd_ctx_ = nullptr;
+    }
+    templates_.reset();
+    if (ctx_) llama_free(ctx_);
+    ctx_ = nullptr;
+    if (model_) llama_model_free(model_);
+    model_ = nullptr;
+    if (mem_handle_) MemoryManager::instance().remove(mem_handle_);
+    mem_handle_ = 0;
+}
+
+void Engine::ensure_open() const {
+    if (closed_) throw EngineClosedError("engine is closed");
+}
+
+SchedulerStats Engine::stats() const {
+    ensure_open();
+    return scheduler_->stats();
+}
+
+std::vector<int32_t> Engine::tokenize(const std::string & text, bool add_special, bool parse_special) {
+    ensure_open();
+    ScopedTimer t(profiler_, "tokenize");
+    return common_tokenize(vocab_, text, add_special, parse_special);
+}
+
+std::string Engine::detokenize(const std::vector<int32_t> & tokens, bool special) const {
+    ensure_open();
+    for (int32_t t : tokens) {
+        if (t < 0 || t >= info_.n_vocab) {
+            throw InvalidParameterError("tokens", "token id " + std::to_string(t) + " is outside the vocabulary (0.." +
+                                                      std::to_string(info_.n_vocab - 1) + ")");
+        }
+    }
+    return common_detokenize(vocab_, tokens, special);
+}
+
+std::string Engine::token_to_piece(int32_t token, bool special) const {
+    ensure_open();
+    if (token < 0 || token >= info_.n_vocab) throw InvalidParameterError("token", "token id out of range");
+    return common_token_to_piece(vocab_, token, special);
+}
+
+std::shared_ptr<Request> Engine::submit(std::vector<int32_t> prompt, GenParams params) {
+    ensure_open();
+    if (prompt.empty()) throw InvalidParameterError("prompt", "the prompt is empty");
+    for (int32_t t : prompt) {
+        if (t < 0 || t >= info_.n_vocab) throw InvalidParameterError("prompt", "prompt token id " + std::to_string(t) + " is outside the vocabulary");
+    }
+    if (prompt.size() >= info_.n_ctx_slot) {
+        throw ContextOverflowError("the prompt has " + std::to_string(prompt.size()) + " tokens but the context of one slot is " +
+                                   std::to_string(info_.n_ctx_slot) + " tokens");
+    }
+    validate(params, info_.n_vocab);
+    auto req = std::make_shared<Request>();
+    req->id = next_request_id_++;
+    common_params_sampling sp = to_common(params, vocab_, seed_ + uint32_t(req->id));
+    try {
+        req->sampler = common_sampler_init(model_, sp);
+    } catch (const std::exception & e) {
+        throw InvalidParameterError(params.json_schema.empty() ? "grammar" : "json_schema", std::string("invalid grammar: ") + e.what());
+    }
+    if (!req->sampler) throw InvalidParameterError("grammar", "invalid grammar");
+    req->prompt = std::move(prompt);
+    req->params = std::move(params);
+    req->usage.prompt_tokens = int32_t(req->prompt.size());
+    scheduler_->submit(req);
+    return req;
+}
+
+ChatPrompt Engine::apply_chat_template(const std::string & messages_json, const std::string & tools_json,
+                                       const std::string & tool_choice, bool parallel_tool_calls,
+                                       bool add_generation_prompt, const std::string & json_schema,
+                                       const std::string & grammar) {
+    ensure_open();
+    ScopedTimer t(profiler_, "template");
+    common_chat_templates_inputs in;
+    try {
+        in.messages = common_chat_msgs_parse_oaicompat(common_json::parse(messages_json));
+    } catch (const std::exception & e) {
+        throw InvalidParameterError("messages", std::string("invalid 'messages': ") + e.what());
+    }
+    if (in.messages.empty()) throw InvalidParameterError("messages", "'messages' must not be empty");
+    if (!tools_json.empty()) {
+        try {
+            in.tools = common_chat_tools_parse_oaicompat(common_json::parse(tools_json));
+        } catch (const std::exception & e) {
+            throw InvalidParameterError("tools", std::string("invalid 'tools': ") + e.what());
+        }
+    }
+    if (!tool_choice.empty()) {
+        try {
+            in.tool_choice = common_chat_tool_choice_parse_oaicompat(tool_choice);
+        } catch (const std::exception & e) {
+            throw InvalidParameterError("tool_choice", std::string("invalid 'tool_choice': ") + e.what());
+        }
+    }
+    in.parallel_tool_calls = parallel_tool_calls;
+    in.add_generation_prompt = add_generation_prompt;
+    in.json_schema = json_schema;
+    in.grammar = grammar;
+    in.use_jinja = true;
+    ChatPrompt cp;
+    try {
+        cp.params = common_chat_templates_apply(templates_.get(), in);
+    } catch (const std::exception & e) {
+        throw InvalidParameterError("messages", std::string("the chat template could not render these messages: ") + e.what());
+    }
+    cp.prompt = cp.params.prompt;
+    cp.parse_tool_calls = !in.tools.empty() && in.tool_choice != COMMON_CHAT_TOOL_CHOICE_NONE;
+    return cp;
+}
+
+ChatResult Engine::parse_chat_output(const std::string & text, const ChatPrompt & cp) const {
+    ChatResult r;
+    common_chat_parser_params pp(cp.params);
+    pp.parse_tool_calls = cp.parse_tool_calls;
+    if (!cp.params.parser.empty()) pp.parser.load(cp.params.parser);
+    common_chat_msg msg;
+    try {
+        msg = common_chat_parse(text, false, pp);
+    } catch (const std::exception &) {
+        // The model's output does not follow the expected format: return it as plain content.
+        r.content = text;
+        r.tool_calls_json = "[]";
+        return r;
+    }
+    r.content = msg.content;
+    r.reasoning_content = msg.reasoning_content;
+    common_json calls = common_json::array();
+    int i = 0;
+    for (const auto & tc : msg.tool_calls) {
+        common_json fn = common_json::object();
+        fn["name"] = tc.name;
+        fn["arguments"] = tc.arguments;
+        common_json call = common_json::object();
+        call["id"] = tc.id.empty() ? "call_" + std::to_string(i) : tc.id;
+        call["type"] = "function";
+        call["function"] = fn;
+        calls.push_back(call);
+        ++i;
+    }
+    r.tool_calls_json = calls.dump();
+    return r;
+}
+
+void Engine::init_embedding_context() {
+    llama_context_params cp = llama_context_default_params();
+    const uint32_t n = std::min<uint32_t>(std::max<uint32_t>(info_.n_ctx_slot, 512), uint32_t(std::max(info_.n_ctx_train, 512)));
+    cp.n_ctx = n;
+    cp.n_batch = n;
+    cp.n_ubatch = n;  // non-causal models need the whole input in one ubatch
+    cp.n_seq_max = 1;
+    cp.n_threads = info_.n_threads;
+    cp.n_threads_batch = info_.n_threads;
+    cp.embeddings = true;
+    cp.no_perf = true;
+    // Generative models declare no pooling: average their token states.
+    llama_context * probe_pooling = nullptr;
+    (void) probe_pooling;
+    cp.pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;
+    embd_ctx_ = llama_init_from_model(model_, cp);
+    if (embd_ctx_ && llama_pooling_type(embd_ctx_) == LLAMA_POOLING_TYPE_NONE) {
+        llama_free(embd_ctx_);
+        cp.pooling_type = LLAMA_POOLING_TYPE_MEAN;
+        embd_ctx_ = llama_init_from_model(model_, cp);
+    }
+    if (!embd_ctx_) throw OutOfMemoryError("could not allocate the embedding context");
+}
+
+std::vector<std::vector<float>> Engine::embed(const std::vector<std::string> & texts, bool normalize) {
+    ensure_open();
+    std::lock_guard<std::mutex> lock(embd_mutex_);
+    if (!embd_ctx_) init_embedding_context();
+    const uint32_t n_ctx = llama_n_ctx(embd_ctx_);
+    const int32_t n_embd = llama_model_n_embd_out(model_) > 0 ? llama_model_n_embd_out(model_) : info_.n_embd;
+    std::vector<std::vector<float>> out;
+    out.reserve(texts.size());
+    llama_batch batch = llama_batch_init(int32_t(n_ctx), 0, 1);
+    try {
+        for (size_t i = 0; i < texts.size(); ++i) {
+            std::vector<int32_t> toks;
+            {
+                ScopedTimer t(profiler_, "tokenize");
+                toks = common_tokenize(vocab_, texts[i], true, true);
+            }
+            if (toks.empty()) throw InvalidParameterError("input", "input " + std::to_string(i) + " is empty");
+            if (toks.size() > n_ctx) {
+                throw ContextOverflowError("input " + std::to_string(i) + " has " + std::to_string(toks.size()) +
+                                           " tokens, the embedding context holds " + std::to_string(n_ctx));
+            }
+            batch.n_tokens = 0;
+            for (size_t p = 0; p < toks.size(); ++p) batch_add(batch, toks[p], llama_pos(p), 0, true);
+            llama_memory_clear(llama_get_memory(embd_ctx_), true);
+            int32_t ret;
+            {
+                ScopedTimer t(profiler_, "embed");
+                ret = info_.has_encoder ? llama_encode(embd_ctx_, batch) : llama_decode(embd_ctx_, batch);
+            }
+            if (ret != 0) throw KolosalError("embedding failed: llama_decode returned " + std::to_string(ret));
+            const float * e = llama_get_embeddings_seq(embd_ctx_, 0);
+            if (!e) throw KolosalError("the model returned no pooled embedding");
+            std::vector<float> v(static_cast<size_t>(n_embd));
+            common_embd_normalize(e, v.data(), n_embd, normalize ? 2 : -1);
+            out.push_back(std::move(v));
+        }
+    } catch (...) {
+        llama_batch_free(batch);
+        throw;
+    }
+    llama_batch_free(batch);
+    return out;
+}
+
+}  // namespace kolosal

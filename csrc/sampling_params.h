@@ -1,0 +1,47 @@
+// Per-request generation parameters, validated on the caller's thread before
+// a request reaches the scheduler.
+#pragma once
+
+#include "common.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kolosal {
+
+struct GenParams {
+    int32_t max_tokens = -1;  // -1: until end of generation or the slot's context is full
+    float temperature = 0.8f;
+    int32_t top_k = 40;
+    float top_p = 0.95f;
+    float min_p = 0.05f;
+    float typical_p = 1.0f;
+    float repeat_penalty = 1.0f;
+    float presence_penalty = 0.0f;
+    float frequency_penalty = 0.0f;
+    int32_t repeat_last_n = 64;
+    std::optional<uint32_t> seed;
+    std::vector<std::string> stop;
+    bool ignore_eos = false;
+    std::vector<std::pair<int32_t, float>> logit_bias;
+    std::string grammar;       // GBNF
+    std::string json_schema;   // JSON text; converted to GBNF
+    int32_t n_probs = 0;       // top alternatives reported per token (0: none)
+    bool logprobs = false;     // report the chosen token's log-probability
+
+    // Chat-template derived settings (filled by Engine::chat).
+    bool grammar_lazy = false;
+    std::vector<common_grammar_trigger> grammar_triggers;
+    std::vector<std::string> preserved_tokens;
+};
+
+// Throws InvalidParameterError naming the offending parameter.
+void validate(const GenParams & p, int32_t n_vocab);
+
+// Builds llama.cpp's sampler settings; converts json_schema to a grammar.
+common_params_sampling to_common(const GenParams & p, const llama_vocab * vocab, uint32_t default_seed);
+
+}  // namespace kolosal

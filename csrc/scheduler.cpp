@@ -1,0 +1,368 @@
+#include "scheduler.h"
+
+#include "common.h"
+#include "sampling.h"
+#include "utf8.h"
+#include "batch.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace kolosal {
+
+namespace {
+double ms_between(Request::clock::time_point a, Request::clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+}  // namespace
+
+struct Scheduler::Slot {
+    int32_t id = 0;
+    std::shared_ptr<Request> req;
+    std::vector<llama_token> cache;  // tokens whose KV is in this sequence
+    size_t n_prompt_done = 0;        // prompt tokens already in `cache` or in the batch
+    bool generating = false;
+    int32_t i_batch = -1;            // row of this slot's logits in the current batch
+    int32_t n_batch_tokens = 0;      // tokens this slot put in the current batch
+    llama_token last_token = 0;
+    int32_t n_generated = 0;
+    std::string pending;             // generated text not yet handed out
+    Chunk pending_chunk;             // tokens/logprobs that belong to `pending`
+    uint64_t last_used = 0;
+    Usage usage;
+    Request::clock::time_point t_start, t_first;
+};
+
+Scheduler::Scheduler(llama_context * ctx, const llama_model * model, int32_t n_slots, Profiler & profiler)
+    : ctx_(ctx), model_(model), vocab_(llama_model_get_vocab(model)), profiler_(profiler) {
+    n_ctx_slot_ = llama_n_ctx_seq(ctx);
+    n_batch_ = int32_t(llama_n_batch(ctx));
+    batch_ = llama_batch_init(std::max(n_batch_, n_slots), 0, 1);
+    for (int32_t i = 0; i < n_slots; ++i) {
+        auto s = std::make_unique<Slot>();
+        s->id = i;
+        slots_.push_back(std::move(s));
+    }
+    thread_ = std::thread([this] { run(); });
+}
+
+Scheduler::~Scheduler() {
+    shutdown();
+    llama_batch_free(batch_);
+}
+
+void Scheduler::submit(std::shared_ptr<Request> req) {
+    {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        if (stopping_) {
+            req->finish_with(Finish::cancelled, req->usage, "engine is closed");
+            return;
+        }
+        queue_.push_back(std::move(req));
+    }
+    queue_cv_.notify_one();
+}
+
+void Scheduler::shutdown() {
+    {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        if (stopping_ && !thread_.joinable()) return;
+        stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+SchedulerStats Scheduler::stats() const {
+    SchedulerStats st;
+    st.n_slots = int32_t(slots_.size());
+    st.slots_busy = slots_busy_.load();
+    {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        st.queued = int32_t(queue_.size());
+    }
+    st.requests_done = requests_done_.load();
+    st.prompt_tokens = prompt_tokens_.load();
+    st.cached_tokens = cached_tokens_.load();
+    st.generated_tokens = generated_tokens_.load();
+    st.decode_calls = decode_calls_.load();
+    return st;
+}
+
+void Scheduler::run() {
+    for (;;) {
+        {
+            std::unique_lock<std::mutex> lock(queue_mutex_);
+            queue_cv_.wait(lock, [&] {
+                if (stopping_ || slots_busy_.load() > 0) return true;
+                return !queue_.empty();
+            });
+            if (stopping_) break;
+        }
+        admit_queued();
+        // Cancelled requests leave before the next decode step.
+        for (auto & s : slots_) {
+            if (s->req && s->req->cancelled.load()) finish(*s, Finish::cancelled);
+        }
+        if (!build_batch()) continue;
+        int32_t ret;
+        {
+            bool has_prompt = false;
+            for (auto & s : slots_) has_prompt |= (s->req && s->n_batch_tokens > 0 && !s->generating);
+            ScopedTimer t(profiler_, has_prompt ? "prefill" : "decode");
+            ret = llama_decode(ctx_, batch_);
+        }
+        decode_calls_++;
+        if (ret != 0) {
+            fail_batch("llama_decode failed with status " + std::to_string(ret));
+            continue;
+        }
+        process_outputs();
+    }
+    // Shutting down: nothing in flight survives the engine.
+    for (auto & s : slots_) {
+        if (s->req) finish(*s, Finish::cancelled, "engine closed");
+    }
+    std::deque<std::shared_ptr<Request>> rest;
+    {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        rest.swap(queue_);
+    }
+    for (auto & r : rest) {
+        if (r->sampler) common_sampler_free(r->sampler);
+        r->sampler = nullptr;
+        r->finish_with(Finish::cancelled, r->usage, "engine closed");
+    }
+}
+
+void Scheduler::admit_queued() {
+    for (;;) {
+        std::shared_ptr<Request> req;
+        Slot * best = nullptr;
+        size_t best_lcp = 0;
+        {
+            std::lock_guard<std::mutex> lock(queue_mutex_);
+            // Drop cancelled requests still waiting in the queue.
+            while (!queue_.empty() && queue_.front()->cancelled.load()) {
+                auto r = queue_.front();
+                queue_.pop_front();
+                if (r->sampler) common_sampler_free(r->sampler);
+                r->sampler = nullptr;
+                Usage u = r->usage;
+                u.prompt_tokens = int32_t(r->prompt.size());
+                u.queue_ms = ms_between(r->t_submit, Request::clock::now());
+                r->finish_with(Finish::cancelled, u);
+            }
+            if (queue_.empty()) return;
+            const auto & prompt = queue_.front()->prompt;
+            for (auto & s : slots_) {
+                if (s->req) continue;
+                size_t lcp = 0;
+                while (lcp < s->cache.size() && lcp < prompt.size() && s->cache[lcp] == prompt[lcp]) ++lcp;
+                if (!best || lcp > best_lcp || (lcp == best_lcp && s->last_used < best->last_used)) {
+                    best = s.get();
+                    best_lcp = lcp;
+                }
+            }
+            if (!best) return;
+            req = queue_.front();
+            queue_.pop_front();
+        }
+        Slot & s = *best;
+        // Keep the shared prefix, but always evaluate at least the last prompt token to get logits.
+        size_t keep = std::min(best_lcp, req->prompt.size() - 1);
+        llama_memory_t mem = llama_get_memory(ctx_);
+        if (!llama_memory_seq_rm(mem, s.id, llama_pos(keep), -1)) {
+            llama_memory_seq_rm(mem, s.id, -1, -1);
+            keep = 0;
+        }
+        s.cache.resize(keep);
+        s.req = req;
+        s.n_prompt_done = keep;
+        s.generating = false;
+        s.n_generated = 0;
+        s.pending.clear();
+        s.pending_chunk = Chunk{};
+        s.last_used = ++tick_;
+        s.t_start = Request::clock::now();
+        s.usage = Usage{};
+        s.usage.slot = s.id;
+        s.usage.prompt_tokens = int32_t(req->prompt.size());
+        s.usage.cached_tokens = int32_t(keep);
+        s.usage.queue_ms = ms_between(req->t_submit, s.t_start);
+        prompt_tokens_ += req->prompt.size();
+        cached_tokens_ += keep;
+        slots_busy_++;
+    }
+}
+
+bool Scheduler::build_batch() {
+    batch_.n_tokens = 0;
+    for (auto & s : slots_) {
+        s->i_batch = -1;
+        s->n_batch_tokens = 0;
+    }
+    // One decode step for every generating slot first: they never wait behind prompts.
+    for (auto & s : slots_) {
+        if (!s->req || !s->generating) continue;
+        s->i_batch = batch_.n_tokens;
+        batch_add(batch_, s->last_token, llama_pos(s->cache.size()), s->id, true);
+        s->n_batch_tokens = 1;
+    }
+    // Then prompt chunks, in slot order, while the batch has room.
+    for (auto & s : slots_) {
+        if (!s->req || s->generating) continue;
+        const auto & prompt = s->req->prompt;
+        while (s->n_prompt_done < prompt.size() && batch_.n_tokens < n_batch_) {
+            const bool last = s->n_prompt_done + 1 == prompt.size();
+            if (last) s->i_batch = batch_.n_tokens;
+            batch_add(batch_, prompt[s->n_prompt_done], llama_pos(s->n_prompt_done), s->id, last);
+            s->n_prompt_done++;
+            s->n_batch_tokens++;
+        }
+    }
+    return batch_.n_tokens > 0;
+}
+
+void Scheduler::fail_batch(const std::string & err) {
+    llama_memory_t mem = llama_get_memory(ctx_);
+    for (auto & s : slots_) {
+        if (!s->req || s->n_batch_tokens == 0) continue;
+        llama_memory_seq_rm(mem, s->id, -1, -1);
+        s->cache.clear();
+        finish(*s, Finish::error, err);
+    }
+}
+
+void Scheduler::process_outputs() {
+    for (auto & s : slots_) {
+        if (!s->req || s->n_batch_tokens == 0) continue;
+        if (s->generating) {
+            s->cache.push_back(s->last_token);
+        } else {
+            const auto & prompt = s->req->prompt;
+            s->cache.insert(s->cache.end(), prompt.begin() + (s->n_prompt_done - s->n_batch_tokens),
+                            prompt.begin() + s->n_prompt_done);
+            if (s->n_prompt_done < prompt.size()) continue;  // more prompt to prefill
+            s->generating = true;
+            s->usage.prompt_ms = ms_between(s->t_start, Request::clock::now());
+        }
+        sample(*s);
+    }
+}
+
+void Scheduler::sample(Slot & s) {
+    Request & req = *s.req;
+    llama_token tok;
+    {
+        ScopedTimer t(profiler_, "sample");
+        tok = common_sampler_sample(req.sampler, ctx_, s.i_batch);
+        common_sampler_accept(req.sampler, tok, true);
+    }
+    const auto now = Request::clock::now();
+    if (s.n_generated == 0) {
+        s.t_first = now;
+        s.usage.ttft_ms = ms_between(req.t_submit, now);
+    }
+    s.n_generated++;
+    generated_tokens_++;
+    s.last_token = tok;
+
+    if (llama_vocab_is_eog(vocab_, tok) && !req.params.ignore_eos) {
+        finish(s, Finish::stop);
+        return;
+    }
+    const std::string piece = common_token_to_piece(ctx_, tok, false);
+    s.pending += piece;
+    s.pending_chunk.tokens.push_back(tok);
+    if (req.params.logprobs || req.params.n_probs > 0) {
+        const float * logits = llama_get_logits_ith(ctx_, s.i_batch);
+        const int32_t n_vocab = llama_vocab_n_tokens(vocab_);
+        float max_l = -INFINITY;
+        for (int32_t i = 0; i < n_vocab; ++i) max_l = std::max(max_l, logits[i]);
+        double sum = 0.0;
+        for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(double(logits[i] - max_l));
+        const float log_z = max_l + float(std::log(sum));
+        TokenLogprob lp{tok, piece, logits[tok] - log_z, {}};
+        if (req.params.n_probs > 0) {
+            std::vector<int32_t> ids(n_vocab);
+            for (int32_t i = 0; i < n_vocab; ++i) ids[i] = i;
+            const int32_t k = std::min(req.params.n_probs, n_vocab);
+            std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
+                              [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+            for (int32_t i = 0; i < k; ++i) {
+                lp.top.push_back({ids[i], common_token_to_piece(ctx_, ids[i], false), logits[ids[i]] - log_z});
+            }
+        }
+        s.pending_chunk.logprobs.push_back(std::move(lp));
+    }
+
+    // Stop strings: cut the text at the earliest match; it is never returned.
+    size_t stop_pos = std::string::npos;
+    std::string stop_word;
+    for (const auto & w : req.params.stop) {
+        const size_t from = s.pending.size() > piece.size() + w.size() ? s.pending.size() - piece.size() - w.size() : 0;
+        const size_t p = s.pending.find(w, from);
+        if (p != std::string::npos && p < stop_pos) {
+            stop_pos = p;
+            stop_word = w;
+        }
+    }
+    if (stop_pos != std::string::npos) {
+        s.pending.resize(stop_pos);
+        emit(s, true);
+        finish(s, Finish::stop, {}, stop_word);
+        return;
+    }
+    const bool hit_max = req.params.max_tokens >= 0 && s.n_generated >= req.params.max_tokens;
+    const bool ctx_full = s.cache.size() + 1 >= n_ctx_slot_;
+    if (hit_max || ctx_full) {
+        emit(s, true);
+        finish(s, Finish::length);
+        return;
+    }
+    emit(s, false);
+}
+
+void Scheduler::emit(Slot & s, bool final_flush) {
+    size_t n = s.pending.size();
+    if (!final_flush) {
+        n = utf8_complete_prefix(s.pending);
+        // Hold back a tail that could still become a stop string.
+        for (const auto & w : s.req->params.stop) {
+            for (size_t k = std::min(w.size() - 1, s.pending.size()); k > 0; --k) {
+                if (s.pending.compare(s.pending.size() - k, k, w, 0, k) == 0) {
+                    n = std::min(n, s.pending.size() - k);
+                    break;
+                }
+            }
+        }
+    }
+    if (n == 0 && !final_flush) return;
+    if (n == 0 && s.pending_chunk.tokens.empty()) return;
+    Chunk c = std::move(s.pending_chunk);
+    c.text = s.pending.substr(0, n);
+    s.pending.erase(0, n);
+    s.pending_chunk = Chunk{};
+    s.req->push(std::move(c));
+}
+
+void Scheduler::finish(Slot & s, Finish f, const std::string & err, const std::string & stop_word) {
+    if (!s.req) return;
+    if (f != Finish::error && (!s.pending.empty() || !s.pending_chunk.tokens.empty())) emit(s, true);
+    const auto now = Request::clock::now();
+    s.usage.completion_tokens = s.n_generated;
+    if (s.n_generated > 0) s.usage.decode_ms = ms_between(s.t_first, now);
+    if (s.req->sampler) common_sampler_free(s.req->sampler);
+    s.req->sampler = nullptr;
+    s.req->finish_with(f, s.usage, err, stop_word);
+    s.req.reset();
+    s.generating = false;
+    s.pending.clear();
+    s.pending_chunk = Chunk{};
+    s.last_used = ++tick_;
+    slots_busy_--;
+    requests_done_++;
+}
+
+}  // namespace kolosal

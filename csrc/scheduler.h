@@ -1,0 +1,80 @@
+// Continuous batching over one llama_context. A single thread owns the
+// context: it admits queued requests into free slots (reusing the longest
+// cached prefix), packs one decode step per generating slot plus prompt
+// chunks of prefilling slots into each llama_decode call, samples, and hands
+// text back to the requests. Callers only touch the queue and the requests.
+#pragma once
+
+#include "profiler.h"
+#include "request.h"
+
+#include "llama.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace kolosal {
+
+struct SchedulerStats {
+    int32_t n_slots = 0;
+    int32_t slots_busy = 0;
+    int32_t queued = 0;
+    uint64_t requests_done = 0;
+    uint64_t prompt_tokens = 0;
+    uint64_t cached_tokens = 0;
+    uint64_t generated_tokens = 0;
+    uint64_t decode_calls = 0;
+};
+
+class Scheduler {
+public:
+    Scheduler(llama_context * ctx, const llama_model * model, int32_t n_slots, Profiler & profiler);
+    ~Scheduler();
+    Scheduler(const Scheduler &) = delete;
+    Scheduler & operator=(const Scheduler &) = delete;
+
+    void submit(std::shared_ptr<Request> req);
+    // Cancels everything in flight and joins the thread.
+    void shutdown();
+    SchedulerStats stats() const;
+    uint32_t n_ctx_slot() const { return n_ctx_slot_; }
+
+private:
+    struct Slot;
+
+    void run();
+    void admit_queued();
+    bool build_batch();
+    void process_outputs();
+    void sample(Slot & s);
+    void emit(Slot & s, bool final_flush);
+    void finish(Slot & s, Finish f, const std::string & err = {}, const std::string & stop_word = {});
+    void fail_batch(const std::string & err);
+
+    llama_context * ctx_;
+    const llama_model * model_;
+    const llama_vocab * vocab_;
+    Profiler & profiler_;
+    uint32_t n_ctx_slot_;
+    int32_t n_batch_;
+    llama_batch batch_;
+    std::vector<std::unique_ptr<Slot>> slots_;
+    uint64_t tick_ = 0;
+
+    mutable std::mutex queue_mutex_;
+    std::condition_variable queue_cv_;
+    std::deque<std::shared_ptr<Request>> queue_;
+    bool stopping_ = false;
+    std::atomic<int32_t> slots_busy_{0};
+
+    std::atomic<uint64_t> requests_done_{0}, prompt_tokens_{0}, cached_tokens_{0}, generated_tokens_{0}, decode_calls_{0};
+    std::thread thread_;
+};
+
+}  // namespace kolosal

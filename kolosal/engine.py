@@ -1,0 +1,419 @@
+"""Python face of the native engine: argument handling, generation handles
+and chat. All model work happens in the native scheduler thread."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _native
+from .errors import GenerationError, InvalidParameterError
+
+__all__ = ["Engine", "Generation", "ChatGeneration", "Completion", "ChatCompletion", "TokenLogprob"]
+
+Prompt = Union[str, Sequence[int]]
+
+_SAMPLING_KEYS = {
+    "max_tokens", "temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
+    "presence_penalty", "frequency_penalty", "repeat_last_n", "seed", "stop", "ignore_eos",
+    "logit_bias", "grammar", "json_schema", "logprobs", "top_logprobs",
+}
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """Log-probability of one generated token, with the top alternatives."""
+
+    token: int
+    text: str
+    logprob: float
+    top: List["TokenLogprob"] = field(default_factory=list)
+
+
+def _native_params(params: Mapping[str, Any]) -> Dict[str, Any]:
+    unknown = set(params) - _SAMPLING_KEYS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidParameterError(f"unknown generation parameter '{name}'", param=name)
+    out: Dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if key == "stop":
+            out["stop"] = [value] if isinstance(value, str) else list(value)
+        elif key == "logit_bias":
+            if not isinstance(value, Mapping):
+                raise InvalidParameterError("invalid 'logit_bias': expected a mapping of token id to bias", "logit_bias")
+            try:
+                out["logit_bias"] = [(int(k), float(v)) for k, v in value.items()]
+            except (TypeError, ValueError):
+                raise InvalidParameterError("invalid 'logit_bias': keys must be token ids and values numbers", "logit_bias") from None
+        elif key == "json_schema":
+            out["json_schema"] = value if isinstance(value, str) else json.dumps(value)
+        elif key == "top_logprobs":
+            out["n_probs"] = value
+            out["logprobs"] = True
+        elif key == "seed" and isinstance(value, int) and value < 0:
+            continue  # negative seed: random, as in llama.cpp
+        else:
+            out[key] = value
+    return out
+
+
+class Generation:
+    """A running generation. Iterate it for text pieces (always whole UTF-8
+    characters); ``cancel()`` stops it; ``text``, ``finish_reason``, ``usage``
+    and ``timings`` are final once iteration ends (or after ``wait()``)."""
+
+    def __init__(self, native: "_native.Generation", engine: "Engine") -> None:
+        self._native = native
+        self._engine = engine
+        self._pieces: List[str] = []
+        self._tokens: List[int] = []
+        self._logprobs: List[TokenLogprob] = []
+        self._lock = threading.Lock()
+
+    # -- iteration -------------------------------------------------------
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            chunk = self.next_chunk()
+            if chunk is None:
+                raise StopIteration
+            text = chunk[0]
+            if text:
+                return text
+
+    def next_chunk(self, timeout: Optional[float] = None):
+        """The next (text, token_ids, logprobs) chunk, or None at the end.
+        Raises TimeoutError if nothing arrives within ``timeout`` seconds."""
+        item = self._native.next_chunk(timeout)
+        if item is None:
+            return None
+        text, tokens, lps = item
+        logprobs = [
+            TokenLogprob(t, s, lp, [TokenLogprob(tt, ts, tlp) for tt, ts, tlp in top]) for t, s, lp, top in lps
+        ]
+        with self._lock:
+            self._pieces.append(text)
+            self._tokens.extend(tokens)
+            self._logprobs.extend(logprobs)
+        return text, tokens, logprobs
+
+    def wait(self) -> "Generation":
+        """Consume the rest of the output; returns self."""
+        while self.next_chunk() is not None:
+            pass
+        return self
+
+    def cancel(self) -> None:
+        self._native.cancel()
+
+    # -- results ---------------------------------------------------------
+    @property
+    def id(self) -> int:
+        return self._native.id
+
+    @property
+    def done(self) -> bool:
+        return self._native.done
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._pieces)
+
+    @property
+    def tokens(self) -> List[int]:
+        with self._lock:
+            return list(self._tokens)
+
+    @property
+    def logprobs(self) -> List[TokenLogprob]:
+        with self._lock:
+            return list(self._logprobs)
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        return self._native.finish_reason
+
+    @property
+    def error(self) -> Optional[str]:
+        return self._native.error
+
+    @property
+    def stop_word(self) -> Optional[str]:
+        return self._native.stop_word
+
+    @property
+    def usage(self) -> Dict[str, int]:
+        return self._native.usage
+
+    @property
+    def timings(self) -> Dict[str, float]:
+        return self._native.timings
+
+
+class ChatGeneration(Generation):
+    """A generation from ``Engine.chat``: once finished, ``message`` holds the
+    assistant message with tool calls parsed by the model's chat format."""
+
+    def __init__(self, native, engine, chat_prompt) -> None:
+        super().__init__(native, engine)
+        self._chat_prompt = chat_prompt
+        self._message: Optional[Dict[str, Any]] = None
+
+    @property
+    def message(self) -> Dict[str, Any]:
+        if self._message is None:
+            self.wait()
+            content, reasoning, calls_json = self._engine._native.parse_chat_output(self.text, self._chat_prompt)
+            calls = json.loads(calls_json)
+            msg: Dict[str, Any] = {"role": "assistant", "content": content if content or not calls else None}
+            if reasoning:
+                msg["reasoning_content"] = reasoning
+            if calls:
+                msg["tool_calls"] = calls
+            self._message = msg
+        return self._message
+
+    @property
+    def tool_calls(self) -> List[Dict[str, Any]]:
+        return self.message.get("tool_calls", [])
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        reason = self._native.finish_reason
+        if reason == "stop" and self.done and self.tool_calls:
+            return "tool_calls"
+        return reason
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str
+    usage: Dict[str, int]
+    timings: Dict[str, float]
+    tokens: List[int]
+    logprobs: List[TokenLogprob]
+
+
+@dataclass(frozen=True)
+class ChatCompletion(Completion):
+    message: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tool_calls(self) -> List[Dict[str, Any]]:
+        return self.message.get("tool_calls", [])
+
+
+def _finished(gen: Generation) -> Generation:
+    gen.wait()
+    if gen.finish_reason == "error":
+        raise GenerationError(gen.error or "generation failed")
+    return gen
+
+
+class Engine:
+    """A GGUF model loaded for continuous-batching generation.
+
+    Up to ``n_parallel`` requests share every decode step; each gets
+    ``n_ctx // n_parallel`` tokens of context (``n_ctx_slot``)."""
+
+    def __init__(
+        self,
+        model_path: Union[str, "os.PathLike[str]"],
+        *,
+        n_ctx: int = 4096,
+        n_parallel: int = 4,
+        n_batch: int = 2048,
+        n_ubatch: int = 512,
+        n_threads: Optional[int] = None,
+        n_threads_batch: Optional[int] = None,
+        n_gpu_layers: int = 0,
+        main_gpu: int = 0,
+        tensor_split: Optional[Sequence[float]] = None,
+        use_mmap: bool = True,
+        use_mlock: bool = False,
+        embeddings: bool = False,
+        seed: Optional[int] = None,
+        flash_attn: str = "auto",
+        kv_unified: bool = False,
+        chat_template: Optional[str] = None,
+        model_id: Optional[str] = None,
+    ) -> None:
+        for name, value, low in (("n_ctx", n_ctx, 0), ("n_parallel", n_parallel, 1), ("n_batch", n_batch, 1),
+                                 ("n_ubatch", n_ubatch, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InvalidParameterError(f"{name} must be an integer >= {low}", param=name)
+        self.model_path = os.fspath(model_path)
+        self.model_id = model_id or os.path.basename(self.model_path)
+        self._native = _native.Engine(
+            model_path=self.model_path,
+            model_id=self.model_id,
+            n_ctx=n_ctx,
+            n_parallel=n_parallel,
+            n_batch=n_batch,
+            n_ubatch=n_ubatch,
+            n_threads=n_threads or 0,
+            n_threads_batch=n_threads_batch or 0,
+            n_gpu_layers=n_gpu_layers,
+            main_gpu=main_gpu,
+            tensor_split=list(tensor_split or []),
+            use_mmap=use_mmap,
+            use_mlock=use_mlock,
+            embeddings=embeddings,
+            seed=seed if seed is None or seed >= 0 else None,
+            flash_attn=flash_attn,
+            kv_unified=kv_unified,
+            chat_template=chat_template or "",
+        )
+        self._info = self._native.info()
+
+    # -- metadata ----------------------------------------------------------
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        """Architecture, parameter count, size, training context, vocabulary,
+        chat template and the context each slot gets."""
+        return dict(self._info)
+
+    @property
+    def n_ctx(self) -> int:
+        return self._info["n_ctx"]
+
+    @property
+    def n_ctx_slot(self) -> int:
+        return self._info["n_ctx_slot"]
+
+    @property
+    def n_parallel(self) -> int:
+        return self._info["n_parallel"]
+
+    @property
+    def profiler(self) -> "_native.Profiler":
+        return self._native.profiler
+
+    def stats(self) -> Dict[str, int]:
+        """Slots in use, queued requests and token counters."""
+        return self._native.stats()
+
+    # -- tokenizer -----------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> List[int]:
+        if not isinstance(text, str):
+            raise InvalidParameterError("text must be a string", param="text")
+        return self._native.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
+        return self._native.detokenize(list(tokens), special)
+
+    # -- generation ------------------------------------------------------------
+    def _prompt_tokens(self, prompt: Prompt) -> List[int]:
+        if isinstance(prompt, str):
+            return self.tokenize(prompt)
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            return list(prompt)
+        raise InvalidParameterError("prompt must be a string or a list of token ids", param="prompt")
+
+    def generate(self, prompt: Prompt, **params: Any) -> Generation:
+        """Start generating; returns at once with an iterable handle."""
+        tokens = self._prompt_tokens(prompt)
+        return Generation(self._native.submit(tokens, _native_params(params)), self)
+
+    def complete(self, prompt: Prompt, **params: Any) -> Completion:
+        """Generate to the end and return the result."""
+        g = _finished(self.generate(prompt, **params))
+        return Completion(g.text, g.finish_reason or "stop", g.usage, g.timings, g.tokens, g.logprobs)
+
+    def apply_chat_template(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Optional[Sequence[Mapping[str, Any]]] = None,
+        tool_choice: Union[str, Mapping[str, Any], None] = None,
+        parallel_tool_calls: bool = False,
+        add_generation_prompt: bool = True,
+        json_schema: Union[str, Mapping[str, Any], None] = None,
+        grammar: Optional[str] = None,
+    ) -> "_native.ChatPrompt":
+        """Render messages with the model's chat template."""
+        try:
+            messages_json = json.dumps(list(messages))
+            tools_json = json.dumps(list(tools)) if tools else ""
+        except (TypeError, ValueError) as e:
+            raise InvalidParameterError(f"messages are not JSON-serialisable: {e}", param="messages") from None
+        if isinstance(tool_choice, Mapping):
+            # {"type": "function", "function": {"name": ...}}: only that tool, and it is required.
+            name = (tool_choice.get("function") or {}).get("name")
+            if not name or not tools:
+                raise InvalidParameterError("tool_choice names no tool from 'tools'", param="tool_choice")
+            chosen = [t for t in tools if (t.get("function") or {}).get("name") == name]
+            if not chosen:
+                raise InvalidParameterError(f"tool_choice names unknown tool '{name}'", param="tool_choice")
+            tools_json = json.dumps(chosen)
+            tool_choice = "required"
+        schema = json_schema if json_schema is None or isinstance(json_schema, str) else json.dumps(json_schema)
+        return self._native.apply_chat_template(
+            messages_json, tools_json, tool_choice or "", parallel_tool_calls, add_generation_prompt,
+            schema or "", grammar or "",
+        )
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Optional[Sequence[Mapping[str, Any]]] = None,
+        tool_choice: Union[str, Mapping[str, Any], None] = None,
+        parallel_tool_calls: bool = False,
+        stream: bool = False,
+        **params: Any,
+    ) -> Union[ChatGeneration, ChatCompletion]:
+        """Chat with the model's own template. With ``stream=True`` returns a
+        ChatGeneration to iterate; otherwise the finished ChatCompletion."""
+        json_schema = params.pop("json_schema", None)
+        grammar = params.pop("grammar", None)
+        cp = self.apply_chat_template(messages, tools=tools, tool_choice=tool_choice,
+                                      parallel_tool_calls=parallel_tool_calls,
+                                      json_schema=json_schema, grammar=grammar)
+        tokens = self.tokenize(cp.prompt, add_special=True, parse_special=True)
+        native = self._native.submit(tokens, _native_params(params), cp)
+        gen = ChatGeneration(native, self, cp)
+        if stream:
+            return gen
+        _finished(gen)
+        return ChatCompletion(gen.text, gen.finish_reason or "stop", gen.usage, gen.timings, gen.tokens,
+                              gen.logprobs, gen.message)
+
+    # -- embeddings ------------------------------------------------------------
+    def embed(self, texts: Union[str, Sequence[str]], *, normalize: bool = True) -> np.ndarray:
+        """Embeddings of one text (1-D) or several (2-D float32 array)."""
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        if not items or not all(isinstance(t, str) for t in items):
+            raise InvalidParameterError("input must be a string or a non-empty list of strings", param="input")
+        arr = np.asarray(self._native.embed(items, normalize), dtype=np.float32)
+        return arr[0] if single else arr
+
+    # -- lifetime --------------------------------------------------------------
+    def close(self) -> None:
+        """Free the model now; generations in flight end as ``cancelled``."""
+        self._native.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._native.closed
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Engine({self.model_id!r}, n_ctx={self.n_ctx}, n_parallel={self.n_parallel})"

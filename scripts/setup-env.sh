@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates .venv (if needed), installs the build tools, builds and installs
+# kolosal into it, and fetches the demo model. Safe to run again: the CMake
+# build folder (build/) is kept, so a rebuild only compiles what changed.
+#
+# Extra CMake options pass through CMAKE_ARGS, e.g.
+#   CMAKE_ARGS="-DUSE_CUDA=ON" bash scripts/setup-env.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+
+python -m pip install -q --upgrade pip
+python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.21" ninja
+python vendor/fetch_llama_cpp.py
+mkdir -p build
+echo "building kolosal (log: build/pip-install.log)"
+if ! python -m pip install -v --no-build-isolation ".[test]" > build/pip-install.log 2>&1; then
+  tail -n 60 build/pip-install.log
+  echo "error: building kolosal failed; the full log is build/pip-install.log" >&2
+  exit 1
+fi
+# Run from outside the source tree so the installed package (with _native) is imported.
+(cd / && python -c "import kolosal; print('kolosal', kolosal.__version__, kolosal.build_info()['backends'])")
+(cd / && python -m kolosal.demo_model -q)

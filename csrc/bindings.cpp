@@ -370,6 +370,8 @@ PYBIND11_MODULE(_native, m) {
                 if (!chat->params.grammar.empty()) {
                     p.grammar = chat->params.grammar;
                     p.json_schema.clear();
+                    p.grammar_from_chat = true;
+                    p.generation_prompt = chat->params.generation_prompt;
                 }
                 p.grammar_lazy = chat->params.grammar_lazy;
                 p.grammar_triggers = chat->params.grammar_triggers;
@@ -390,6 +392,7 @@ PYBIND11_MODULE(_native, m) {
             const ChatResult r = e.parse_chat_output(text, cp);
             return py::make_tuple(to_str(r.content), to_str(r.reasoning_content), r.tool_calls_json);
         })
+        .def("chat_template_caps", &Engine::chat_template_caps)
         .def("embed", &Engine::embed, py::arg("texts"), py::arg("normalize") = true,
              py::call_guard<py::gil_scoped_release>());
 }

@@ -303,6 +303,11 @@ ChatPrompt Engine::apply_chat_template(const std::string & messages_json, const 
     return cp;
 }
 
+std::map<std::string, bool> Engine::chat_template_caps() const {
+    ensure_open();
+    return common_chat_templates_get_caps(templates_.get());
+}
+
 ChatResult Engine::parse_chat_output(const std::string & text, const ChatPrompt & cp) const {
     ChatResult r;
     common_chat_parser_params pp(cp.params);

@@ -10,6 +10,7 @@
 #include "chat.h"
 #include "llama.h"
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -99,6 +100,7 @@ public:
                                    const std::string & tool_choice, bool parallel_tool_calls,
                                    bool add_generation_prompt, const std::string & json_schema,
                                    const std::string & grammar);
+    std::map<std::string, bool> chat_template_caps() const;
     ChatResult parse_chat_output(const std::string & text, const ChatPrompt & cp) const;
 
     std::vector<std::vector<float>> embed(const std::vector<std::string> & texts, bool normalize);

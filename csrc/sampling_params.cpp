@@ -15,7 +15,7 @@ void require(bool ok, const char * param, const std::string & msg) {
 }  // namespace
 
 void validate(const GenParams & p, int32_t n_vocab) {
-    require(p.max_tokens >= -1, "max_tokens", "must be -1 (no limit) or >= 0");
+    require(p.max_tokens == -1 || p.max_tokens >= 1, "max_tokens", "must be >= 1 (or -1 for no limit)");
     require(std::isfinite(p.temperature) && p.temperature >= 0.0f, "temperature", "must be >= 0");
     require(p.top_k >= 0, "top_k", "must be >= 0 (0 disables it)");
     require(std::isfinite(p.top_p) && p.top_p > 0.0f && p.top_p <= 1.0f, "top_p", "must be in (0, 1]");
@@ -67,7 +67,11 @@ common_params_sampling to_common(const GenParams & p, const llama_vocab * vocab,
             throw InvalidParameterError("json_schema", std::string("invalid 'json_schema': ") + e.what());
         }
     } else if (!p.grammar.empty()) {
-        s.grammar = common_grammar(p.grammar_lazy ? COMMON_GRAMMAR_TYPE_TOOL_CALLS : COMMON_GRAMMAR_TYPE_USER, p.grammar);
+        const common_grammar_type type = !p.grammar_from_chat ? COMMON_GRAMMAR_TYPE_USER
+                                         : p.grammar_lazy     ? COMMON_GRAMMAR_TYPE_TOOL_CALLS
+                                                              : COMMON_GRAMMAR_TYPE_OUTPUT_FORMAT;
+        s.grammar = common_grammar(type, p.grammar);
+        if (p.grammar_from_chat) s.generation_prompt = p.generation_prompt;
     }
     s.grammar_lazy = p.grammar_lazy;
     s.grammar_triggers = p.grammar_triggers;

@@ -33,6 +33,8 @@ struct GenParams {
     bool logprobs = false;     // report the chosen token's log-probability
 
     // Chat-template derived settings (filled by Engine::chat).
+    bool grammar_from_chat = false;    // grammar came from the chat template (output format / tool calls)
+    std::string generation_prompt;     // already in the prompt; the grammar starts after it
     bool grammar_lazy = false;
     std::vector<common_grammar_trigger> grammar_triggers;
     std::vector<std::string> preserved_tokens;

@@ -325,9 +325,9 @@ void Scheduler::sample(Slot & s) {
 }
 
 void Scheduler::emit(Slot & s, bool final_flush) {
-    size_t n = s.pending.size();
+    // A character cut off by the end of generation can never be completed: drop its bytes.
+    size_t n = utf8_complete_prefix(s.pending);
     if (!final_flush) {
-        n = utf8_complete_prefix(s.pending);
         // Hold back a tail that could still become a stop string.
         for (const auto & w : s.req->params.stop) {
             for (size_t k = std::min(w.size() - 1, s.pending.size()); k > 0; --k) {
@@ -342,7 +342,7 @@ void Scheduler::emit(Slot & s, bool final_flush) {
     if (n == 0 && s.pending_chunk.tokens.empty()) return;
     Chunk c = std::move(s.pending_chunk);
     c.text = s.pending.substr(0, n);
-    s.pending.erase(0, n);
+    s.pending.erase(0, final_flush ? std::string::npos : n);
     s.pending_chunk = Chunk{};
     s.req->push(std::move(c));
 }
@@ -355,14 +355,15 @@ void Scheduler::finish(Slot & s, Finish f, const std::string & err, const std::s
     if (s.n_generated > 0) s.usage.decode_ms = ms_between(s.t_first, now);
     if (s.req->sampler) common_sampler_free(s.req->sampler);
     s.req->sampler = nullptr;
-    s.req->finish_with(f, s.usage, err, stop_word);
-    s.req.reset();
+    std::shared_ptr<Request> req = std::move(s.req);
     s.generating = false;
     s.pending.clear();
     s.pending_chunk = Chunk{};
     s.last_used = ++tick_;
+    // The slot is free before the caller hears that its request ended.
     slots_busy_--;
     requests_done_++;
+    req->finish_with(f, s.usage, err, stop_word);
 }
 
 }  // namespace kolosal

@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _native
+from . import _native, tool_calls
 from .errors import GenerationError, InvalidParameterError
 
 __all__ = ["Engine", "Generation", "ChatGeneration", "Completion", "ChatCompletion", "TokenLogprob"]
@@ -164,10 +164,13 @@ class ChatGeneration(Generation):
     """A generation from ``Engine.chat``: once finished, ``message`` holds the
     assistant message with tool calls parsed by the model's chat format."""
 
-    def __init__(self, native, engine, chat_prompt) -> None:
+    def __init__(self, native, engine, chat_prompt, generic_tools: bool = False) -> None:
         super().__init__(native, engine)
         self._chat_prompt = chat_prompt
         self._message: Optional[Dict[str, Any]] = None
+        #: True when tools were offered through the JSON fallback (the template has no tool support):
+        #: the streamed text is then that JSON, and ``message`` holds the parsed result.
+        self.generic_tools = generic_tools
 
     @property
     def message(self) -> Dict[str, Any]:
@@ -175,6 +178,8 @@ class ChatGeneration(Generation):
             self.wait()
             content, reasoning, calls_json = self._engine._native.parse_chat_output(self.text, self._chat_prompt)
             calls = json.loads(calls_json)
+            if self.generic_tools:
+                content, calls = tool_calls.parse_answer(content)
             msg: Dict[str, Any] = {"role": "assistant", "content": content if content or not calls else None}
             if reasoning:
                 msg["reasoning_content"] = reasoning
@@ -276,6 +281,7 @@ class Engine:
             chat_template=chat_template or "",
         )
         self._info = self._native.info()
+        self._chat_caps = self._native.chat_template_caps()
 
     # -- metadata ----------------------------------------------------------
     @property
@@ -331,6 +337,16 @@ class Engine:
         g = _finished(self.generate(prompt, **params))
         return Completion(g.text, g.finish_reason or "stop", g.usage, g.timings, g.tokens, g.logprobs)
 
+    @staticmethod
+    def _chosen_tool(tools: Optional[Sequence[Mapping[str, Any]]], tool_choice: Mapping[str, Any]) -> List[Mapping[str, Any]]:
+        name = (tool_choice.get("function") or {}).get("name")
+        if not name or not tools:
+            raise InvalidParameterError("tool_choice names no tool from 'tools'", param="tool_choice")
+        chosen = [t for t in tools if (t.get("function") or {}).get("name") == name]
+        if not chosen:
+            raise InvalidParameterError(f"tool_choice names unknown tool '{name}'", param="tool_choice")
+        return chosen
+
     def apply_chat_template(
         self,
         messages: Sequence[Mapping[str, Any]],
@@ -350,13 +366,7 @@ class Engine:
             raise InvalidParameterError(f"messages are not JSON-serialisable: {e}", param="messages") from None
         if isinstance(tool_choice, Mapping):
             # {"type": "function", "function": {"name": ...}}: only that tool, and it is required.
-            name = (tool_choice.get("function") or {}).get("name")
-            if not name or not tools:
-                raise InvalidParameterError("tool_choice names no tool from 'tools'", param="tool_choice")
-            chosen = [t for t in tools if (t.get("function") or {}).get("name") == name]
-            if not chosen:
-                raise InvalidParameterError(f"tool_choice names unknown tool '{name}'", param="tool_choice")
-            tools_json = json.dumps(chosen)
+            tools_json = json.dumps(self._chosen_tool(tools, tool_choice))
             tool_choice = "required"
         schema = json_schema if json_schema is None or isinstance(json_schema, str) else json.dumps(json_schema)
         return self._native.apply_chat_template(
@@ -378,12 +388,22 @@ class Engine:
         ChatGeneration to iterate; otherwise the finished ChatCompletion."""
         json_schema = params.pop("json_schema", None)
         grammar = params.pop("grammar", None)
+        generic = bool(tools) and tool_choice != "none" and not self._chat_caps.get("supports_tool_calls", False)
+        if generic:
+            if json_schema is not None or grammar is not None:
+                raise InvalidParameterError("tools cannot be combined with a grammar or JSON schema", param="tools")
+            if isinstance(tool_choice, Mapping):
+                tools = self._chosen_tool(tools, tool_choice)
+            required = tool_choice is not None and tool_choice != "auto"
+            messages = tool_calls.render_messages(messages, tools, required)
+            json_schema = tool_calls.answer_schema(tools, required, parallel_tool_calls)
+            tools, tool_choice = None, None
         cp = self.apply_chat_template(messages, tools=tools, tool_choice=tool_choice,
                                       parallel_tool_calls=parallel_tool_calls,
                                       json_schema=json_schema, grammar=grammar)
         tokens = self.tokenize(cp.prompt, add_special=True, parse_special=True)
         native = self._native.submit(tokens, _native_params(params), cp)
-        gen = ChatGeneration(native, self, cp)
+        gen = ChatGeneration(native, self, cp, generic_tools=generic)
         if stream:
             return gen
         _finished(gen)
@@ -394,7 +414,7 @@ class Engine:
     def embed(self, texts: Union[str, Sequence[str]], *, normalize: bool = True) -> np.ndarray:
         """Embeddings of one text (1-D) or several (2-D float32 array)."""
         single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
+        items = [texts] if single else list(texts) if isinstance(texts, (list, tuple)) else []
         if not items or not all(isinstance(t, str) for t in items):
             raise InvalidParameterError("input must be a string or a non-empty list of strings", param="input")
         arr = np.asarray(self._native.embed(items, normalize), dtype=np.float32)

@@ -80,6 +80,7 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     if (cfg_.n_parallel < 1 || cfg_.n_parallel > 256) throw InvalidParameterError("n_parallel", "n_parallel must be in [1, 256]");
     if (cfg_.n_batch < 1) throw InvalidParameterError("n_batch", "n_batch must be >= 1");
     if (cfg_.n_ubatch < 1 || cfg_.n_ubatch > cfg_.n_batch) throw InvalidParameterError("n_ubatch", "n_ubatch must be in [1, n_batch]");
+    if (cfg_.n_batch < cfg_.n_parallel) throw InvalidParameterError("n_batch", "n_batch must be >= n_parallel (one decode step per slot fits in a batch)");
     if (cfg_.n_threads < 0) throw InvalidParameterError("n_threads", "n_threads must be >= 0 (0: automatic)");
     if (cfg_.flash_attn != "auto" && cfg_.flash_attn != "on" && cfg_.flash_attn != "off") {
         throw InvalidParameterError("flash_attn", "flash_attn must be 'auto', 'on' or 'off'");

@@ -193,7 +193,8 @@ def test_wrong_type_names_the_parameter(engine):
 
 def test_invalid_engine_options(model_path):
     for kwargs, param in (({"n_parallel": 0}, "n_parallel"), ({"n_ubatch": 4096, "n_batch": 512}, "n_ubatch"),
-                          ({"flash_attn": "maybe"}, "flash_attn")):
+                          ({"flash_attn": "maybe"}, "flash_attn"),
+                          ({"n_parallel": 8, "n_batch": 4, "n_ubatch": 4}, "n_batch")):
         with pytest.raises(InvalidParameterError) as e:
             kolosal.Engine(model_path, **kwargs)
         assert e.value.param == param

@@ -89,7 +89,10 @@ def unpack(archive: Path, target: Path) -> None:
             members.append(m)
         if not members:
             fail(f"{archive.name} holds no vendor/llama.cpp folder")
-        tar.extractall(staging, members=members)
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.12 (and security backports)
+            tar.extractall(staging, members=members, filter="data")
+        else:
+            tar.extractall(staging, members=members)
     (staging / "KOLOSAL_LLAMA_CPP_COMMIT").write_text(LLAMA_CPP_COMMIT + "\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

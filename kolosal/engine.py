@@ -13,7 +13,7 @@ import numpy as np
 from . import _native, tool_calls
 from .errors import GenerationError, InvalidParameterError
 
-__all__ = ["Engine", "Generation", "ChatGeneration", "Completion", "ChatCompletion", "TokenLogprob"]
+__all__ = ["Engine", "Generation", "ChatGeneration", "Completion", "ChatCompletion", "RenderedChat", "TokenLogprob"]
 
 Prompt = Union[str, Sequence[int]]
 
@@ -201,6 +201,21 @@ class ChatGeneration(Generation):
 
 
 @dataclass(frozen=True)
+class RenderedChat:
+    """A chat rendered by the model's template (see ``Engine.render_chat``)."""
+
+    chat_prompt: "_native.ChatPrompt"
+    tokens: List[int]
+    generic_tools: bool
+    #: A caller's GBNF grammar the template did not take over (applied as is).
+    grammar: Optional[str] = None
+
+    @property
+    def prompt(self) -> str:
+        return self.chat_prompt.prompt
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     finish_reason: str
@@ -374,20 +389,18 @@ class Engine:
             schema or "", grammar or "",
         )
 
-    def chat(
+    def render_chat(
         self,
         messages: Sequence[Mapping[str, Any]],
         *,
         tools: Optional[Sequence[Mapping[str, Any]]] = None,
         tool_choice: Union[str, Mapping[str, Any], None] = None,
         parallel_tool_calls: bool = False,
-        stream: bool = False,
-        **params: Any,
-    ) -> Union[ChatGeneration, ChatCompletion]:
-        """Chat with the model's own template. With ``stream=True`` returns a
-        ChatGeneration to iterate; otherwise the finished ChatCompletion."""
-        json_schema = params.pop("json_schema", None)
-        grammar = params.pop("grammar", None)
+        json_schema: Union[str, Mapping[str, Any], None] = None,
+        grammar: Optional[str] = None,
+    ) -> RenderedChat:
+        """The prompt ``chat`` would run, tokenized: render once, then pass it
+        to ``chat(rendered=...)`` as often as needed (e.g. for n choices)."""
         generic = bool(tools) and tool_choice != "none" and not self._chat_caps.get("supports_tool_calls", False)
         if generic:
             if json_schema is not None or grammar is not None:
@@ -395,15 +408,42 @@ class Engine:
             if isinstance(tool_choice, Mapping):
                 tools = self._chosen_tool(tools, tool_choice)
             required = tool_choice is not None and tool_choice != "auto"
-            messages = tool_calls.render_messages(messages, tools, required)
-            json_schema = tool_calls.answer_schema(tools, required, parallel_tool_calls)
+            messages = tool_calls.render_messages(messages, tools or [], required)
+            json_schema = tool_calls.answer_schema(tools or [], required, parallel_tool_calls)
             tools, tool_choice = None, None
         cp = self.apply_chat_template(messages, tools=tools, tool_choice=tool_choice,
                                       parallel_tool_calls=parallel_tool_calls,
                                       json_schema=json_schema, grammar=grammar)
         tokens = self.tokenize(cp.prompt, add_special=True, parse_special=True)
-        native = self._native.submit(tokens, _native_params(params), cp)
-        gen = ChatGeneration(native, self, cp, generic_tools=generic)
+        return RenderedChat(cp, tokens, generic, grammar if grammar and not cp.grammar else None)
+
+    def chat(
+        self,
+        messages: Optional[Sequence[Mapping[str, Any]]] = None,
+        *,
+        tools: Optional[Sequence[Mapping[str, Any]]] = None,
+        tool_choice: Union[str, Mapping[str, Any], None] = None,
+        parallel_tool_calls: bool = False,
+        stream: bool = False,
+        rendered: Optional[RenderedChat] = None,
+        **params: Any,
+    ) -> Union[ChatGeneration, ChatCompletion]:
+        """Chat with the model's own template. With ``stream=True`` returns a
+        ChatGeneration to iterate; otherwise the finished ChatCompletion.
+        ``json_schema`` and ``grammar`` constrain the answer; ``tools`` offer
+        function calls (parsed into ``message["tool_calls"]``)."""
+        json_schema = params.pop("json_schema", None)
+        grammar = params.pop("grammar", None)
+        if rendered is None:
+            if messages is None:
+                raise InvalidParameterError("'messages' is required", param="messages")
+            rendered = self.render_chat(messages, tools=tools, tool_choice=tool_choice,
+                                        parallel_tool_calls=parallel_tool_calls, json_schema=json_schema,
+                                        grammar=grammar)
+        if rendered.grammar:
+            params["grammar"] = rendered.grammar
+        native = self._native.submit(rendered.tokens, _native_params(params), rendered.chat_prompt)
+        gen = ChatGeneration(native, self, rendered.chat_prompt, generic_tools=rendered.generic_tools)
         if stream:
             return gen
         _finished(gen)

@@ -106,3 +106,10 @@ def test_malformed_messages_are_rejected(engine):
     with pytest.raises(InvalidParameterError) as e:
         engine.chat([], max_tokens=4)
     assert e.value.param == "messages"
+
+
+def test_gbnf_grammar_in_chat(engine):
+    for seed in range(3):
+        r = engine.chat([{"role": "user", "content": "Pick a colour."}], grammar='root ::= "red" | "blue"',
+                        max_tokens=5, temperature=1.0, seed=seed)
+        assert r.message["content"] in ("red", "blue")

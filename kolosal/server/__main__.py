@@ -1,0 +1,36 @@
+"""``python -m kolosal.server`` / ``kolosal-server``."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional, Sequence
+
+from .cli import parse, resolve_config
+from .config import ConfigError, effective_config
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse(argv)
+    if args.version:
+        from ._version import server_version
+        print(f"kolosal-server {server_version()}")
+        return 0
+    try:
+        cfg = resolve_config(args)
+    except ConfigError as e:
+        print("configuration error:", file=sys.stderr)
+        for line in e.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    if args.check_config:
+        print(json.dumps(effective_config(cfg), indent=2))
+        return 0
+    from .logging_setup import configure_logging
+    from .serve import serve
+
+    configure_logging(cfg.logging)
+    return serve(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Loading the configuration: JSON or YAML by extension, ``${ENV}``
+substitution, models inline or in a separate models file, paths relative to
+the file, and errors that name the offending key (``models[1].load_params.n_ctx:
+expected integer``)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import yaml
+from pydantic import ValidationError
+
+from .config_schema import ConfigFile, ModelEntry, ModelsFile
+
+__all__ = ["ConfigError", "load_config", "read_models_file", "validation_messages", "format_loc", "check_model_files",
+           "ConfigFile", "ModelEntry", "clean_loc", "effective_config", "model_entry"]
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+_TYPE_WORDS = {
+    "int": "expected integer", "float": "expected number", "bool": "expected boolean",
+    "string": "expected string", "list": "expected list", "dict": "expected object", "model": "expected object",
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``errors`` lists ``path: problem`` lines."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+def format_loc(loc: Iterable[Union[str, int]], prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\])$")
+
+
+def clean_loc(loc: Iterable[Union[str, int]]) -> List[Union[str, int]]:
+    """Drop pydantic's union/validator tags (``str``, ``list[...]``) from an error location."""
+    return [p for p in loc if not (isinstance(p, str) and _TYPE_TAG.match(p))]
+
+
+def _problem(err: Dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required"
+    stem = kind.split("_")[0]
+    if kind.endswith(("_type", "_parsing", "_from_float")) and stem in _TYPE_WORDS:
+        return _TYPE_WORDS[stem]
+    msg = err.get("msg", "invalid value")
+    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+
+
+def validation_messages(exc: ValidationError, prefix: str = "") -> List[str]:
+    lines = []
+    for err in exc.errors():
+        where = format_loc(clean_loc(err["loc"]), prefix) or "(top level)"
+        lines.append(f"{where}: {_problem(err)}")
+    return lines
+
+
+def _substitute(value: Any, where: str, errors: List[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, format_loc([k], where), errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, format_loc([i], where), errors) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        def repl(m: "re.Match[str]") -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            errors.append(f"{where}: environment variable {name} is not set")
+            return ""
+        return _ENV.sub(repl, value)
+    return value
+
+
+def _read(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError([f"{path}: unknown config format (use .json, .yaml or .yml)"])
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError([f"{path}: not valid {path.suffix[1:].upper()}: {e}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: (top level): expected object"])
+    errors: List[str] = []
+    data = _substitute(data, "", errors)
+    if errors:
+        raise ConfigError(errors)
+    return data
+
+
+def _resolve(p: Optional[str], base: Path) -> Optional[str]:
+    if not p:
+        return p
+    path = Path(os.path.expanduser(p))
+    return os.path.normpath(path if path.is_absolute() else base / path)
+
+
+def _resolve_models(models: List[ModelEntry], base: Path) -> None:
+    for m in models:
+        if m.path:
+            m.path = _resolve(m.path, base)
+        if m.model_path:
+            m.model_path = _resolve(m.model_path, base)
+
+
+def read_models_file(path: Union[str, Path]) -> List[ModelEntry]:
+    """Models from a ``models.json``/``.yaml`` file (``{"models": [...]}``)."""
+    path = Path(path).resolve()
+    data = _read(path)
+    try:
+        models = ModelsFile.model_validate(data).models
+    except ValidationError as e:
+        raise ConfigError([f"{path.name}: {m}" for m in validation_messages(e)]) from None
+    _resolve_models(models, path.parent)
+    return models
+
+
+def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str, Any]] = None) -> ConfigFile:
+    """Validated configuration from a file (or a dict, paths relative to cwd)."""
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path).resolve()
+        base = path.parent
+        data = _read(path)
+    elif data is not None:
+        errors: List[str] = []
+        data = _substitute(dict(data), "", errors)
+        if errors:
+            raise ConfigError(errors)
+    try:
+        cfg = ConfigFile.model_validate(data or {})
+    except ValidationError as e:
+        raise ConfigError(validation_messages(e)) from None
+    _resolve_models(cfg.models, base)
+    for section in (cfg.logging,):
+        section.file_path = _resolve(section.file_path, base)
+        section.file = _resolve(section.file, base)
+    if cfg.inference.models_file:
+        cfg.inference.models_file = _resolve(cfg.inference.models_file, base)
+        cfg.models.extend(read_models_file(cfg.inference.models_file))
+    return cfg
+
+
+def check_model_files(cfg: ConfigFile) -> None:
+    """Every model file must exist and ids must be unique."""
+    errors: List[str] = []
+    seen: Dict[str, int] = {}
+    for i, m in enumerate(cfg.models):
+        key = "path" if m.path else "model_path"
+        if not Path(m.file).is_file():
+            errors.append(f"models[{i}].{key}: model file not found: {m.file}")
+        if m.model_id in seen:
+            errors.append(f"models[{i}].{'id' if m.id else 'engine_id'}: duplicate model id '{m.model_id}'"
+                          f" (also models[{seen[m.model_id]}])")
+        seen.setdefault(m.model_id, i)
+    if errors:
+        raise ConfigError(errors)
+
+
+def effective_config(cfg: ConfigFile) -> Dict[str, Any]:
+    """The config as printed by ``--check-config`` (secrets masked)."""
+    out = cfg.model_dump(mode="json")
+    for section, key in (("security", "api_keys"), ("auth", "api_keys")):
+        out[section][key] = ["***" for _ in out[section][key]]
+    if out["auth"].get("api_key"):
+        out["auth"]["api_key"] = "***"
+    return out
+
+
+def model_entry(model_id: str, path: str, **extra: Any) -> ModelEntry:
+    return ModelEntry(id=model_id, path=os.path.abspath(os.path.expanduser(path)), **extra)
+
+

@@ -1,0 +1,173 @@
+"""Pydantic models of the configuration file (JSON or YAML).
+
+Both documented shapes validate against ``ConfigFile``: the JSON one
+(``server``/``logging``/``security``/``inference`` with ``engine_id`` model
+entries) and the YAML one (``server``/``logging``/``features``/``auth`` with
+``id``/``path``/``load_params`` model entries). Unknown keys are errors.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_connections: int = Field(100, ge=1)
+    worker_threads: int = Field(16, ge=1)
+    request_timeout_seconds: Optional[int] = Field(None, ge=1)
+    request_timeout: Optional[int] = Field(None, ge=1)  # YAML spelling
+    keep_alive_timeout_seconds: int = Field(60, ge=1)
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    sse_ping_seconds: float = Field(5.0, gt=0)
+    max_queued_requests: int = Field(256, ge=1)
+
+    @property
+    def effective_request_timeout(self) -> int:
+        return self.request_timeout_seconds or self.request_timeout or 300
+
+
+class LoggingSection(_Section):
+    level: str = "INFO"
+    file_path: Optional[str] = None
+    file: Optional[str] = None  # YAML spelling
+    max_file_size_mb: int = Field(100, ge=1)
+    max_files: int = Field(10, ge=1)
+    console_output: bool = True
+    access_log: bool = False
+
+
+class RateLimiting(_Section):
+    enabled: bool = False
+    requests_per_minute: Optional[int] = Field(None, ge=1)
+    burst_size: Optional[int] = Field(None, ge=1)
+    max_requests: Optional[int] = Field(None, ge=1)
+    window_size: Optional[int] = Field(None, ge=1)
+
+
+class SecuritySection(_Section):
+    cors_enabled: bool = False
+    cors_origins: List[str] = Field(default_factory=lambda: ["*"])
+    rate_limiting: RateLimiting = Field(default_factory=RateLimiting)
+    api_keys: List[str] = Field(default_factory=list)
+
+
+class AuthSection(_Section):
+    enabled: bool = False
+    require_api_key: bool = False
+    api_keys: List[str] = Field(default_factory=list)
+    api_key: Optional[str] = None
+    rate_limit: RateLimiting = Field(default_factory=RateLimiting)
+
+
+class FeaturesSection(_Section):
+    health_check: bool = True
+    metrics: bool = True
+
+
+class InferenceSection(_Section):
+    default_context_size: int = Field(4096, ge=0)
+    default_gpu_layers: int = Field(0, ge=-1)
+    default_parallel: int = Field(4, ge=1)
+    model_cache_size_gb: Optional[float] = Field(None, ge=0)
+    job_timeout_seconds: float = Field(600.0, gt=0)
+    models_file: Optional[str] = None
+
+
+class LoadParams(_Section):
+    n_ctx: Optional[int] = Field(None, ge=0)
+    n_gpu_layers: Optional[int] = Field(None, ge=-1)
+    n_parallel: Optional[int] = Field(None, ge=1)
+    n_batch: Optional[int] = Field(None, ge=1)
+    n_ubatch: Optional[int] = Field(None, ge=1)
+    n_threads: Optional[int] = Field(None, ge=0)
+    main_gpu: Optional[int] = Field(None, ge=0)
+    tensor_split: Optional[List[float]] = None
+    use_mmap: Optional[bool] = None
+    use_mlock: Optional[bool] = None
+    embeddings: Optional[bool] = None
+    seed: Optional[int] = None
+    flash_attn: Optional[Literal["auto", "on", "off"]] = None
+    chat_template: Optional[str] = None
+
+    def engine_kwargs(self) -> Dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ModelEntry(_Section):
+    """One model; accepts both the ``engine_id`` and the ``id`` vocabulary."""
+
+    id: Optional[str] = Field(None, min_length=1)
+    engine_id: Optional[str] = Field(None, min_length=1)
+    path: Optional[str] = Field(None, min_length=1)
+    model_path: Optional[str] = Field(None, min_length=1)
+    load_at_startup: Optional[bool] = None
+    auto_load: Optional[bool] = None
+    n_ctx: Optional[int] = Field(None, ge=0)
+    n_gpu_layers: Optional[int] = Field(None, ge=-1)
+    n_parallel: Optional[int] = Field(None, ge=1)
+    main_gpu_id: Optional[int] = Field(None, ge=0)
+    priority: Optional[Union[Literal["high", "medium", "low"], int]] = None
+    load_params: LoadParams = Field(default_factory=LoadParams)
+
+    @model_validator(mode="after")
+    def _need_id_and_path(self) -> "ModelEntry":
+        if not (self.id or self.engine_id):
+            raise ValueError("missing 'id' (or 'engine_id')")
+        if not (self.path or self.model_path):
+            raise ValueError("missing 'path' (or 'model_path')")
+        return self
+
+    @property
+    def model_id(self) -> str:
+        return self.id or self.engine_id  # type: ignore[return-value]
+
+    @property
+    def file(self) -> str:
+        return self.path or self.model_path  # type: ignore[return-value]
+
+    @property
+    def startup(self) -> bool:
+        flag = self.load_at_startup if self.load_at_startup is not None else self.auto_load
+        return True if flag is None else flag
+
+    def engine_kwargs(self, inference: InferenceSection) -> Dict[str, Any]:
+        kw: Dict[str, Any] = {
+            "n_ctx": inference.default_context_size,
+            "n_gpu_layers": inference.default_gpu_layers,
+            "n_parallel": inference.default_parallel,
+        }
+        for key in ("n_ctx", "n_gpu_layers", "n_parallel"):
+            if getattr(self, key) is not None:
+                kw[key] = getattr(self, key)
+        if self.main_gpu_id is not None:
+            kw["main_gpu"] = self.main_gpu_id
+        kw.update(self.load_params.engine_kwargs())
+        return kw
+
+
+class ModelsFile(_Section):
+    models: List[ModelEntry] = Field(default_factory=list)
+
+
+class ConfigFile(_Section):
+    server: ServerSection = Field(default_factory=ServerSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+    security: SecuritySection = Field(default_factory=SecuritySection)
+    auth: AuthSection = Field(default_factory=AuthSection)
+    features: FeaturesSection = Field(default_factory=FeaturesSection)
+    inference: InferenceSection = Field(default_factory=InferenceSection)
+    models: List[ModelEntry] = Field(default_factory=list)
+
+    @property
+    def api_keys(self) -> List[str]:
+        keys = list(self.security.api_keys) + list(self.auth.api_keys)
+        if self.auth.api_key:
+            keys.append(self.auth.api_key)
+        return [k for k in keys if k]

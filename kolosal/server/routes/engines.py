@@ -1,0 +1,70 @@
+"""Engine management: list, create (load), status, delete."""
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, jsonify
+
+from ..errors import ApiError
+from ..openapi import api_route, parse_body
+from ..schemas.admin import CreateEngineRequest, EngineDeleted, EngineInfo, EngineList
+from ..state import get_state
+
+bp = Blueprint("engines", __name__)
+
+
+@api_route(bp, "/engines", ["GET"], summary="List engines", response_model=EngineList)
+def list_engines():  # type: ignore[no-untyped-def]
+    return jsonify({"object": "list", "engines": [r.describe() for r in get_state().registry.records()]})
+
+
+@api_route(bp, "/engines", ["POST"], summary="Register (and by default load) an engine", request_model=CreateEngineRequest,
+           response_model=EngineInfo, status=201)
+def create_engine():  # type: ignore[no-untyped-def]
+    state = get_state()
+    req: CreateEngineRequest = parse_body(CreateEngineRequest)
+    if state.draining:
+        raise ApiError(503, "The server is shutting down.", code="server_draining")
+    path = os.path.abspath(os.path.expanduser(req.model_path))
+    if not os.path.isfile(path):
+        raise ApiError(422, f"model file not found: {req.model_path}", param="model_path", code="model_not_found")
+    cfg = state.config.inference
+    params = {"n_ctx": cfg.default_context_size, "n_gpu_layers": cfg.default_gpu_layers,
+              "n_parallel": cfg.default_parallel}
+    if req.main_gpu_id is not None:
+        params["main_gpu"] = req.main_gpu_id
+    params.update(req.loading_parameters.engine_kwargs())
+    rec = state.registry.add(req.engine_id, path, params)
+    if req.load_immediately:
+        try:
+            state.registry.load(rec)
+        except Exception as e:
+            state.registry.remove(req.engine_id)
+            raise ApiError(422, f"the model could not be loaded: {e}", param="model_path",
+                           code="model_load_failed") from None
+    resp = jsonify(rec.describe(detail=True))
+    resp.status_code = 201
+    return resp
+
+
+@api_route(bp, "/engines/<path:engine_id>/status", ["GET"], summary="Engine state, metadata and slot statistics",
+           response_model=EngineInfo)
+def engine_status(engine_id: str):  # type: ignore[no-untyped-def]
+    rec = _record(engine_id)
+    return jsonify(rec.describe(detail=True))
+
+
+@api_route(bp, "/engines/<path:engine_id>", ["DELETE"], summary="Unload and remove an engine",
+           response_model=EngineDeleted)
+def delete_engine(engine_id: str):  # type: ignore[no-untyped-def]
+    _record(engine_id)
+    get_state().registry.remove(engine_id)
+    return jsonify({"engine_id": engine_id, "status": "removed"})
+
+
+def _record(engine_id: str):  # type: ignore[no-untyped-def]
+    try:
+        return get_state().registry.record(engine_id)
+    except ApiError as e:
+        raise ApiError(404, f"engine '{engine_id}' does not exist", param="engine_id",
+                       code="engine_not_found") from e

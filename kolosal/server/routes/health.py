@@ -1,0 +1,33 @@
+"""GET /health: ok / loading / draining / error, with each engine's state."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, jsonify
+
+from .._version import server_version
+from ..openapi import api_route
+from ..registry import FAILED, LOADED, LOADING, UNLOADED
+from ..schemas.admin import HealthResponse
+from ..state import engines_summary, get_state
+
+bp = Blueprint("health", __name__)
+
+
+@api_route(bp, "/health", ["GET"], summary="Liveness and readiness (503 unless ok)", response_model=HealthResponse)
+def health():  # type: ignore[no-untyped-def]
+    state = get_state()
+    states = [r.state for r in state.registry.records()]
+    if state.draining:
+        status = "draining"
+    elif LOADING in states and LOADED not in states:
+        status = "loading"
+    elif states and all(s in (FAILED, UNLOADED) for s in states) and FAILED in states:
+        status = "error"
+    else:
+        status = "ok"
+    body = {"status": status, "version": server_version(), "uptime_seconds": round(time.monotonic() - state.started, 3),
+            "active_requests": state.inflight, "engines": engines_summary(state)}
+    resp = jsonify(body)
+    resp.status_code = 200 if status == "ok" else 503
+    return resp

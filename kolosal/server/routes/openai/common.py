@@ -1,0 +1,59 @@
+"""Helpers shared by the generation routes."""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Dict
+
+from flask import request
+
+from kolosal._native import __version__ as _version
+from kolosal.engine import Engine
+from kolosal.errors import EngineClosedError
+
+from ...errors import ApiError
+from ...runner import Watch
+from ...state import ServerState
+
+FINGERPRINT = f"kolosal-{_version}"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def admit(state: ServerState, model: str) -> Engine:
+    """The engine for ``model`` if the server can take the request now."""
+    if state.draining:
+        raise ApiError(503, "The server is shutting down and takes no new requests.", code="server_draining")
+    engine = state.registry.engine(model)
+    try:
+        queued = engine.stats().get("queued", 0)
+    except EngineClosedError:
+        raise ApiError(503, f"The model '{model}' is being unloaded.", code="engine_closed") from None
+    if queued >= state.config.server.max_queued_requests:
+        raise ApiError(503, f"The server is busy ({queued} requests queued); retry later.", code="server_busy")
+    return engine
+
+
+def watch(state: ServerState) -> Watch:
+    """Limits of this request: ``job_timeout_seconds``, or the server's request
+    timeout when that is set and shorter."""
+    s = state.config.server
+    timeout = state.config.inference.job_timeout_seconds
+    explicit = s.request_timeout_seconds or s.request_timeout
+    if explicit:
+        timeout = min(timeout, float(explicit))
+    return Watch(request.environ, timeout, s.sse_ping_seconds)
+
+
+def include_usage(req: Any) -> bool:
+    return bool(req.stream_options and req.stream_options.include_usage)
+
+
+def base(kind: str, rid: str, model: str, created: int) -> Dict[str, Any]:
+    return {"id": rid, "object": kind, "created": created, "model": model, "system_fingerprint": FINGERPRINT}

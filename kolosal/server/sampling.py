@@ -1,0 +1,51 @@
+"""From a validated request to engine sampling kwargs, with the context check."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from ..engine import Engine
+from .errors import ApiError
+from .schemas.common import SamplingFields
+
+_PASS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "repeat_last_n",
+         "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos")
+
+
+def fit_max_tokens(engine: Engine, n_prompt: int, requested: Optional[int], param: str) -> int:
+    """``requested`` (or all the room left) after checking it fits one slot."""
+    slot = engine.n_ctx_slot
+    want = requested if requested is not None else 0
+    if n_prompt + want > slot or n_prompt >= slot:
+        asked = f"{n_prompt + want} tokens ({n_prompt} in the {param}, {want} for the completion)" if want else \
+            f"{n_prompt} tokens in the {param}"
+        raise ApiError(400, f"This model's maximum context length is {slot} tokens per request (per slot: "
+                            f"n_ctx {engine.n_ctx} shared by {engine.n_parallel} parallel slots). However, you "
+                            f"requested {asked}. Please reduce the length of the {param} or the completion.",
+                       param=param, code="context_length_exceeded")
+    return requested if requested is not None else slot - n_prompt
+
+
+def sampling_kwargs(req: SamplingFields, engine: Engine, max_tokens: int) -> Dict[str, Any]:
+    kw: Dict[str, Any] = {"max_tokens": max_tokens}
+    for key in _PASS:
+        value = getattr(req, key)
+        if value is not None:
+            kw[key] = value
+    if req.logit_bias:
+        n_vocab = engine.metadata.get("n_vocab", 0)
+        bias = {}
+        for key, value in req.logit_bias.items():
+            tok = int(key)
+            if not 0 <= tok < n_vocab:
+                raise ApiError(400, f"Invalid 'logit_bias': token id {tok} is outside the vocabulary (0..{n_vocab - 1}).",
+                               param="logit_bias", code="invalid_value")
+            bias[tok] = value
+        kw["logit_bias"] = bias
+    return kw
+
+
+def per_choice(kw: Dict[str, Any], index: int) -> Dict[str, Any]:
+    """Choice ``index`` of ``n``: a distinct seed so the choices differ."""
+    if index and kw.get("seed") is not None and kw["seed"] >= 0:
+        return {**kw, "seed": kw["seed"] + index}
+    return kw

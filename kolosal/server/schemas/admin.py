@@ -1,0 +1,78 @@
+"""Engine management, tokenizer and health shapes (not OpenAI)."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Union
+
+from pydantic import BaseModel, Field
+
+from ..config_schema import LoadParams
+from .common import Strict
+
+
+class CreateEngineRequest(Strict):
+    engine_id: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/@+-]+$")
+    model_path: str = Field(..., min_length=1)
+    load_immediately: bool = True
+    main_gpu_id: Optional[int] = Field(None, ge=0)
+    loading_parameters: LoadParams = Field(default_factory=LoadParams)
+
+
+class EngineInfo(BaseModel):
+    engine_id: str
+    model_path: str
+    status: str
+    created: int
+    loading_parameters: Dict[str, Any]
+    context_length: Optional[int] = None
+    error: Optional[str] = None
+    metadata: Optional[Dict[str, Any]] = None
+    stats: Optional[Dict[str, int]] = None
+
+
+class EngineList(BaseModel):
+    object: str = "list"
+    engines: List[EngineInfo]
+
+
+class EngineDeleted(BaseModel):
+    engine_id: str
+    status: str = "removed"
+
+
+class TokenizeRequest(Strict):
+    content: str
+    model: Optional[str] = None
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+
+
+class TokenPiece(BaseModel):
+    id: int
+    piece: str
+
+
+class TokenizeResponse(BaseModel):
+    tokens: List[Union[int, TokenPiece]]
+
+
+class DetokenizeRequest(Strict):
+    tokens: List[int]
+    model: Optional[str] = None
+
+
+class DetokenizeResponse(BaseModel):
+    content: str
+
+
+class EngineHealth(BaseModel):
+    engine_id: str
+    status: str
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(..., description="ok, loading, draining or error")
+    version: str
+    uptime_seconds: float
+    active_requests: int
+    engines: List[EngineHealth]

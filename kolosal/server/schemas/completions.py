@@ -1,0 +1,56 @@
+"""POST /v1/completions (legacy text completions) request and response."""
+from __future__ import annotations
+
+from typing import Dict, List, Literal, Optional, Union
+
+from pydantic import BaseModel, Field, field_validator
+
+from .common import FinishReason, SamplingFields, Usage
+
+
+class CompletionRequest(SamplingFields):
+    prompt: Union[str, List[str], List[int], List[List[int]]]
+    echo: bool = False
+    logprobs: Optional[int] = Field(None, ge=0, le=20)
+    best_of: Optional[int] = Field(None, ge=1, le=1)
+    suffix: Optional[str] = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, v):  # type: ignore[no-untyped-def]
+        if isinstance(v, list) and not v:
+            raise ValueError("prompt must not be empty")
+        return v
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, v: Optional[str]) -> Optional[str]:
+        if v:
+            raise ValueError("'suffix' (fill-in-the-middle) is not supported")
+        return v
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: List[str]
+    token_logprobs: List[float]
+    top_logprobs: Optional[List[Dict[str, float]]] = None
+    text_offset: List[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: FinishReason
+    logprobs: Optional[CompletionLogprobs] = None
+
+
+class CompletionResponse(BaseModel):
+    """Also the shape of each streamed chunk (``usage`` only on the last)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: Optional[str] = None
+    choices: List[CompletionChoice]
+    usage: Optional[Usage] = None

@@ -1,0 +1,43 @@
+"""Server-sent events: ``data:`` lines, comment pings, ``[DONE]``, errors
+mid-stream as an error event, and cancellation when the stream is closed."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Iterator, Sequence
+
+from flask import Response
+
+from ..engine import Generation
+from .errors import from_engine_error
+from .runner import ClientGone, cancel_all
+
+log = logging.getLogger("kolosal.server.sse")
+
+PING = ": ping\n\n"
+DONE = "data: [DONE]\n\n"
+
+
+def event(obj: Any) -> str:
+    return "data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+def sse_response(events: Iterator[str], gens: Sequence[Generation]) -> Response:
+    """Wrap ``events`` (already formatted) as a streaming response."""
+
+    def body() -> Iterator[bytes]:
+        try:
+            for item in events:
+                yield item.encode("utf-8")
+        except ClientGone:
+            log.info("client disconnected; generation cancelled")
+        except Exception as e:  # reported in-band: the status line is long gone
+            yield event(from_engine_error(e).body()).encode("utf-8")
+        finally:
+            cancel_all(gens)
+
+    resp = Response(body(), status=200, mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-cache"
+    resp.headers["X-Accel-Buffering"] = "no"
+    resp.call_on_close(lambda: cancel_all(gens))
+    return resp

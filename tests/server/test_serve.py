@@ -1,0 +1,73 @@
+"""The process: Waitress settings, graceful drain on SIGTERM/SIGINT, exit 0."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import httpx
+
+from kolosal.server.config import load_config
+from kolosal.server.serve import waitress_options
+
+from .conftest import MODEL_ID, chat_body, server_config, start_server
+
+
+def test_waitress_options_from_config():
+    cfg = load_config(data={"server": {"worker_threads": 3, "max_connections": 7, "keep_alive_timeout_seconds": 9}})
+    opts = waitress_options(cfg)
+    assert opts["threads"] == 3 and opts["connection_limit"] == 7 and opts["channel_timeout"] == 9
+    assert opts["channel_request_lookahead"] > 0
+
+
+def test_sigterm_drains_in_flight_request_then_exits_0(model_path, tmp_path):
+    server = start_server(server_config(model_path, shutdown_grace_seconds=60), tmp_path)
+    try:
+        events = []
+        with httpx.stream("POST", server.v1 + "/chat/completions", timeout=60,
+                          json=chat_body("Tell a story", max_tokens=128, ignore_eos=True, stream=True)) as r:
+            lines = r.iter_lines()
+            for line in lines:
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                    break
+            server.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            health = None
+            while time.monotonic() < deadline:
+                health = httpx.get(server.base_url + "/health", timeout=5)
+                if health.json()["status"] == "draining":
+                    break
+                time.sleep(0.05)
+            assert health is not None and health.status_code == 503 and health.json()["status"] == "draining"
+            refused = httpx.post(server.v1 + "/chat/completions", json=chat_body(), timeout=10)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "server_draining"
+            events += [line[6:] for line in lines if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        reasons = [json.loads(e)["choices"][0]["finish_reason"] for e in events[:-1]]
+        assert reasons[-1] == "length"
+        assert server.proc.wait(30) == 0
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+def test_sigint_idle_exits_0(model_path, tmp_path):
+    server = start_server(server_config(model_path), tmp_path)
+    try:
+        assert httpx.get(server.v1 + "/models", timeout=10).json()["data"][0]["id"] == MODEL_ID
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(30) == 0
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+def test_model_and_api_key_flags_without_model_config(model_path, tmp_path):
+    cfg = {"server": {"host": "127.0.0.1", "port": server_config(model_path)["server"]["port"]}}
+    server = start_server(cfg, tmp_path, ["--model", "demo", str(model_path), "--api-key", "k1"])
+    try:
+        assert httpx.get(server.v1 + "/models", timeout=10).status_code == 401
+        models = httpx.get(server.v1 + "/models", headers={"Authorization": "Bearer k1"}, timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["demo"]
+        assert server.stop() == 0
+    finally:
+        server.stop(signal.SIGKILL)

@@ -48,35 +48,25 @@ def llama_batched_bench_tg(model: str, threads: int, npl: int, n_prompt: int, n_
     return float(rows[-1]["speed_tg"])
 
 
-def kolosal_single(model: str, threads: int, n_gen: int, repeat: int) -> float:
-    speeds = []
-    with kolosal.Engine(model, n_ctx=1024, n_parallel=1, n_threads=threads) as e:
-        e.complete("warm up", max_tokens=8, ignore_eos=True)
-        for i in range(repeat):
-            r = e.complete(f"Run {i}:", max_tokens=n_gen + 1, ignore_eos=True, temperature=0)
-            # decode tok/s covers the n_gen tokens after the first (which comes from the prefill)
-            speeds.append(r.timings["decode_tokens_per_s"])
-    return statistics.mean(speeds)
+def kolosal_single(engine: "kolosal.Engine", n_gen: int) -> float:
+    r = engine.complete("Run:", max_tokens=n_gen + 1, ignore_eos=True, temperature=0)
+    # decode tok/s covers the n_gen tokens after the first (which comes out of the prefill)
+    return r.timings["decode_tokens_per_s"]
 
 
-def kolosal_batched(model: str, threads: int, npl: int, n_prompt: int, n_gen: int, repeat: int) -> float:
-    speeds = []
-    with kolosal.Engine(model, n_ctx=npl * (n_prompt + n_gen + 256), n_parallel=npl, n_threads=threads) as e:
-        e.complete("warm up", max_tokens=8, ignore_eos=True)
-        for rep in range(repeat):
-            prompts = [[(rep * 7919 + i * 104729 + j * 31) % 40000 + 100 for j in range(n_prompt)] for i in range(npl)]
-            t_sub = []
-            gens = []
-            for p in prompts:
-                t_sub.append(time.perf_counter())
-                gens.append(e.generate(p, max_tokens=n_gen + 1, ignore_eos=True, temperature=0))
-            for g in gens:
-                g.wait()
-            first = [t + g.timings["ttft_ms"] / 1000 for t, g in zip(t_sub, gens)]
-            end = [f + g.timings["decode_ms"] / 1000 for f, g in zip(first, gens)]
-            tokens = sum(g.usage["completion_tokens"] - 1 for g in gens)
-            speeds.append(tokens / (max(end) - min(first)))
-    return statistics.mean(speeds)
+def kolosal_batched(engine: "kolosal.Engine", npl: int, n_prompt: int, n_gen: int, rep: int) -> float:
+    prompts = [[(rep * 7919 + i * 104729 + j * 31) % 40000 + 100 for j in range(n_prompt)] for i in range(npl)]
+    t_sub, gens = [], []
+    for p in prompts:
+        t_sub.append(time.perf_counter())
+        gens.append(engine.generate(p, max_tokens=n_gen + 1, ignore_eos=True, temperature=0))
+    for g in gens:
+        g.wait()
+    # Decode phase: from the first sampled token of any stream to the last token of all.
+    first = [t + g.timings["ttft_ms"] / 1000 for t, g in zip(t_sub, gens)]
+    end = [f + g.timings["decode_ms"] / 1000 for f, g in zip(first, gens)]
+    tokens = sum(g.usage["completion_tokens"] - 1 for g in gens)
+    return tokens / (max(end) - min(first))
 
 
 def main() -> None:
@@ -91,14 +81,24 @@ def main() -> None:
         sys.exit("build llama.cpp's tools first: bash bench/build_llama_tools.sh")
     kolosal.set_log_level("error")
 
-    rows = []
-    ref = llama_bench_tg(model, args.threads, 128, args.repeat)
-    ours = kolosal_single(model, args.threads, 128, args.repeat)
-    rows.append(("single stream decode (tg128)", "llama-bench tg128", ref, ours))
-    ref = llama_batched_bench_tg(model, args.threads, 8, 128, 128)
-    ours = kolosal_batched(model, args.threads, 8, 128, 128, args.repeat)
-    rows.append(("8 streams aggregate decode (pp128 + tg128 each)", "llama-batched-bench npl 8 S_TG", ref, ours))
-
+    # Rounds alternate between llama.cpp's tool and kolosal so that both see
+    # the same machine state; medians are reported.
+    npl, n_prompt, n_gen = 8, 128, 128
+    ref1, ours1, ref8, ours8 = [], [], [], []
+    with kolosal.Engine(model, n_ctx=1024, n_parallel=1, n_threads=args.threads) as single, \
+            kolosal.Engine(model, n_ctx=npl * (n_prompt + n_gen + 256), n_parallel=npl, n_threads=args.threads) as multi:
+        single.complete("warm up", max_tokens=8, ignore_eos=True)
+        multi.complete("warm up", max_tokens=8, ignore_eos=True)
+        for rep in range(args.repeat):
+            ref1.append(llama_bench_tg(model, args.threads, n_gen, 1))
+            ours1.append(kolosal_single(single, n_gen))
+            ref8.append(llama_batched_bench_tg(model, args.threads, npl, n_prompt, n_gen))
+            ours8.append(kolosal_batched(multi, npl, n_prompt, n_gen, rep))
+    med = statistics.median
+    rows = [
+        ("single stream decode (tg128)", "llama-bench tg128", med(ref1), med(ours1)),
+        ("8 streams aggregate decode (pp128 + tg128 each)", "llama-batched-bench npl 8 S_TG", med(ref8), med(ours8)),
+    ]
     if args.markdown:
         print("| measure | reference | reference tok/s | kolosal tok/s | ratio |")
         print("| --- | --- | ---: | ---: | ---: |")

@@ -27,4 +27,9 @@ if ! python -m pip install -v --no-build-isolation ".[test]" > build/pip-install
 fi
 # Run from outside the source tree so the installed package (with _native) is imported.
 (cd / && python -c "import kolosal; print('kolosal', kolosal.__version__, kolosal.build_info()['backends'])")
+# Put the built module beside the sources too (git ignores it): commands run
+# from the repository root (python -m kolosal.server, python -m pytest) import
+# ./kolosal first, and it must be complete.
+native=$(cd / && python -c "import kolosal._native as m; print(m.__file__)")
+cp "$native" kolosal/
 (cd / && python -m kolosal.demo_model -q)

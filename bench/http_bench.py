@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+import kolosal
 from kolosal import demo_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,9 @@ def start_kolosal(model: str, threads: int, tmp: Path):
     path = tmp / "bench.json"
     path.write_text(json.dumps(cfg))
     cmd = [sys.executable, "-m", "kolosal.server", "--config", str(path)]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp), port, "bench"
+    # Serve the same kolosal this script imported.
+    env = dict(os.environ, PYTHONPATH=str(Path(kolosal.__file__).resolve().parent.parent))
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp, env=env), port, "bench"
 
 
 def one_request(client: httpx.Client, url: str, model: str, prompt: str, max_tokens: int):
@@ -96,7 +99,7 @@ def one_request(client: httpx.Client, url: str, model: str, prompt: str, max_tok
 
 def load(url: str, model: str, clients: int, seconds: float, max_tokens: int):
     stop_at = time.monotonic() + seconds
-    ttfts, tokens = [], []
+    ttfts, tokens, errors = [], [], []
     lock = threading.Lock()
 
     def worker(i: int) -> None:
@@ -104,7 +107,13 @@ def load(url: str, model: str, clients: int, seconds: float, max_tokens: int):
             n = 0
             while time.monotonic() < stop_at:
                 prompt = f"Client {i} request {n}: write a long story about the sea and the wind."
-                ttft, toks = one_request(client, url, model, prompt, max_tokens)
+                try:
+                    ttft, toks = one_request(client, url, model, prompt, max_tokens)
+                except httpx.TransportError:
+                    # A kept-alive connection the server had already closed: count it, go on.
+                    with lock:
+                        errors.append(n)
+                    continue
                 with lock:
                     ttfts.append(ttft)
                     tokens.append(toks)
@@ -119,7 +128,7 @@ def load(url: str, model: str, clients: int, seconds: float, max_tokens: int):
     wall = time.perf_counter() - t0
     q = statistics.quantiles(ttfts, n=20) if len(ttfts) >= 2 else [ttfts[0]] * 19
     return {"tok_s": sum(tokens) / wall, "ttft_p50_ms": statistics.median(ttfts) * 1000,
-            "ttft_p95_ms": q[18] * 1000, "requests": len(ttfts)}
+            "ttft_p95_ms": q[18] * 1000, "requests": len(ttfts), "transport_errors": len(errors)}
 
 
 def bench_server(name, start, model, args, tmp):
@@ -168,6 +177,10 @@ def main() -> None:
             print(f"{c} clients: llama-server {r['tok_s']:.1f} tok/s, kolosal {o['tok_s']:.1f} tok/s "
                   f"(ratio {o['tok_s'] / r['tok_s']:.2f}); TTFT p50 {r['ttft_p50_ms']:.0f} / {o['ttft_p50_ms']:.0f} ms, "
                   f"p95 {r['ttft_p95_ms']:.0f} / {o['ttft_p95_ms']:.0f} ms")
+    for name, res in (("llama-server", ref), ("kolosal", ours)):
+        errs = {c: res[c]["transport_errors"] for c in args.clients if res[c]["transport_errors"]}
+        if errs:
+            print(f"\n{name}: requests retried after a dropped keep-alive connection: {errs}")
     print(f"\nserver RSS after the run: llama-server {ref['rss_mb']:.0f} MiB, kolosal {ours['rss_mb']:.0f} MiB")
 
 

@@ -385,6 +385,17 @@ PYBIND11_MODULE(_native, m) {
             }
             return Generation{r};
         }, py::arg("prompt"), py::arg("params"), py::arg("chat") = nullptr)
+        .def("submit_many", [](Engine & e, std::vector<std::vector<int32_t>> prompts, const py::dict & params) {
+            GenParams p = params_from_dict(params);
+            std::vector<std::shared_ptr<Request>> reqs;
+            {
+                py::gil_scoped_release nogil;
+                reqs = e.submit_many(std::move(prompts), p);
+            }
+            std::vector<Generation> out;
+            for (auto & r : reqs) out.push_back(Generation{r});
+            return out;
+        }, py::arg("prompts"), py::arg("params"))
         .def("apply_chat_template", &Engine::apply_chat_template, py::arg("messages_json"), py::arg("tools_json") = "",
              py::arg("tool_choice") = "", py::arg("parallel_tool_calls") = false, py::arg("add_generation_prompt") = true,
              py::arg("json_schema") = "", py::arg("grammar") = "", py::call_guard<py::gil_scoped_release>())

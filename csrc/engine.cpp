@@ -5,6 +5,7 @@
 #include "common.h"
 #include "json.h"
 #include "gguf.h"
+#include "ggml-cpu.h"
 #include "llama-arch.h"
 #include "batch.h"
 
@@ -140,6 +141,16 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
                                " MiB for n_ctx=" + std::to_string(n_ctx_eff) + ")");
     }
 
+    // A persistent thread pool (as llama-bench uses): without one, every decode
+    // call would start and join its worker threads.
+    ggml_threadpool_params tpp = ggml_threadpool_params_default(cp.n_threads);
+    threadpool_ = ggml_threadpool_new(&tpp);
+    if (cp.n_threads_batch != cp.n_threads) {
+        ggml_threadpool_params tpb = ggml_threadpool_params_default(cp.n_threads_batch);
+        threadpool_batch_ = ggml_threadpool_new(&tpb);
+    }
+    if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
+
     char desc[256];
     llama_model_desc(model_, desc, sizeof(desc));
     info_.architecture = meta_str(model_, "general.architecture");
@@ -196,6 +207,9 @@ void Engine::close() {
     templates_.reset();
     if (ctx_) llama_free(ctx_);
     ctx_ = nullptr;
+    if (threadpool_) ggml_threadpool_free(threadpool_);
+    if (threadpool_batch_) ggml_threadpool_free(threadpool_batch_);
+    threadpool_ = threadpool_batch_ = nullptr;
     if (model_) llama_model_free(model_);
     model_ = nullptr;
     if (mem_handle_) MemoryManager::instance().remove(mem_handle_);
@@ -234,8 +248,7 @@ std::string Engine::token_to_piece(int32_t token, bool special) const {
     return common_token_to_piece(vocab_, token, special);
 }
 
-std::shared_ptr<Request> Engine::submit(std::vector<int32_t> prompt, GenParams params) {
-    ensure_open();
+std::shared_ptr<Request> Engine::make_request(std::vector<int32_t> prompt, GenParams params) {
     if (prompt.empty()) throw InvalidParameterError("prompt", "the prompt is empty");
     for (int32_t t : prompt) {
         if (t < 0 || t >= info_.n_vocab) throw InvalidParameterError("prompt", "prompt token id " + std::to_string(t) + " is outside the vocabulary");
@@ -257,8 +270,30 @@ std::shared_ptr<Request> Engine::submit(std::vector<int32_t> prompt, GenParams p
     req->prompt = std::move(prompt);
     req->params = std::move(params);
     req->usage.prompt_tokens = int32_t(req->prompt.size());
-    scheduler_->submit(req);
     return req;
+}
+
+std::shared_ptr<Request> Engine::submit(std::vector<int32_t> prompt, GenParams params) {
+    ensure_open();
+    auto req = make_request(std::move(prompt), std::move(params));
+    scheduler_->submit({req});
+    return req;
+}
+
+std::vector<std::shared_ptr<Request>> Engine::submit_many(std::vector<std::vector<int32_t>> prompts, const GenParams & params) {
+    ensure_open();
+    std::vector<std::shared_ptr<Request>> reqs;
+    try {
+        for (auto & p : prompts) reqs.push_back(make_request(std::move(p), params));
+    } catch (...) {
+        for (auto & r : reqs) {
+            if (r->sampler) common_sampler_free(r->sampler);
+            r->sampler = nullptr;
+        }
+        throw;
+    }
+    scheduler_->submit(reqs);
+    return reqs;
 }
 
 ChatPrompt Engine::apply_chat_template(const std::string & messages_json, const std::string & tools_json,

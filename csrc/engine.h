@@ -95,6 +95,8 @@ public:
 
     // Validates, builds the sampler (grammar errors surface here), queues.
     std::shared_ptr<Request> submit(std::vector<int32_t> prompt, GenParams params);
+    // Several prompts with the same parameters, queued at once (prefilled together).
+    std::vector<std::shared_ptr<Request>> submit_many(std::vector<std::vector<int32_t>> prompts, const GenParams & params);
 
     ChatPrompt apply_chat_template(const std::string & messages_json, const std::string & tools_json,
                                    const std::string & tool_choice, bool parallel_tool_calls,
@@ -107,6 +109,7 @@ public:
 
 private:
     void check_file();
+    std::shared_ptr<Request> make_request(std::vector<int32_t> prompt, GenParams params);
     void ensure_open() const;
     void init_embedding_context();
 
@@ -115,6 +118,8 @@ private:
     Profiler profiler_;
     llama_model * model_ = nullptr;
     llama_context * ctx_ = nullptr;
+    struct ggml_threadpool * threadpool_ = nullptr;
+    struct ggml_threadpool * threadpool_batch_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
     std::unique_ptr<Scheduler> scheduler_;
     common_chat_templates_ptr templates_;

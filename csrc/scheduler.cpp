@@ -51,14 +51,16 @@ Scheduler::~Scheduler() {
     llama_batch_free(batch_);
 }
 
-void Scheduler::submit(std::shared_ptr<Request> req) {
+void Scheduler::submit(std::vector<std::shared_ptr<Request>> reqs) {
     {
         std::lock_guard<std::mutex> lock(queue_mutex_);
-        if (stopping_) {
-            req->finish_with(Finish::cancelled, req->usage, "engine is closed");
-            return;
+        for (auto & req : reqs) {
+            if (stopping_) {
+                req->finish_with(Finish::cancelled, req->usage, "engine is closed");
+                continue;
+            }
+            queue_.push_back(std::move(req));
         }
-        queue_.push_back(std::move(req));
     }
     queue_cv_.notify_one();
 }

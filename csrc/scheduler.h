@@ -39,7 +39,8 @@ public:
     Scheduler(const Scheduler &) = delete;
     Scheduler & operator=(const Scheduler &) = delete;
 
-    void submit(std::shared_ptr<Request> req);
+    // Queues requests together: the scheduler admits them in the same loop turn.
+    void submit(std::vector<std::shared_ptr<Request>> reqs);
     // Cancels everything in flight and joins the thread.
     void shutdown();
     SchedulerStats stats() const;

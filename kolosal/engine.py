@@ -347,6 +347,14 @@ class Engine:
         tokens = self._prompt_tokens(prompt)
         return Generation(self._native.submit(tokens, _native_params(params)), self)
 
+    def generate_many(self, prompts: Sequence[Prompt], **params: Any) -> List[Generation]:
+        """Start several generations with the same parameters at once: they are
+        admitted together and their prompts share the first decode calls."""
+        if isinstance(prompts, str) or not prompts:
+            raise InvalidParameterError("prompts must be a non-empty list of prompts", param="prompts")
+        tokens = [self._prompt_tokens(p) for p in prompts]
+        return [Generation(n, self) for n in self._native.submit_many(tokens, _native_params(params))]
+
     def complete(self, prompt: Prompt, **params: Any) -> Completion:
         """Generate to the end and return the result."""
         g = _finished(self.generate(prompt, **params))

@@ -119,3 +119,18 @@ def test_long_prompt_is_prefilled_in_chunks_alongside_decoding(model_path):
         assert during >= 5, "decoding stalled while the long prompt was prefilled"
         runner.cancel()
         runner.wait()
+
+
+def test_generate_many_admits_prompts_together(engine8):
+    prompts = [f"List three {w}s:" for w in SUBJECTS]
+    alone = [engine8.complete(p, max_tokens=12, temperature=0, ignore_eos=True).text for p in prompts]
+    engine8.profiler.reset()
+    gens = engine8.generate_many(prompts, max_tokens=12, temperature=0, ignore_eos=True)
+    assert [g.wait().text for g in gens] == alone
+    # All eight prompts were prefilled by one decode call.
+    assert engine8.profiler.stats()["prefill"].count == 1
+
+
+def test_generate_many_rejects_an_empty_list(engine8):
+    with pytest.raises(kolosal.errors.InvalidParameterError):
+        engine8.generate_many([])

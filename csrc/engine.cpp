@@ -14,7 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
-#include <sys/stat.h>
+#include <filesystem>
 
 namespace kolosal {
 
@@ -38,13 +38,18 @@ std::string meta_str(const llama_model * model, const char * key) {
 
 void Engine::check_file() {
     const std::string & path = cfg_.model_path;
-    struct stat st{};
-    if (stat(path.c_str(), &st) != 0) {
-        if (errno == EACCES) throw ModelPermissionError("permission denied: " + path);
+    namespace fs = std::filesystem;
+    const fs::path fpath = fs::u8path(path);
+    std::error_code ec;
+    const fs::file_status status = fs::status(fpath, ec);
+    if (ec || !fs::exists(status)) {
+        if (ec == std::errc::permission_denied) throw ModelPermissionError("permission denied: " + path);
         throw ModelNotFoundError("model file not found: " + path);
     }
-    if (S_ISDIR(st.st_mode)) throw InvalidModelError("model path is a directory, not a GGUF file: " + path);
-    std::ifstream f(path, std::ios::binary);
+    if (fs::is_directory(status)) throw InvalidModelError("model path is a directory, not a GGUF file: " + path);
+    const uint64_t file_size = fs::file_size(fpath, ec);
+    if (ec) throw ModelLoadError("cannot read the size of " + path + ": " + ec.message());
+    std::ifstream f(fpath, std::ios::binary);
     if (!f) {
         if (errno == EACCES) throw ModelPermissionError("permission denied reading model file: " + path);
         throw ModelLoadError("cannot open model file: " + path + " (" + std::strerror(errno) + ")");
@@ -67,8 +72,8 @@ void Engine::check_file() {
     const int64_t arch_key = gguf_find_key(g, "general.architecture");
     const std::string arch = arch_key >= 0 ? gguf_get_val_str(g, arch_key) : "";
     gguf_free(g);
-    if (uint64_t(st.st_size) < end) {
-        throw InvalidModelError("truncated GGUF file: " + path + " has " + std::to_string(st.st_size) +
+    if (file_size < end) {
+        throw InvalidModelError("truncated GGUF file: " + path + " has " + std::to_string(file_size) +
                                 " bytes, its tensors need " + std::to_string(end));
     }
     if (arch.empty()) throw InvalidModelError("GGUF file has no general.architecture: " + path);

@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
-#include <sys/stat.h>
+#include <filesystem>
 
 #ifdef _WIN32
 #  define WIN32_LEAN_AND_MEAN
@@ -132,9 +132,9 @@ int64_t gguf_int(const gguf_context * g, const std::string & key, int64_t fallba
 
 FootprintEstimate MemoryManager::estimate(const std::string & path, uint32_t n_ctx, int n_gpu_layers) {
     FootprintEstimate e;
-    struct stat st{};
-    if (stat(path.c_str(), &st) != 0) throw ModelNotFoundError("model file not found: " + path);
-    e.file_bytes = uint64_t(st.st_size);
+    std::error_code ec;
+    e.file_bytes = std::filesystem::file_size(std::filesystem::u8path(path), ec);
+    if (ec) throw ModelNotFoundError("model file not found: " + path);
     gguf_init_params params{/*no_alloc=*/true, /*ctx=*/nullptr};
     gguf_context * g = gguf_init_from_file(path.c_str(), params);
     if (!g) throw InvalidModelError("not a readable GGUF file: " + path);

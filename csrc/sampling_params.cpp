@@ -52,8 +52,9 @@ common_params_sampling to_common(const GenParams & p, const llama_vocab * vocab,
     s.n_probs = p.n_probs;
     s.no_perf = true;
     for (const auto & lb : p.logit_bias) s.logit_bias.push_back({lb.first, lb.second});
-    if (p.ignore_eos) {
-        // Same as llama-server: push every end-of-generation token to -inf.
+    if (!p.eog_stops()) {
+        // Same as llama-server: push every end-of-generation token to -inf. Not with a
+        // grammar: once it is complete, end-of-generation is the only valid token.
         const int32_t n_vocab = llama_vocab_n_tokens(vocab);
         for (int32_t t = 0; t < n_vocab; ++t) {
             if (llama_vocab_is_eog(vocab, t)) s.logit_bias.push_back({t, -INFINITY});

@@ -38,6 +38,11 @@ struct GenParams {
     bool grammar_lazy = false;
     std::vector<common_grammar_trigger> grammar_triggers;
     std::vector<std::string> preserved_tokens;
+
+    bool constrained() const { return !grammar.empty() || !json_schema.empty(); }
+    // End-of-generation ends the request unless ignore_eos asks to go on; a
+    // grammar that is complete allows nothing else, so it always ends there.
+    bool eog_stops() const { return !ignore_eos || constrained(); }
 };
 
 // Throws InvalidParameterError naming the offending parameter.

@@ -101,26 +101,44 @@ void Scheduler::run() {
             });
             if (stopping_) break;
         }
-        admit_queued();
-        // Cancelled requests leave before the next decode step.
-        for (auto & s : slots_) {
-            if (s->req && s->req->cancelled.load()) finish(*s, Finish::cancelled);
+        try {
+            step();
+        } catch (const std::exception & e) {
+            // Last resort: whatever failed, the requests in flight fail and the engine lives on.
+            for (auto & s : slots_) {
+                if (s->req) finish(*s, Finish::error, std::string("internal error: ") + e.what());
+            }
         }
-        if (!build_batch()) continue;
-        int32_t ret;
-        {
-            bool has_prompt = false;
-            for (auto & s : slots_) has_prompt |= (s->req && s->n_batch_tokens > 0 && !s->generating);
-            ScopedTimer t(profiler_, has_prompt ? "prefill" : "decode");
-            ret = llama_decode(ctx_, batch_);
-        }
-        decode_calls_++;
-        if (ret != 0) {
-            fail_batch("llama_decode failed with status " + std::to_string(ret));
-            continue;
-        }
-        process_outputs();
     }
+    shutdown_requests();
+}
+
+void Scheduler::step() {
+    admit_queued();
+    // Cancelled requests leave before the next decode step.
+    for (auto & s : slots_) {
+        if (s->req && s->req->cancelled.load()) finish(*s, Finish::cancelled);
+    }
+    if (!build_batch()) return;
+    int32_t ret = -1;
+    try {
+        bool has_prompt = false;
+        for (auto & s : slots_) has_prompt |= (s->req && s->n_batch_tokens > 0 && !s->generating);
+        ScopedTimer t(profiler_, has_prompt ? "prefill" : "decode");
+        ret = llama_decode(ctx_, batch_);
+    } catch (const std::exception & e) {
+        fail_batch(std::string("decode failed: ") + e.what());
+        return;
+    }
+    decode_calls_++;
+    if (ret != 0) {
+        fail_batch("llama_decode failed with status " + std::to_string(ret));
+        return;
+    }
+    process_outputs();
+}
+
+void Scheduler::shutdown_requests() {
     // Shutting down: nothing in flight survives the engine.
     for (auto & s : slots_) {
         if (s->req) finish(*s, Finish::cancelled, "engine closed");
@@ -227,12 +245,8 @@ bool Scheduler::build_batch() {
 }
 
 void Scheduler::fail_batch(const std::string & err) {
-    llama_memory_t mem = llama_get_memory(ctx_);
     for (auto & s : slots_) {
-        if (!s->req || s->n_batch_tokens == 0) continue;
-        llama_memory_seq_rm(mem, s->id, -1, -1);
-        s->cache.clear();
-        finish(*s, Finish::error, err);
+        if (s->req && s->n_batch_tokens > 0) finish(*s, Finish::error, err);
     }
 }
 
@@ -249,7 +263,12 @@ void Scheduler::process_outputs() {
             s->generating = true;
             s->usage.prompt_ms = ms_between(s->t_start, Request::clock::now());
         }
-        sample(*s);
+        try {
+            sample(*s);
+        } catch (const std::exception & e) {
+            // e.g. a grammar that reaches a dead end: this request fails, the engine goes on.
+            finish(*s, Finish::error, std::string("sampling failed: ") + e.what());
+        }
     }
 }
 
@@ -270,7 +289,7 @@ void Scheduler::sample(Slot & s) {
     generated_tokens_++;
     s.last_token = tok;
 
-    if (llama_vocab_is_eog(vocab_, tok) && !req.params.ignore_eos) {
+    if (llama_vocab_is_eog(vocab_, tok) && req.params.eog_stops()) {
         finish(s, Finish::stop);
         return;
     }
@@ -352,6 +371,11 @@ void Scheduler::emit(Slot & s, bool final_flush) {
 void Scheduler::finish(Slot & s, Finish f, const std::string & err, const std::string & stop_word) {
     if (!s.req) return;
     if (f != Finish::error && (!s.pending.empty() || !s.pending_chunk.tokens.empty())) emit(s, true);
+    if (f == Finish::error) {
+        // What the sequence holds is not trusted after a failure: start it afresh.
+        llama_memory_seq_rm(llama_get_memory(ctx_), s.id, -1, -1);
+        s.cache.clear();
+    }
     const auto now = Request::clock::now();
     s.usage.completion_tokens = s.n_generated;
     if (s.n_generated > 0) s.usage.decode_ms = ms_between(s.t_first, now);

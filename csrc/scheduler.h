@@ -50,6 +50,8 @@ private:
     struct Slot;
 
     void run();
+    void step();
+    void shutdown_requests();
     void admit_queued();
     bool build_batch();
     void process_outputs();

@@ -79,3 +79,11 @@ def test_ignore_eos_runs_to_max_tokens(engine):
     r = engine.chat([{"role": "user", "content": "Say OK."}], max_tokens=40, temperature=0, ignore_eos=True)
     assert r.finish_reason == "length"
     assert r.usage["completion_tokens"] == 40
+
+
+def test_completed_grammar_ends_generation_even_with_ignore_eos(engine):
+    r = engine.complete("Say a:", grammar='root ::= " a"', ignore_eos=True, max_tokens=8)
+    assert r.text == " a"
+    assert r.finish_reason == "stop"
+    # The engine is unaffected.
+    assert engine.complete("hi", max_tokens=2, ignore_eos=True).finish_reason == "length"

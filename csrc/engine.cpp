@@ -4,17 +4,12 @@
 #include "sampling.h"
 #include "common.h"
 #include "json.h"
-#include "gguf.h"
 #include "ggml-cpu.h"
-#include "llama-arch.h"
+#include "model_file.h"
 #include "batch.h"
 
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
 #include <random>
-#include <filesystem>
 
 namespace kolosal {
 
@@ -36,52 +31,6 @@ std::string meta_str(const llama_model * model, const char * key) {
 
 }  // namespace
 
-void Engine::check_file() {
-    const std::string & path = cfg_.model_path;
-    namespace fs = std::filesystem;
-    const fs::path fpath = fs::u8path(path);
-    std::error_code ec;
-    const fs::file_status status = fs::status(fpath, ec);
-    if (ec || !fs::exists(status)) {
-        if (ec == std::errc::permission_denied) throw ModelPermissionError("permission denied: " + path);
-        throw ModelNotFoundError("model file not found: " + path);
-    }
-    if (fs::is_directory(status)) throw InvalidModelError("model path is a directory, not a GGUF file: " + path);
-    const uint64_t file_size = fs::file_size(fpath, ec);
-    if (ec) throw ModelLoadError("cannot read the size of " + path + ": " + ec.message());
-    std::ifstream f(fpath, std::ios::binary);
-    if (!f) {
-        if (errno == EACCES) throw ModelPermissionError("permission denied reading model file: " + path);
-        throw ModelLoadError("cannot open model file: " + path + " (" + std::strerror(errno) + ")");
-    }
-    char magic[4] = {0, 0, 0, 0};
-    f.read(magic, 4);
-    if (f.gcount() != 4 || std::memcmp(magic, "GGUF", 4) != 0) {
-        throw InvalidModelError("not a GGUF file (bad magic bytes): " + path);
-    }
-    f.close();
-
-    gguf_init_params gp{/*no_alloc=*/true, /*ctx=*/nullptr};
-    gguf_context * g = gguf_init_from_file(path.c_str(), gp);
-    if (!g) throw InvalidModelError("corrupt GGUF header: " + path);
-    uint64_t end = 0;
-    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
-        end = std::max<uint64_t>(end, gguf_get_tensor_offset(g, i) + gguf_get_tensor_size(g, i));
-    }
-    end += gguf_get_data_offset(g);
-    const int64_t arch_key = gguf_find_key(g, "general.architecture");
-    const std::string arch = arch_key >= 0 ? gguf_get_val_str(g, arch_key) : "";
-    gguf_free(g);
-    if (file_size < end) {
-        throw InvalidModelError("truncated GGUF file: " + path + " has " + std::to_string(file_size) +
-                                " bytes, its tensors need " + std::to_string(end));
-    }
-    if (arch.empty()) throw InvalidModelError("GGUF file has no general.architecture: " + path);
-    if (llm_arch_from_string(arch) == LLM_ARCH_UNKNOWN) {
-        throw UnsupportedArchitectureError("unsupported model architecture '" + arch + "' in " + path);
-    }
-}
-
 Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     if (cfg_.n_parallel < 1 || cfg_.n_parallel > 256) throw InvalidParameterError("n_parallel", "n_parallel must be in [1, 256]");
     if (cfg_.n_batch < 1) throw InvalidParameterError("n_batch", "n_batch must be >= 1");
@@ -92,7 +41,7 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
         throw InvalidParameterError("flash_attn", "flash_attn must be 'auto', 'on' or 'off'");
     }
     backend_init_once();
-    check_file();
+    inspect_model_file(cfg_.model_path);
 
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = cfg_.n_gpu_layers;

@@ -108,7 +108,6 @@ public:
     std::vector<std::vector<float>> embed(const std::vector<std::string> & texts, bool normalize);
 
 private:
-    void check_file();
     std::shared_ptr<Request> make_request(std::vector<int32_t> prompt, GenParams params);
     void ensure_open() const;
     void init_embedding_context();

@@ -1,13 +1,12 @@
 #include "memory_manager.h"
 
 #include "errors.h"
-#include "gguf.h"
+#include "model_file.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
-#include <filesystem>
 
 #ifdef _WIN32
 #  define WIN32_LEAN_AND_MEAN
@@ -108,53 +107,16 @@ uint64_t kv_cache_bytes(int64_t n_layer, int64_t n_head_kv, int64_t head_dim_k, 
     return per_cell * n_ctx;
 }
 
-namespace {
-int64_t gguf_int(const gguf_context * g, const std::string & key, int64_t fallback) {
-    const int64_t id = gguf_find_key(g, key.c_str());
-    if (id < 0) return fallback;
-    switch (gguf_get_kv_type(g, id)) {
-        case GGUF_TYPE_UINT32: return gguf_get_val_u32(g, id);
-        case GGUF_TYPE_INT32: return gguf_get_val_i32(g, id);
-        case GGUF_TYPE_UINT64: return int64_t(gguf_get_val_u64(g, id));
-        case GGUF_TYPE_INT64: return gguf_get_val_i64(g, id);
-        case GGUF_TYPE_ARRAY: {
-            // Per-layer arrays (e.g. head_count_kv on some models): take the maximum.
-            if (gguf_get_arr_type(g, id) != GGUF_TYPE_INT32 && gguf_get_arr_type(g, id) != GGUF_TYPE_UINT32) return fallback;
-            const auto * data = static_cast<const int32_t *>(gguf_get_arr_data(g, id));
-            int64_t best = 0;
-            for (size_t i = 0; i < gguf_get_arr_n(g, id); ++i) best = std::max<int64_t>(best, data[i]);
-            return best;
-        }
-        default: return fallback;
-    }
-}
-}  // namespace
-
 FootprintEstimate MemoryManager::estimate(const std::string & path, uint32_t n_ctx, int n_gpu_layers) {
+    const ModelFileInfo info = inspect_model_file(path);
     FootprintEstimate e;
-    std::error_code ec;
-    e.file_bytes = std::filesystem::file_size(std::filesystem::u8path(path), ec);
-    if (ec) throw ModelNotFoundError("model file not found: " + path);
-    gguf_init_params params{/*no_alloc=*/true, /*ctx=*/nullptr};
-    gguf_context * g = gguf_init_from_file(path.c_str(), params);
-    if (!g) throw InvalidModelError("not a readable GGUF file: " + path);
-    const int64_t arch_id = gguf_find_key(g, "general.architecture");
-    e.architecture = arch_id >= 0 ? gguf_get_val_str(g, arch_id) : "";
-    uint64_t tensor_bytes = 0;
-    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) tensor_bytes += gguf_get_tensor_size(g, i);
-    const std::string a = e.architecture;
-    e.n_layer = gguf_int(g, a + ".block_count", 0);
-    const int64_t n_embd = gguf_int(g, a + ".embedding_length", 0);
-    const int64_t n_head = gguf_int(g, a + ".attention.head_count", 1);
-    const int64_t n_head_kv = gguf_int(g, a + ".attention.head_count_kv", n_head);
-    const int64_t head_dim = n_head > 0 ? n_embd / n_head : 0;
-    const int64_t dk = gguf_int(g, a + ".attention.key_length", head_dim);
-    const int64_t dv = gguf_int(g, a + ".attention.value_length", head_dim);
-    gguf_free(g);
-    // Layers offloaded to a GPU do not cost host memory; report host + device together here.
+    e.file_bytes = info.file_bytes;
+    e.architecture = info.architecture;
+    e.n_layer = info.n_layer;
+    // Layers offloaded to a GPU do not cost host memory; host and device are reported together here.
     (void) n_gpu_layers;
-    e.weights_bytes = tensor_bytes;
-    e.kv_bytes = kv_cache_bytes(e.n_layer, n_head_kv, dk, dv, n_ctx);
+    e.weights_bytes = info.tensor_bytes;
+    e.kv_bytes = kv_cache_bytes(info.n_layer, info.n_head_kv, info.head_dim_k, info.head_dim_v, n_ctx);
     e.total_bytes = e.weights_bytes + e.kv_bytes;
     return e;
 }

@@ -5,4 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bdir=$(ls -d build/cp3*/ | head -n 1)
 ninja -C "$bdir" _native
-cp "$bdir"/_native*.so kolosal/
+# Replace by rename: overwriting a loaded module in place crashes processes using it.
+for so in "$bdir"/_native*.so; do
+  cp "$so" "kolosal/.$(basename "$so").new"
+  mv -f "kolosal/.$(basename "$so").new" "kolosal/$(basename "$so")"
+done

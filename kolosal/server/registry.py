@@ -1,20 +1,66 @@
-"""EngineRegistry: owns the loaded engines, keyed by engine id (= model id)."""
+"""EngineRegistry: the models a server knows, keyed by engine id (= model id),
+and the policy that keeps the loaded ones within a memory budget.
+
+A model is ``registered`` until first needed (or loaded at start-up), then
+``loading`` → ``loaded``; eviction and idle unloading pass through
+``unloading`` back to ``registered``; a failed load leaves ``error`` with a
+code saying why. Before a load, its footprint is estimated from the GGUF
+header (weights + KV for ``n_ctx``); if that would exceed the budget
+(``inference.model_cache_size_gb``) or push system memory use past
+``inference.swap_threshold``, idle models are unloaded in order: low before
+medium before high priority, least recently used first. Models with requests
+in flight and pinned models are never unloaded.
+"""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import errors as kerr
+from .._native import MemoryManager
 from ..engine import Engine
 from .errors import ApiError
 
 log = logging.getLogger("kolosal.server.registry")
 
-UNLOADED, LOADING, LOADED, FAILED = "unloaded", "loading", "loaded", "error"
+REGISTERED, LOADING, LOADED, UNLOADING, FAILED = "registered", "loading", "loaded", "unloading", "error"
+UNLOADED = REGISTERED  # older name of the state
+
+_PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
+
+# Why a load failed: one code per cause, in the record, the log and the HTTP error.
+_LOAD_ERROR_CODES: Tuple[Tuple[type, str], ...] = (
+    (kerr.ModelNotFoundError, "model_file_missing"),
+    (kerr.ModelPermissionError, "model_permission_denied"),
+    (kerr.UnsupportedArchitectureError, "unsupported_architecture"),
+    (kerr.InvalidModelError, "invalid_model_file"),
+    (kerr.OutOfMemoryError, "out_of_memory"),
+    (kerr.InvalidParameterError, "invalid_load_parameter"),
+    (kerr.ModelLoadError, "model_load_failed"),
+)
+
+
+class ChecksumMismatch(kerr.ModelLoadError):
+    """The model file's SHA-256 is not the configured one."""
+
+
+def priority_rank(priority: Any) -> int:
+    if isinstance(priority, int):
+        return priority
+    return _PRIORITY_RANK.get(str(priority or "medium").lower(), 1)
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass
@@ -23,20 +69,46 @@ class EngineRecord:
     model_path: str
     params: Dict[str, Any]
     priority: Any = None
-    state: str = UNLOADED
+    sha256: Optional[str] = None
+    pinned: bool = False
+    state: str = REGISTERED
     error: Optional[str] = None
+    error_code: Optional[str] = None
     engine: Optional[Engine] = None
     created: int = field(default_factory=lambda: int(time.time()))
     loaded_at: Optional[float] = None
+    last_used: Optional[float] = None
+    estimate_bytes: Optional[int] = None
+    measured_bytes: Optional[int] = None
+    load_seconds: Optional[float] = None
+    admitting: int = 0  # requests between admission and submission to the engine
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def requests_in_flight(self) -> int:
+        n = self.admitting
+        eng = self.engine
+        if eng is not None:
+            try:
+                st = eng.stats()
+                n += st["slots_busy"] + st["queued"]
+            except kerr.EngineClosedError:
+                pass
+        return n
+
+    def busy(self) -> bool:
+        return self.requests_in_flight() > 0
 
     def describe(self, detail: bool = False) -> Dict[str, Any]:
         out: Dict[str, Any] = {"engine_id": self.engine_id, "model_path": self.model_path, "status": self.state,
-                               "created": self.created, "loading_parameters": dict(self.params)}
-        if self.priority is not None:
-            out["priority"] = self.priority
+                               "created": self.created, "loading_parameters": dict(self.params),
+                               "priority": self.priority if self.priority is not None else "medium",
+                               "pinned": self.pinned, "last_used": self.last_used,
+                               "requests_in_flight": self.requests_in_flight(),
+                               "memory": {"estimated_bytes": self.estimate_bytes, "measured_bytes": self.measured_bytes},
+                               "load_seconds": self.load_seconds}
         if self.error:
             out["error"] = self.error
+            out["error_code"] = self.error_code
         eng = self.engine
         if eng is not None and self.state == LOADED:
             meta = eng.metadata
@@ -50,17 +122,47 @@ class EngineRecord:
         return out
 
 
+@dataclass
+class MemoryPolicy:
+    budget_bytes: Optional[int] = None     # weights + KV of all loaded models
+    swap_threshold: Optional[float] = None  # highest system memory use (0..1) a load may cause
+    keep_alive_seconds: Optional[float] = None  # unload models idle this long
+
+
+@dataclass
+class RegistryCounters:
+    loads: int = 0
+    load_failures: int = 0
+    unloads: int = 0
+    evictions: int = 0
+    idle_unloads: int = 0
+    load_seconds_total: float = 0.0
+
+
 class EngineRegistry:
-    def __init__(self) -> None:
+    def __init__(self, policy: Optional[MemoryPolicy] = None,
+                 engine_factory: Callable[..., Engine] = Engine) -> None:
+        self.policy = policy or MemoryPolicy()
+        self.counters = RegistryCounters()
         self._records: Dict[str, EngineRecord] = {}
         self._lock = threading.Lock()
+        self._memory_lock = threading.Lock()  # one load decision at a time
+        self._engine_factory = engine_factory
+        self._checksums: Dict[Tuple[str, int, int], str] = {}
+        self._stop = threading.Event()
+        self._reaper: Optional[threading.Thread] = None
+        if self.policy.keep_alive_seconds:
+            self._reaper = threading.Thread(target=self._reap_idle, name="kolosal-idle-unload", daemon=True)
+            self._reaper.start()
 
     # -- registration --------------------------------------------------------
-    def add(self, engine_id: str, model_path: str, params: Dict[str, Any], priority: Any = None) -> EngineRecord:
+    def add(self, engine_id: str, model_path: str, params: Dict[str, Any], priority: Any = None,
+            sha256: Optional[str] = None, pinned: bool = False) -> EngineRecord:
         with self._lock:
             if engine_id in self._records:
                 raise ApiError(409, f"engine '{engine_id}' already exists", param="engine_id", code="engine_exists")
-            rec = EngineRecord(engine_id, model_path, dict(params), priority)
+            rec = EngineRecord(engine_id, model_path, dict(params), priority, sha256.lower() if sha256 else None,
+                               pinned)
             self._records[engine_id] = rec
             return rec
 
@@ -76,34 +178,109 @@ class EngineRegistry:
         return rec
 
     # -- loading -------------------------------------------------------------
+    def estimate(self, rec: EngineRecord) -> int:
+        n_ctx = int(rec.params.get("n_ctx") or 4096)
+        return int(MemoryManager.estimate(rec.model_path, n_ctx, int(rec.params.get("n_gpu_layers") or 0))["total_bytes"])
+
+    def _verify_checksum(self, rec: EngineRecord) -> None:
+        if not rec.sha256:
+            return
+        st = os.stat(rec.model_path)
+        key = (rec.model_path, st.st_size, st.st_mtime_ns)
+        digest = self._checksums.get(key)
+        if digest is None:
+            digest = file_sha256(rec.model_path)
+            self._checksums[key] = digest
+        if digest != rec.sha256:
+            raise ChecksumMismatch(f"sha256 of {rec.model_path} is {digest}, the configuration expects {rec.sha256}")
+
     def load(self, rec: EngineRecord) -> Engine:
-        """Load ``rec`` (once; concurrent callers wait). Raises kolosal load errors."""
+        """Load ``rec`` (once; concurrent callers wait for the same load).
+        Raises kolosal load errors, or ApiError 503 when memory cannot be freed."""
         with rec.lock:
             if rec.state == LOADED and rec.engine is not None:
                 return rec.engine
-            rec.state, rec.error = LOADING, None
+            rec.state, rec.error, rec.error_code = LOADING, None, None
             t0 = time.perf_counter()
             try:
                 if not os.path.isfile(rec.model_path):
                     raise kerr.ModelNotFoundError(f"model file not found: {rec.model_path}")
-                rec.engine = Engine(rec.model_path, model_id=rec.engine_id, **rec.params)
-            except Exception as e:
-                rec.state, rec.error = FAILED, f"{type(e).__name__}: {e}"
-                log.error("loading %s failed: %s", rec.engine_id, e)
+                self._verify_checksum(rec)
+                rec.estimate_bytes = self.estimate(rec)
+                with self._memory_lock:
+                    self._make_room(rec, rec.estimate_bytes)
+                    engine = self._engine_factory(rec.model_path, model_id=rec.engine_id, **rec.params)
+            except ApiError as e:
+                rec.state, rec.error, rec.error_code = FAILED, e.message, e.code
+                self.counters.load_failures += 1
+                log.error("loading %s failed: %s", rec.engine_id, e.message)
                 raise
-            rec.state, rec.loaded_at = LOADED, time.time()
-            log.info("loaded %s from %s in %.2fs", rec.engine_id, rec.model_path, time.perf_counter() - t0)
-            return rec.engine
+            except Exception as e:
+                code = "sha256_mismatch" if isinstance(e, ChecksumMismatch) else next(
+                    (c for t, c in _LOAD_ERROR_CODES if isinstance(e, t)), "model_load_failed")
+                rec.state, rec.error, rec.error_code = FAILED, f"{type(e).__name__}: {e}", code
+                self.counters.load_failures += 1
+                log.error("loading %s failed (%s): %s", rec.engine_id, code, e)
+                raise
+            meta = engine.metadata
+            rec.engine = engine
+            rec.measured_bytes = int(meta["size_bytes"]) + int(meta["kv_bytes"])
+            rec.load_seconds = time.perf_counter() - t0
+            rec.state, rec.loaded_at, rec.last_used = LOADED, time.time(), time.time()
+            self.counters.loads += 1
+            self.counters.load_seconds_total += rec.load_seconds
+            log.info("loaded %s from %s in %.2fs (estimated %d MiB, measured %d MiB)", rec.engine_id,
+                     rec.model_path, rec.load_seconds, rec.estimate_bytes >> 20, rec.measured_bytes >> 20)
+            return engine
+
+    def _make_room(self, rec: EngineRecord, need: int) -> None:
+        """Unload idle models until ``need`` more bytes fit; ApiError 503 if they cannot."""
+        while True:
+            loaded = [r for r in self.records() if r is not rec and r.state == LOADED and r.engine is not None]
+            used = sum(r.measured_bytes or 0 for r in loaded)
+            reasons = []
+            budget = self.policy.budget_bytes
+            if budget is not None and used + need > budget:
+                reasons.append(f"the model budget is {budget >> 20} MiB and {used >> 20} MiB are in use")
+            if self.policy.swap_threshold is not None:
+                sysmem = MemoryManager.system()
+                if sysmem["total_bytes"] and (sysmem["used_bytes"] + need) / sysmem["total_bytes"] > self.policy.swap_threshold:
+                    reasons.append(f"system memory use would pass {self.policy.swap_threshold:.0%}")
+            if not reasons:
+                return
+            victims = sorted((r for r in loaded if not r.pinned and not r.busy()),
+                             key=lambda r: (priority_rank(r.priority), r.last_used or 0.0))
+            if not victims:
+                held = ", ".join(f"{r.engine_id} ({(r.measured_bytes or 0) >> 20} MiB, "
+                                 f"{'pinned' if r.pinned else 'busy'})" for r in loaded) or "nothing"
+                raise ApiError(503, f"Not enough memory to load '{rec.engine_id}' ({need >> 20} MiB needed): "
+                                    f"{'; '.join(reasons)}. Loaded: {held}.", param="model", code="insufficient_memory")
+            self._unload(victims[0], "evicted")
+            self.counters.evictions += 1
+
+    def _unload(self, rec: EngineRecord, why: str) -> None:
+        with rec.lock:
+            if rec.engine is None:
+                return
+            rec.state = UNLOADING
+            rec.engine.close()
+            rec.engine, rec.state = None, REGISTERED
+            self.counters.unloads += 1
+        log.info("unloaded %s (%s)", rec.engine_id, why)
 
     def load_all(self, ids: List[str]) -> None:
-        for engine_id in ids:
+        """Load these models in priority order (high first); failures stay in the records."""
+        recs = [self.record(i) for i in ids]
+        for rec in sorted(recs, key=lambda r: -priority_rank(r.priority)):
             try:
-                self.load(self.record(engine_id))
+                self.load(rec)
             except Exception:  # recorded in the record's state
                 pass
 
-    def engine(self, model: Optional[str]) -> Engine:
-        """The engine serving ``model`` (None: the only/first loaded one), loading it on demand."""
+    def engine(self, model: Optional[str], hold: bool = False) -> Engine:
+        """The engine serving ``model`` (None: the only/first loaded one), loading it on demand.
+        With ``hold`` the model counts as busy (never unloaded) until ``release``:
+        hold it from admission until the request's generations are submitted."""
         if model is None:
             recs = self.records()
             loaded = [r for r in recs if r.state == LOADED]
@@ -112,13 +289,72 @@ class EngineRegistry:
             rec = (loaded or recs)[0]
         else:
             rec = self.record(model)
-        if rec.state == LOADED and rec.engine is not None:
-            return rec.engine
+        rec.last_used = time.time()
+        if hold:
+            with self._lock:
+                rec.admitting += 1
         try:
-            return self.load(rec)
-        except kerr.KolosalError as e:
-            raise ApiError(503, f"the model '{rec.engine_id}' could not be loaded: {e}", param="model",
-                           code="model_load_failed") from None
+            engine = rec.engine
+            if rec.state == LOADED and engine is not None:
+                return engine
+            try:
+                return self.load(rec)
+            except kerr.KolosalError as e:
+                raise ApiError(503, f"the model '{rec.engine_id}' could not be loaded: {e}", param="model",
+                               code=rec.error_code or "model_load_failed") from None
+        except BaseException:
+            if hold:
+                self.release(rec.engine_id)
+            raise
+
+    def release(self, engine_id: str) -> None:
+        """End a ``hold`` taken by ``engine(..., hold=True)``."""
+        with self._lock:
+            rec = self._records.get(engine_id)
+            if rec is not None and rec.admitting > 0:
+                rec.admitting -= 1
+
+    # -- hot reload ------------------------------------------------------------
+    def replace(self, engine_id: str, model_path: str, params: Dict[str, Any]) -> EngineRecord:
+        """Swap in a new model under ``engine_id``: it is loaded first, new
+        requests go to it at once, and the old engine is closed once the
+        requests it is serving have finished."""
+        rec = self.record(engine_id)
+        staged = EngineRecord(engine_id, model_path, dict(params), rec.priority, rec.sha256, rec.pinned)
+        new = self.load(staged)
+        with rec.lock:
+            old = rec.engine
+            rec.model_path, rec.params = model_path, dict(params)
+            rec.engine, rec.state, rec.error, rec.error_code = new, LOADED, None, None
+            rec.measured_bytes, rec.estimate_bytes = staged.measured_bytes, staged.estimate_bytes
+            rec.loaded_at, rec.load_seconds = staged.loaded_at, staged.load_seconds
+        if old is not None:
+            threading.Thread(target=self._retire, args=(old,), name=f"kolosal-retire-{engine_id}", daemon=True).start()
+        return rec
+
+    def _retire(self, engine: Engine, timeout: float = 3600.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                st = engine.stats()
+            except kerr.EngineClosedError:
+                return
+            if st["slots_busy"] + st["queued"] == 0:
+                break
+            time.sleep(0.1)
+        engine.close()
+        self.counters.unloads += 1
+
+    # -- idle unloading --------------------------------------------------------
+    def _reap_idle(self) -> None:
+        keep = float(self.policy.keep_alive_seconds or 0)
+        while not self._stop.wait(min(max(keep / 4, 0.05), 5.0)):
+            now = time.time()
+            for rec in self.records():
+                if (rec.state == LOADED and not rec.pinned and rec.last_used is not None
+                        and now - rec.last_used > keep and not rec.busy()):
+                    self._unload(rec, f"idle for more than {keep:g}s")
+                    self.counters.idle_unloads += 1
 
     # -- removal -------------------------------------------------------------
     def remove(self, engine_id: str) -> EngineRecord:
@@ -133,8 +369,9 @@ class EngineRegistry:
         with rec.lock:
             if rec.engine is not None:
                 rec.engine.close()
-            rec.engine, rec.state = None, UNLOADED
+            rec.engine, rec.state = None, REGISTERED
 
     def close_all(self) -> None:
+        self._stop.set()
         for rec in self.records():
             self._close(rec)

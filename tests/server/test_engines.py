@@ -34,7 +34,7 @@ def test_create_use_and_delete_engine(http, model_path):
 def test_lazy_engine_loads_on_first_use(http, model_path):
     r = http.post("/engines", json={"engine_id": "lazy", "model_path": str(model_path), "load_immediately": False,
                                     "loading_parameters": {"n_ctx": 256, "n_parallel": 1, "n_threads": 1}})
-    assert r.status_code == 201 and r.json()["status"] == "unloaded"
+    assert r.status_code == 201 and r.json()["status"] == "registered"
     try:
         assert http.post("/v1/chat/completions", json={**chat_body(max_tokens=2), "model": "lazy"}).status_code == 200
         assert http.get("/engines/lazy/status").json()["status"] == "loaded"

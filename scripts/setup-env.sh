@@ -8,6 +8,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# prometheus and promtool (Debian package prometheus) are only needed by the
+# tests that check the shipped Prometheus files and scrape a live server.
+if ! command -v promtool >/dev/null && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } \
+    || echo "warning: could not install prometheus" >&2
+fi
+# redis-server is only needed by the test that shares a rate-limit quota
+# between two instances; install it where apt-get is available.
+if ! command -v redis-server >/dev/null && command -v apt-get >/dev/null; then
+  { apt-get update -qq && apt-get install -y -qq redis-server; } || echo "warning: could not install redis-server" >&2
+fi
+
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
@@ -31,5 +43,6 @@ fi
 # from the repository root (python -m kolosal.server, python -m pytest) import
 # ./kolosal first, and it must be complete.
 native=$(cd / && python -c "import kolosal._native as m; print(m.__file__)")
-cp "$native" kolosal/
+cp "$native" "kolosal/.$(basename "$native").new"
+mv -f "kolosal/.$(basename "$native").new" "kolosal/$(basename "$native")"
 (cd / && python -m kolosal.demo_model -q)

@@ -19,6 +19,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 PACKAGE = "llama-cpp-python"
 VERSION = "0.3.36"
@@ -27,7 +28,7 @@ LLAMA_CPP_COMMIT = "0c1e57098"
 HERE = Path(__file__).resolve().parent
 
 
-def fail(msg: str) -> "NoReturn":  # type: ignore[name-defined]
+def fail(msg: str) -> NoReturn:
     print(f"fetch_llama_cpp: error: {msg}", file=sys.stderr)
     sys.exit(1)
 

@@ -6,6 +6,7 @@ from typing import List, Optional, Sequence
 
 from .config import ConfigError, check_model_files, load_config, model_entry, read_models_file
 from .config_schema import ConfigFile
+from .security import check_security
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
 
@@ -48,6 +49,7 @@ def resolve_config(args: argparse.Namespace) -> ConfigFile:
     if errors:
         raise ConfigError(errors)
     check_model_files(cfg)
+    check_security(cfg)
     return cfg
 
 

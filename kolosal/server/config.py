@@ -163,6 +163,9 @@ def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str
     for section in (cfg.logging,):
         section.file_path = _resolve(section.file_path, base)
         section.file = _resolve(section.file, base)
+    for keys in (cfg.security, cfg.auth):
+        keys.api_keys_file = _resolve(keys.api_keys_file, base)
+    cfg.security.model_directories = [_resolve(d, base) or d for d in cfg.security.model_directories]
     if cfg.inference.models_file:
         cfg.inference.models_file = _resolve(cfg.inference.models_file, base)
         cfg.models.extend(read_models_file(cfg.inference.models_file))
@@ -188,8 +191,9 @@ def check_model_files(cfg: ConfigFile) -> None:
 def effective_config(cfg: ConfigFile) -> Dict[str, Any]:
     """The config as printed by ``--check-config`` (secrets masked)."""
     out = cfg.model_dump(mode="json")
-    for section, key in (("security", "api_keys"), ("auth", "api_keys")):
-        out[section][key] = ["***" for _ in out[section][key]]
+    for section in ("security", "auth"):
+        for key in ("api_keys", "admin_api_keys"):
+            out[section][key] = ["***" for _ in out[section][key]]
     if out["auth"].get("api_key"):
         out["auth"]["api_key"] = "***"
     return out

@@ -27,6 +27,9 @@ class ServerSection(_Section):
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     sse_ping_seconds: float = Field(5.0, gt=0)
     max_queued_requests: int = Field(256, ge=1)
+    max_request_body_mb: float = Field(64.0, gt=0)
+    max_tokens_limit: Optional[int] = Field(None, ge=1)
+    max_embedding_inputs: int = Field(2048, ge=1)
 
     @property
     def effective_request_timeout(self) -> int:
@@ -37,10 +40,12 @@ class LoggingSection(_Section):
     level: str = "INFO"
     file_path: Optional[str] = None
     file: Optional[str] = None  # YAML spelling
-    max_file_size_mb: int = Field(100, ge=1)
+    max_file_size_mb: float = Field(100, gt=0)
     max_files: int = Field(10, ge=1)
     console_output: bool = True
     access_log: bool = False
+    format: Literal["json", "text"] = "json"
+    log_prompts: bool = False
 
 
 class RateLimiting(_Section):
@@ -49,21 +54,48 @@ class RateLimiting(_Section):
     burst_size: Optional[int] = Field(None, ge=1)
     max_requests: Optional[int] = Field(None, ge=1)
     window_size: Optional[int] = Field(None, ge=1)
+    storage_uri: Optional[str] = None  # memory:// (default) or redis://host:port/db
+    tokens_per_minute: Optional[int] = Field(None, ge=1)  # per-key completion token quota
+
+    @model_validator(mode="after")
+    def _need_a_limit(self) -> "RateLimiting":
+        if self.enabled and not (self.requests_per_minute or self.max_requests or self.tokens_per_minute):
+            raise ValueError("enabled but no limit: set requests_per_minute (and burst_size) or max_requests "
+                             "and window_size")
+        if self.max_requests and not self.window_size:
+            raise ValueError("max_requests needs window_size (seconds)")
+        return self
 
 
-class SecuritySection(_Section):
+class _KeySettings(_Section):
+    api_keys: List[str] = Field(default_factory=list)
+    admin_api_keys: List[str] = Field(default_factory=list)
+    api_keys_file: Optional[str] = None
+    api_key_header: Optional[str] = None
+
+
+class SecuritySection(_KeySettings):
     cors_enabled: bool = False
     cors_origins: List[str] = Field(default_factory=lambda: ["*"])
+    cors_allow_credentials: bool = False
     rate_limiting: RateLimiting = Field(default_factory=RateLimiting)
-    api_keys: List[str] = Field(default_factory=list)
+    public_health: bool = True
+    public_metrics: bool = True
+    trusted_proxies: List[str] = Field(default_factory=list)
+    model_directories: List[str] = Field(default_factory=list)
 
 
-class AuthSection(_Section):
+class AuthSection(_KeySettings):
     enabled: bool = False
     require_api_key: bool = False
-    api_keys: List[str] = Field(default_factory=list)
     api_key: Optional[str] = None
     rate_limit: RateLimiting = Field(default_factory=RateLimiting)
+
+
+class CorsSection(_Section):
+    enabled: bool = False
+    origins: List[str] = Field(default_factory=lambda: ["*"])
+    allow_credentials: bool = False
 
 
 class FeaturesSection(_Section):
@@ -76,6 +108,8 @@ class InferenceSection(_Section):
     default_gpu_layers: int = Field(0, ge=-1)
     default_parallel: int = Field(4, ge=1)
     model_cache_size_gb: Optional[float] = Field(None, ge=0)
+    swap_threshold: Optional[float] = Field(None, gt=0, le=1)  # highest system memory use a load may cause
+    keep_alive_seconds: Optional[float] = Field(None, gt=0)  # unload models idle this long
     job_timeout_seconds: float = Field(600.0, gt=0)
     models_file: Optional[str] = None
 
@@ -114,6 +148,8 @@ class ModelEntry(_Section):
     n_parallel: Optional[int] = Field(None, ge=1)
     main_gpu_id: Optional[int] = Field(None, ge=0)
     priority: Optional[Union[Literal["high", "medium", "low"], int]] = None
+    pinned: bool = False  # never unloaded to make room or when idle
+    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     load_params: LoadParams = Field(default_factory=LoadParams)
 
     @model_validator(mode="after")
@@ -162,6 +198,7 @@ class ConfigFile(_Section):
     security: SecuritySection = Field(default_factory=SecuritySection)
     auth: AuthSection = Field(default_factory=AuthSection)
     features: FeaturesSection = Field(default_factory=FeaturesSection)
+    cors: CorsSection = Field(default_factory=CorsSection)
     inference: InferenceSection = Field(default_factory=InferenceSection)
     models: List[ModelEntry] = Field(default_factory=list)
 

@@ -44,9 +44,15 @@ def error_body(message: str, type: str, param: Optional[str] = None, code: Optio
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+# Seconds a client should wait before retrying these (sent as Retry-After).
+RETRY_AFTER = {"server_busy": 1, "server_draining": 5}
+
+
 def error_response(err: ApiError) -> Response:
     resp = jsonify(err.body())
     resp.status_code = err.status
+    if err.code in RETRY_AFTER:
+        resp.headers["Retry-After"] = str(RETRY_AFTER[err.code])
     return resp
 
 

@@ -1,14 +1,42 @@
-"""Logging from the ``logging`` config section."""
+"""Logging from the ``logging`` config section: JSON lines (or text), a
+rotating file and/or the console, the request id on every line."""
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import logging.handlers
 import os
 import sys
+from typing import Any, Dict
 
 from .config_schema import LoggingSection
+from .request_log import RequestIdFilter
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "request_id",
+                                                                        "component"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``timestamp``, ``level``, ``component``,
+    ``message``, ``request_id`` and whatever the call passed as ``extra``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.datetime.fromtimestamp(record.created, tz=datetime.timezone.utc)
+        out: Dict[str, Any] = {
+            "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
+            "level": record.levelname,
+            "component": getattr(record, "component", None) or record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
 
 
 def configure_logging(section: LoggingSection) -> None:
@@ -19,18 +47,20 @@ def configure_logging(section: LoggingSection) -> None:
     root.setLevel(level)
     for h in list(root.handlers):
         root.removeHandler(h)
-    fmt = logging.Formatter(_FORMAT)
+    fmt: logging.Formatter = JsonFormatter() if section.format == "json" else logging.Formatter(_FORMAT)
+    handlers = []
     path = section.file_path or section.file
     if path:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(path, maxBytes=section.max_file_size_mb * 1024 * 1024,
-                                                  backupCount=section.max_files, encoding="utf-8")
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
+        handlers.append(logging.handlers.RotatingFileHandler(
+            path, maxBytes=int(section.max_file_size_mb * 1024 * 1024), backupCount=max(1, section.max_files - 1),
+            encoding="utf-8"))
     if section.console_output or not path:
-        sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(fmt)
-        root.addHandler(sh)
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.addFilter(RequestIdFilter())
+        root.addHandler(h)
     logging.getLogger("waitress.queue").setLevel(max(level, logging.WARNING))
     try:
         import kolosal

@@ -29,7 +29,6 @@ from .errors import ApiError
 log = logging.getLogger("kolosal.server.registry")
 
 REGISTERED, LOADING, LOADED, UNLOADING, FAILED = "registered", "loading", "loaded", "unloading", "error"
-UNLOADED = REGISTERED  # older name of the state
 
 _PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
 

@@ -3,7 +3,7 @@ keep-alive ticks while the prompt is prefilled, usage and logprob shapes."""
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ..engine import Generation, TokenLogprob
 from ..errors import GenerationError
@@ -17,11 +17,13 @@ class Watch:
 
     POLL = 0.2
 
-    def __init__(self, environ: Dict[str, Any], job_timeout: float, ping_every: float = 5.0) -> None:
+    def __init__(self, environ: Dict[str, Any], job_timeout: float, ping_every: float = 5.0,
+                 on_first_token: Optional[Callable[[], None]] = None) -> None:
         self._gone = environ.get("waitress.client_disconnected")
         self.job_timeout = job_timeout
         self.deadline = time.monotonic() + job_timeout
         self.ping_every = ping_every
+        self._on_first_token = on_first_token  # called once, when any generation yields its first token
 
     def client_gone(self) -> bool:
         try:
@@ -56,6 +58,9 @@ class Watch:
                                    code="engine_closed")
                 return
             last = time.monotonic()
+            if self._on_first_token is not None and chunk[1]:
+                self._on_first_token()
+                self._on_first_token = None
             yield chunk
 
     def finish(self, gens: Sequence[Generation]) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from flask import current_app, has_app_context
+
 from ..engine import Engine
 from .errors import ApiError
 from .schemas.common import SamplingFields
@@ -14,6 +16,10 @@ _PASS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty"
 def fit_max_tokens(engine: Engine, n_prompt: int, requested: Optional[int], param: str) -> int:
     """``requested`` (or all the room left) after checking it fits one slot."""
     slot = engine.n_ctx_slot
+    cap = _max_tokens_limit()
+    if cap is not None and requested is not None and requested > cap:
+        raise ApiError(400, f"max_tokens is {requested} but this server allows at most {cap} per request.",
+                       param="max_tokens", code="invalid_value")
     want = requested if requested is not None else 0
     if n_prompt + want > slot or n_prompt >= slot:
         asked = f"{n_prompt + want} tokens ({n_prompt} in the {param}, {want} for the completion)" if want else \
@@ -22,7 +28,17 @@ def fit_max_tokens(engine: Engine, n_prompt: int, requested: Optional[int], para
                             f"n_ctx {engine.n_ctx} shared by {engine.n_parallel} parallel slots). However, you "
                             f"requested {asked}. Please reduce the length of the {param} or the completion.",
                        param=param, code="context_length_exceeded")
-    return requested if requested is not None else slot - n_prompt
+    if requested is not None:
+        return requested
+    return slot - n_prompt if cap is None else min(cap, slot - n_prompt)
+
+
+def _max_tokens_limit() -> Optional[int]:
+    """``server.max_tokens_limit`` of the app serving this request."""
+    if not has_app_context():
+        return None
+    state = current_app.extensions.get("kolosal")
+    return state.config.server.max_tokens_limit if state is not None else None
 
 
 def sampling_kwargs(req: SamplingFields, engine: Engine, max_tokens: int) -> Dict[str, Any]:

@@ -10,6 +10,7 @@ from flask import Response
 
 from ..engine import Generation
 from .errors import from_engine_error
+from .monitoring import current_track
 from .runner import ClientGone, cancel_all
 
 log = logging.getLogger("kolosal.server.sse")
@@ -24,20 +25,32 @@ def event(obj: Any) -> str:
 
 def sse_response(events: Iterator[str], gens: Sequence[Generation]) -> Response:
     """Wrap ``events`` (already formatted) as a streaming response."""
+    track = current_track()
+    if track is not None:
+        track.streaming = True
+    status = 499  # until the stream has ended well or with an error
 
     def body() -> Iterator[bytes]:
+        nonlocal status
         try:
             for item in events:
                 yield item.encode("utf-8")
+            status = 200
         except ClientGone:
             log.info("client disconnected; generation cancelled")
         except Exception as e:  # reported in-band: the status line is long gone
-            yield event(from_engine_error(e).body()).encode("utf-8")
+            err = from_engine_error(e)
+            status = err.status
+            yield event(err.body()).encode("utf-8")
         finally:
             cancel_all(gens)
+            if track is not None:
+                track.finish(status)
 
     resp = Response(body(), status=200, mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"
     resp.call_on_close(lambda: cancel_all(gens))
+    if track is not None:
+        resp.call_on_close(lambda: track.finish(status))
     return resp

@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Iterable, List
 from flask import current_app
 
 from .config_schema import ConfigFile
-from .registry import EngineRegistry
+from .registry import EngineRegistry, MemoryPolicy
 
 EXT = "kolosal"
 
@@ -17,7 +17,7 @@ class ServerState:
     def __init__(self, config: ConfigFile, version: str) -> None:
         self.config = config
         self.version = version
-        self.registry = EngineRegistry()
+        self.registry = EngineRegistry(memory_policy(config))
         self.started = time.monotonic()
         self.draining = False
         self._inflight = 0
@@ -49,6 +49,13 @@ class ServerState:
             return True
 
 
+def memory_policy(config: ConfigFile) -> MemoryPolicy:
+    inf = config.inference
+    budget = int(inf.model_cache_size_gb * 2**30) if inf.model_cache_size_gb is not None else None
+    return MemoryPolicy(budget_bytes=budget, swap_threshold=inf.swap_threshold,
+                        keep_alive_seconds=inf.keep_alive_seconds)
+
+
 def get_state() -> ServerState:
     return current_app.extensions[EXT]
 
@@ -73,17 +80,23 @@ class InflightMiddleware:
         except BaseException:
             self.state.leave()
             raise
-        return _Closing(result, self.state.leave)
+        return ClosingBody(result, lambda _sent: self.state.leave())
 
 
-class _Closing:
-    def __init__(self, inner: Iterable[bytes], on_close: Callable[[], None]) -> None:
+class ClosingBody:
+    """A WSGI response body that calls ``on_close(bytes_sent)`` exactly once,
+    when the server closes it (after the last chunk, or when the client left)."""
+
+    def __init__(self, inner: Iterable[bytes], on_close: Callable[[int], None]) -> None:
         self._inner = inner
         self._on_close = on_close
+        self._bytes = 0
         self._closed = False
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._inner)
+        for chunk in self._inner:
+            self._bytes += len(chunk)
+            yield chunk
 
     def close(self) -> None:
         if self._closed:
@@ -94,7 +107,7 @@ class _Closing:
             if close is not None:
                 close()
         finally:
-            self._on_close()
+            self._on_close(self._bytes)
 
 
 def engines_summary(state: ServerState) -> List[Dict[str, str]]:

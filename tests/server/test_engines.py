@@ -48,7 +48,7 @@ def test_create_errors(http, tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a model")
     r = http.post("/engines", json={"engine_id": "x", "model_path": str(bad)})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "model_load_failed"
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_model_file"
     assert "x" not in [e["engine_id"] for e in http.get("/engines").json()["engines"]]
     r = http.post("/engines", json={"engine_id": "x", "model_path": "m", "loading_parameters": {"n_ctx": "big"}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "loading_parameters.n_ctx"

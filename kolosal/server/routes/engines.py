@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from ..errors import ApiError
+from ..model_paths import resolve_model_path
 from ..openapi import api_route, parse_body
+from ..security import security_of
 from ..schemas.admin import CreateEngineRequest, EngineDeleted, EngineInfo, EngineList
 from ..state import get_state
 
@@ -25,7 +27,7 @@ def create_engine():  # type: ignore[no-untyped-def]
     req: CreateEngineRequest = parse_body(CreateEngineRequest)
     if state.draining:
         raise ApiError(503, "The server is shutting down.", code="server_draining")
-    path = os.path.abspath(os.path.expanduser(req.model_path))
+    path = resolve_model_path(req.model_path, security_of(current_app).model_dirs)
     if not os.path.isfile(path):
         raise ApiError(422, f"model file not found: {req.model_path}", param="model_path", code="model_not_found")
     cfg = state.config.inference
@@ -34,14 +36,27 @@ def create_engine():  # type: ignore[no-untyped-def]
     if req.main_gpu_id is not None:
         params["main_gpu"] = req.main_gpu_id
     params.update(req.loading_parameters.engine_kwargs())
-    rec = state.registry.add(req.engine_id, path, params)
+    if req.replace and req.engine_id in {r.engine_id for r in state.registry.records()}:
+        # Hot reload: running requests finish on the old model, new ones get the new one.
+        try:
+            rec = state.registry.replace(req.engine_id, path, params)
+        except ApiError:  # e.g. insufficient_memory: already an HTTP error
+            raise
+        except Exception as e:
+            raise ApiError(422, f"the new model could not be loaded (the old one keeps serving): {e}",
+                           param="model_path", code="model_load_failed") from None
+        return jsonify(rec.describe(detail=True))
+    rec = state.registry.add(req.engine_id, path, params, req.priority, req.sha256, req.pinned)
     if req.load_immediately:
         try:
             state.registry.load(rec)
-        except Exception as e:
+        except ApiError:
             state.registry.remove(req.engine_id)
-            raise ApiError(422, f"the model could not be loaded: {e}", param="model_path",
-                           code="model_load_failed") from None
+            raise
+        except Exception as e:
+            code = rec.error_code or "model_load_failed"
+            state.registry.remove(req.engine_id)
+            raise ApiError(422, f"the model could not be loaded: {e}", param="model_path", code=code) from None
     resp = jsonify(rec.describe(detail=True))
     resp.status_code = 201
     return resp

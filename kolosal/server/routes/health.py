@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify
 
 from .._version import server_version
 from ..openapi import api_route
-from ..registry import FAILED, LOADED, LOADING, UNLOADED
+from ..registry import FAILED, LOADED, LOADING, REGISTERED
 from ..schemas.admin import HealthResponse
 from ..state import engines_summary, get_state
 
@@ -22,7 +22,7 @@ def health():  # type: ignore[no-untyped-def]
         status = "draining"
     elif LOADING in states and LOADED not in states:
         status = "loading"
-    elif states and all(s in (FAILED, UNLOADED) for s in states) and FAILED in states:
+    elif states and all(s in (FAILED, REGISTERED) for s in states) and FAILED in states:
         status = "error"
     else:
         status = "ok"

@@ -1,7 +1,7 @@
 """Engine management, tokenizer and health shapes (not OpenAI)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,10 @@ class CreateEngineRequest(Strict):
     model_path: str = Field(..., min_length=1)
     load_immediately: bool = True
     main_gpu_id: Optional[int] = Field(None, ge=0)
+    priority: Optional[Union[Literal["high", "medium", "low"], int]] = None
+    pinned: bool = False
+    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    replace: bool = Field(False, description="swap the model of an existing engine_id without failing requests")
     loading_parameters: LoadParams = Field(default_factory=LoadParams)
 
 

@@ -98,7 +98,7 @@ def chat_completions():  # type: ignore[no-untyped-def]
     except BaseException:
         cancel_all(gens)
         raise
-    w = watch(state)
+    w = watch(state, gens)
     rid, created = new_id("chatcmpl"), now()
     if req.stream:
         return sse_response(_stream(req, plan, gens, w, rid, created), gens)

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
-from flask import request
+from flask import g, request
 
 from kolosal._native import __version__ as _version
-from kolosal.engine import Engine
+from kolosal.engine import Engine, Generation
 from kolosal.errors import EngineClosedError
 
 from ...errors import ApiError
+from ...monitoring import current_track
+from ...request_log import track_generations
 from ...runner import Watch
 from ...state import ServerState
 
@@ -30,7 +32,12 @@ def admit(state: ServerState, model: str) -> Engine:
     """The engine for ``model`` if the server can take the request now."""
     if state.draining:
         raise ApiError(503, "The server is shutting down and takes no new requests.", code="server_draining")
-    engine = state.registry.engine(model)
+    # Held (never unloaded) until the request ends; by then its generations are in the engine.
+    engine = state.registry.engine(model, hold=True)
+    g.setdefault("kolosal_holds", []).append(engine.model_id)
+    track = current_track()
+    if track is not None:
+        track.set_engine(engine.model_id)
     try:
         queued = engine.stats().get("queued", 0)
     except EngineClosedError:
@@ -40,15 +47,20 @@ def admit(state: ServerState, model: str) -> Engine:
     return engine
 
 
-def watch(state: ServerState) -> Watch:
+def watch(state: ServerState, gens: Sequence[Generation], prompts: int = 1) -> Watch:
     """Limits of this request: ``job_timeout_seconds``, or the server's request
-    timeout when that is set and shorter."""
+    timeout when that is set and shorter. ``gens`` (from ``prompts`` distinct
+    prompts) are also noted for the completion metrics."""
     s = state.config.server
     timeout = state.config.inference.job_timeout_seconds
     explicit = s.request_timeout_seconds or s.request_timeout
     if explicit:
         timeout = min(timeout, float(explicit))
-    return Watch(request.environ, timeout, s.sse_ping_seconds)
+    track_generations(gens, prompts)
+    track = current_track()
+    if track is not None:
+        track.set_generations(gens, prompts)
+    return Watch(request.environ, timeout, s.sse_ping_seconds, track.first_token if track is not None else None)
 
 
 def include_usage(req: Any) -> bool:

@@ -55,7 +55,7 @@ def completions():  # type: ignore[no-untyped-def]
     except BaseException:
         cancel_all(gens)
         raise
-    w = watch(state)
+    w = watch(state, gens, len(prompts))
     rid, created = new_id("cmpl"), now()
     if req.stream:
         return sse_response(_stream(req, gens, echoes, w, rid, created, len(prompts)), gens)

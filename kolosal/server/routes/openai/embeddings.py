@@ -21,6 +21,10 @@ def embeddings():  # type: ignore[no-untyped-def]
     req: EmbeddingRequest = parse_body(EmbeddingRequest)
     engine = admit(state, req.model)
     raw = req.input
+    limit = state.config.server.max_embedding_inputs
+    if isinstance(raw, list) and raw and not isinstance(raw[0], int) and len(raw) > limit:
+        raise ApiError(400, f"'input' has {len(raw)} items but this server takes at most {limit} per request.",
+                       param="input", code="invalid_value")
     if isinstance(raw, str):
         texts: List[str] = [raw]
     elif all(isinstance(x, int) for x in raw):

@@ -2,6 +2,7 @@
 // errors become Python exceptions (classes defined in kolosal/errors.py).
 #include "engine.h"
 #include "errors.h"
+#include "log_sink.h"
 #include "memory_manager.h"
 #include "profiler.h"
 
@@ -174,6 +175,18 @@ PYBIND11_MODULE(_native, m) {
     m.def("build_info_json", &build_info_json);
     m.def("set_log_level", &set_log_level, py::arg("level"),
           "Threshold for llama.cpp's log output: 1 debug, 2 info, 3 warn, 4 error, 5 none.");
+    m.def("set_log_capture", &set_log_capture, py::arg("capture"),
+          "True: queue llama.cpp's log lines for take_log_records instead of writing them to stderr.");
+    m.def("take_log_records", [](double timeout) {
+        std::vector<LogRecord> recs;
+        {
+            py::gil_scoped_release nogil;
+            recs = take_log_records(timeout);
+        }
+        py::list out;
+        for (const auto & r : recs) out.append(py::make_tuple(r.level, to_str(r.text)));
+        return out;
+    }, py::arg("timeout"), "Queued (level, line) records; waits up to `timeout` seconds for the first.");
 
     py::class_<TimerStats>(m, "TimerStats")
         .def_readonly("count", &TimerStats::count)

@@ -3,8 +3,6 @@
 #include "ggml-backend.h"
 #include "llama.h"
 
-#include <atomic>
-#include <cstdio>
 
 #ifndef KOLOSAL_LLAMA_CPP_COMMIT
 #  define KOLOSAL_LLAMA_CPP_COMMIT "unknown"
@@ -13,19 +11,6 @@
 namespace kolosal {
 
 namespace {
-std::atomic<int> g_log_threshold{GGML_LOG_LEVEL_WARN};
-std::atomic<int> g_last_level{GGML_LOG_LEVEL_INFO};
-
-void log_callback(ggml_log_level level, const char * text, void *) {
-    int lvl = level;
-    if (level == GGML_LOG_LEVEL_CONT) lvl = g_last_level.load();
-    else g_last_level.store(lvl);
-    if (lvl >= g_log_threshold.load() && level != GGML_LOG_LEVEL_NONE) {
-        std::fputs(text, stderr);
-        std::fflush(stderr);
-    }
-}
-
 void escape_into(std::string & out, const std::string & s) {
     out += '"';
     for (char c : s) {
@@ -37,11 +22,6 @@ void escape_into(std::string & out, const std::string & s) {
     out += '"';
 }
 }  // namespace
-
-void set_log_level(int level) {
-    g_log_threshold.store(level);
-    llama_log_set(log_callback, nullptr);
-}
 
 std::string build_info_json() {
     llama_backend_init();

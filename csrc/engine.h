@@ -132,6 +132,5 @@ private:
 };
 
 std::string build_info_json();
-void set_log_level(int level);  // ggml_log_level threshold
 
 }  // namespace kolosal

@@ -62,8 +62,10 @@ def configure_logging(section: LoggingSection) -> None:
         h.addFilter(RequestIdFilter())
         root.addHandler(h)
     logging.getLogger("waitress.queue").setLevel(max(level, logging.WARNING))
-    try:
-        import kolosal
-        kolosal.set_log_level("debug" if level <= logging.DEBUG else "warn" if level <= logging.WARNING else "error")
-    except Exception:
-        pass
+    import kolosal
+    from kolosal.logs import capture_llama_logs
+
+    # llama.cpp's own lines go through the same handlers, at the configured level.
+    kolosal.set_log_level("debug" if level <= logging.DEBUG else "info" if level <= logging.INFO
+                          else "warn" if level <= logging.WARNING else "error")
+    capture_llama_logs()

@@ -109,6 +109,10 @@ def test_live_server_json_log_of_a_completion(model_path, tmp_path):
     assert a["bytes"] == len(r.content) and a["duration_ms"] > 0 and a["key_id"].startswith("key_")
     refused = [x for x in lines if x["component"] == "access" and x["status"] == 401]
     assert refused and refused[0]["key_id"] is None and refused[0]["request_id"] != "trace-42"
+    # llama.cpp's own output (model loading) is in the same file, as JSON lines at INFO.
+    llama = [x for x in lines if x["component"] == "kolosal.llama"]
+    assert any("llama_model_loader" in x["message"] for x in llama)
+    assert {x["level"] for x in llama} <= {"INFO", "WARNING", "ERROR"}
 
 
 def test_log_prompts_puts_the_prompt_on_the_completion_line(app_with_prompts, caplog):

@@ -110,6 +110,8 @@ class InferenceSection(_Section):
     model_cache_size_gb: Optional[float] = Field(None, ge=0)
     swap_threshold: Optional[float] = Field(None, gt=0, le=1)  # highest system memory use a load may cause
     keep_alive_seconds: Optional[float] = Field(None, gt=0)  # unload models idle this long
+    model_load_timeout_seconds: float = Field(300.0, gt=0)  # a request waits this long for a model to load
+    watch_model_files: bool = False  # reload a loaded model when its file changes
     job_timeout_seconds: float = Field(600.0, gt=0)
     models_file: Optional[str] = None
 

@@ -54,6 +54,14 @@ def priority_rank(priority: Any) -> int:
     return _PRIORITY_RANK.get(str(priority or "medium").lower(), 1)
 
 
+def file_stamp(path: str) -> Optional[Tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -81,6 +89,7 @@ class EngineRecord:
     measured_bytes: Optional[int] = None
     load_seconds: Optional[float] = None
     admitting: int = 0  # requests between admission and submission to the engine
+    file_stamp: Optional[Tuple[int, int]] = None  # (size, mtime) of the file when it was loaded
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def requests_in_flight(self) -> int:
@@ -126,6 +135,9 @@ class MemoryPolicy:
     budget_bytes: Optional[int] = None     # weights + KV of all loaded models
     swap_threshold: Optional[float] = None  # highest system memory use (0..1) a load may cause
     keep_alive_seconds: Optional[float] = None  # unload models idle this long
+    load_wait_seconds: float = 300.0  # how long a request waits for a model another request is loading
+    watch_files: bool = False  # reload a loaded model when its file changes on disk
+    poll_seconds: float = 2.0  # how often model files are checked
 
 
 @dataclass
@@ -149,10 +161,10 @@ class EngineRegistry:
         self._engine_factory = engine_factory
         self._checksums: Dict[Tuple[str, int, int], str] = {}
         self._stop = threading.Event()
-        self._reaper: Optional[threading.Thread] = None
-        if self.policy.keep_alive_seconds:
-            self._reaper = threading.Thread(target=self._reap_idle, name="kolosal-idle-unload", daemon=True)
-            self._reaper.start()
+        self._upkeep: Optional[threading.Thread] = None
+        if self.policy.keep_alive_seconds or self.policy.watch_files:
+            self._upkeep = threading.Thread(target=self._maintain, name="kolosal-model-upkeep", daemon=True)
+            self._upkeep.start()
 
     # -- registration --------------------------------------------------------
     def add(self, engine_id: str, model_path: str, params: Dict[str, Any], priority: Any = None,
@@ -196,41 +208,51 @@ class EngineRegistry:
     def load(self, rec: EngineRecord) -> Engine:
         """Load ``rec`` (once; concurrent callers wait for the same load).
         Raises kolosal load errors, or ApiError 503 when memory cannot be freed."""
-        with rec.lock:
-            if rec.state == LOADED and rec.engine is not None:
-                return rec.engine
-            rec.state, rec.error, rec.error_code = LOADING, None, None
-            t0 = time.perf_counter()
-            try:
-                if not os.path.isfile(rec.model_path):
-                    raise kerr.ModelNotFoundError(f"model file not found: {rec.model_path}")
-                self._verify_checksum(rec)
-                rec.estimate_bytes = self.estimate(rec)
-                with self._memory_lock:
-                    self._make_room(rec, rec.estimate_bytes)
-                    engine = self._engine_factory(rec.model_path, model_id=rec.engine_id, **rec.params)
-            except ApiError as e:
-                rec.state, rec.error, rec.error_code = FAILED, e.message, e.code
-                self.counters.load_failures += 1
-                log.error("loading %s failed: %s", rec.engine_id, e.message)
-                raise
-            except Exception as e:
-                code = "sha256_mismatch" if isinstance(e, ChecksumMismatch) else next(
-                    (c for t, c in _LOAD_ERROR_CODES if isinstance(e, t)), "model_load_failed")
-                rec.state, rec.error, rec.error_code = FAILED, f"{type(e).__name__}: {e}", code
-                self.counters.load_failures += 1
-                log.error("loading %s failed (%s): %s", rec.engine_id, code, e)
-                raise
-            meta = engine.metadata
-            rec.engine = engine
-            rec.measured_bytes = int(meta["size_bytes"]) + int(meta["kv_bytes"])
-            rec.load_seconds = time.perf_counter() - t0
-            rec.state, rec.loaded_at, rec.last_used = LOADED, time.time(), time.time()
-            self.counters.loads += 1
-            self.counters.load_seconds_total += rec.load_seconds
-            log.info("loaded %s from %s in %.2fs (estimated %d MiB, measured %d MiB)", rec.engine_id,
-                     rec.model_path, rec.load_seconds, rec.estimate_bytes >> 20, rec.measured_bytes >> 20)
-            return engine
+        if not rec.lock.acquire(timeout=self.policy.load_wait_seconds):
+            raise ApiError(503, f"The model '{rec.engine_id}' is still loading after "
+                                f"{self.policy.load_wait_seconds:g}s; retry later.", param="model",
+                           code="model_load_timeout")
+        try:
+            return self._load_locked(rec)
+        finally:
+            rec.lock.release()
+
+    def _load_locked(self, rec: EngineRecord) -> Engine:
+        if rec.state == LOADED and rec.engine is not None:
+            return rec.engine
+        rec.state, rec.error, rec.error_code = LOADING, None, None
+        t0 = time.perf_counter()
+        try:
+            if not os.path.isfile(rec.model_path):
+                raise kerr.ModelNotFoundError(f"model file not found: {rec.model_path}")
+            self._verify_checksum(rec)
+            rec.estimate_bytes = self.estimate(rec)
+            with self._memory_lock:
+                self._make_room(rec, rec.estimate_bytes)
+                engine = self._engine_factory(rec.model_path, model_id=rec.engine_id, **rec.params)
+        except ApiError as e:
+            rec.state, rec.error, rec.error_code = FAILED, e.message, e.code
+            self.counters.load_failures += 1
+            log.error("loading %s failed: %s", rec.engine_id, e.message)
+            raise
+        except Exception as e:
+            code = "sha256_mismatch" if isinstance(e, ChecksumMismatch) else next(
+                (c for t, c in _LOAD_ERROR_CODES if isinstance(e, t)), "model_load_failed")
+            rec.state, rec.error, rec.error_code = FAILED, f"{type(e).__name__}: {e}", code
+            self.counters.load_failures += 1
+            log.error("loading %s failed (%s): %s", rec.engine_id, code, e)
+            raise
+        meta = engine.metadata
+        rec.engine = engine
+        rec.file_stamp = file_stamp(rec.model_path)
+        rec.measured_bytes = int(meta["size_bytes"]) + int(meta["kv_bytes"])
+        rec.load_seconds = time.perf_counter() - t0
+        rec.state, rec.loaded_at, rec.last_used = LOADED, time.time(), time.time()
+        self.counters.loads += 1
+        self.counters.load_seconds_total += rec.load_seconds
+        log.info("loaded %s from %s in %.2fs (estimated %d MiB, measured %d MiB)", rec.engine_id,
+                 rec.model_path, rec.load_seconds, rec.estimate_bytes >> 20, rec.measured_bytes >> 20)
+        return engine
 
     def _make_room(self, rec: EngineRecord, need: int) -> None:
         """Unload idle models until ``need`` more bytes fit; ApiError 503 if they cannot."""
@@ -326,6 +348,7 @@ class EngineRegistry:
             rec.model_path, rec.params = model_path, dict(params)
             rec.engine, rec.state, rec.error, rec.error_code = new, LOADED, None, None
             rec.measured_bytes, rec.estimate_bytes = staged.measured_bytes, staged.estimate_bytes
+            rec.file_stamp = staged.file_stamp
             rec.loaded_at, rec.load_seconds = staged.loaded_at, staged.load_seconds
         if old is not None:
             threading.Thread(target=self._retire, args=(old,), name=f"kolosal-retire-{engine_id}", daemon=True).start()
@@ -344,16 +367,37 @@ class EngineRegistry:
         engine.close()
         self.counters.unloads += 1
 
-    # -- idle unloading --------------------------------------------------------
-    def _reap_idle(self) -> None:
-        keep = float(self.policy.keep_alive_seconds or 0)
-        while not self._stop.wait(min(max(keep / 4, 0.05), 5.0)):
-            now = time.time()
-            for rec in self.records():
-                if (rec.state == LOADED and not rec.pinned and rec.last_used is not None
-                        and now - rec.last_used > keep and not rec.busy()):
-                    self._unload(rec, f"idle for more than {keep:g}s")
-                    self.counters.idle_unloads += 1
+    # -- upkeep: idle unloading and file changes ------------------------------
+    def _maintain(self) -> None:
+        keep = self.policy.keep_alive_seconds
+        period = min(self.policy.poll_seconds, max(keep / 4, 0.05)) if keep else self.policy.poll_seconds
+        while not self._stop.wait(period):
+            if keep:
+                self._unload_idle(keep)
+            if self.policy.watch_files:
+                self._reload_changed()
+
+    def _unload_idle(self, keep: float) -> None:
+        now = time.time()
+        for rec in self.records():
+            if (rec.state == LOADED and not rec.pinned and rec.last_used is not None
+                    and now - rec.last_used > keep and not rec.busy()):
+                self._unload(rec, f"idle for more than {keep:g}s")
+                self.counters.idle_unloads += 1
+
+    def _reload_changed(self) -> None:
+        for rec in self.records():
+            if rec.state != LOADED or rec.file_stamp is None:
+                continue
+            stamp = file_stamp(rec.model_path)
+            if stamp is None or stamp == rec.file_stamp:
+                continue
+            log.info("the file of %s changed: reloading it", rec.engine_id)
+            try:
+                self.replace(rec.engine_id, rec.model_path, rec.params)
+            except Exception as e:  # the old model keeps serving
+                rec.file_stamp = stamp  # do not retry the same file again and again
+                log.error("reloading %s failed, the loaded model keeps serving: %s", rec.engine_id, e)
 
     # -- removal -------------------------------------------------------------
     def remove(self, engine_id: str) -> EngineRecord:

@@ -53,7 +53,8 @@ def memory_policy(config: ConfigFile) -> MemoryPolicy:
     inf = config.inference
     budget = int(inf.model_cache_size_gb * 2**30) if inf.model_cache_size_gb is not None else None
     return MemoryPolicy(budget_bytes=budget, swap_threshold=inf.swap_threshold,
-                        keep_alive_seconds=inf.keep_alive_seconds)
+                        keep_alive_seconds=inf.keep_alive_seconds, load_wait_seconds=inf.model_load_timeout_seconds,
+                        watch_files=inf.watch_model_files)
 
 
 def get_state() -> ServerState:

@@ -3,6 +3,7 @@ integrity checks and hot reload, with the real SmolLM2 file under several ids.""
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 
@@ -198,4 +199,45 @@ def test_hot_reload_keeps_running_requests(model_path):
     while not old.closed and time.monotonic() < deadline:
         time.sleep(0.05)
     assert old.closed
+    reg.close_all()
+
+
+def test_swap_threshold_refuses_a_load_that_would_pass_it(model_path):
+    reg = EngineRegistry(MemoryPolicy(swap_threshold=0.0001))
+    reg.add("m", str(model_path), PARAMS)
+    with pytest.raises(ApiError) as e:
+        reg.engine("m")
+    assert e.value.code == "insufficient_memory" and "system memory" in e.value.message
+    reg.close_all()
+
+
+def test_waiting_for_a_load_is_bounded(model_path):
+    reg = EngineRegistry(MemoryPolicy(load_wait_seconds=0.2))
+    rec = reg.add("m", str(model_path), PARAMS)
+    with rec.lock:  # as if another request were loading it
+        t0 = time.monotonic()
+        with pytest.raises(ApiError) as e:
+            reg.engine("m")
+        assert time.monotonic() - t0 < 5
+    assert e.value.status == 503 and e.value.code == "model_load_timeout"
+    assert reg.engine("m") is not None  # once the other load is done, it serves
+    reg.close_all()
+
+
+def test_changed_file_is_reloaded(model_path, tmp_path):
+    copy = tmp_path / "model.gguf"
+    copy.write_bytes(model_path.read_bytes())
+    reg = EngineRegistry(MemoryPolicy(watch_files=True, poll_seconds=0.05))
+    reg.add("m", str(copy), PARAMS)
+    old = reg.engine("m")
+    running = old.generate("Tell a long story.", max_tokens=100, ignore_eos=True)
+    next(iter(running))
+    st = copy.stat()
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new version of the file
+    deadline = time.monotonic() + 30
+    while reg.record("m").engine is old and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reg.record("m").engine is not old and reg.counters.loads == 2
+    running.wait()
+    assert running.finish_reason == "length"  # finished on the old model
     reg.close_all()

@@ -77,7 +77,8 @@ void set_log_capture(bool capture) {
 std::vector<LogRecord> take_log_records(double timeout_s) {
     Sink & k = sink();
     std::unique_lock<std::mutex> lock(k.mutex);
-    k.cv.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] { return !k.queue.empty(); });
+    // Turning capture off wakes waiters at once (a reader is stopping).
+    k.cv.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] { return !k.queue.empty() || !k.capture.load(); });
     std::vector<LogRecord> out(std::make_move_iterator(k.queue.begin()), std::make_move_iterator(k.queue.end()));
     k.queue.clear();
     return out;

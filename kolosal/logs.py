@@ -8,6 +8,7 @@ into Python.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from typing import Optional
@@ -21,10 +22,22 @@ _thread: Optional[threading.Thread] = None
 _lock = threading.Lock()
 
 
+_stop = threading.Event()
+
+
 def _pump(logger: logging.Logger) -> None:
-    while True:
+    while not _stop.is_set():
         for level, text in _native.take_log_records(1.0):
             logger.log(_LEVELS.get(level, logging.INFO), text)
+
+
+def _stop_pump() -> None:
+    """At exit, before the interpreter tears down: a daemon thread still waiting
+    in native code when Python finalizes would abort the process."""
+    _stop.set()
+    _native.set_log_capture(False)  # wakes the waiting reader
+    if _thread is not None:
+        _thread.join(5.0)
 
 
 def capture_llama_logs(logger: str = "kolosal.llama") -> None:
@@ -32,8 +45,9 @@ def capture_llama_logs(logger: str = "kolosal.llama") -> None:
     (idempotent). Which lines are produced still follows ``set_log_level``."""
     global _thread
     with _lock:
+        _native.set_log_capture(True)
         if _thread is None:
             _thread = threading.Thread(target=_pump, args=(logging.getLogger(logger),), name="kolosal-llama-log",
                                        daemon=True)
             _thread.start()
-        _native.set_log_capture(True)
+            atexit.register(_stop_pump)

@@ -139,7 +139,7 @@ def test_idle_model_is_unloaded(model_path):
     reg.engine("idle")
     reg.engine("pinned")
     deadline = time.monotonic() + 10
-    while reg.record("idle").state == LOADED and time.monotonic() < deadline:
+    while reg.record("idle").state != REGISTERED and time.monotonic() < deadline:
         time.sleep(0.05)
     assert reg.record("idle").state == REGISTERED
     assert reg.record("pinned").state == LOADED

@@ -140,7 +140,7 @@ def bench_server(name, start, model, args, tmp):
         results = {}
         for c in args.clients:
             results[c] = load(url, model_name, c, args.seconds, args.max_tokens)
-        results["rss_mb"] = sum(p.memory_info().rss for p in [psutil.Process(proc.pid)]) / 2**20
+        results["rss_mb"] = psutil.Process(proc.pid).memory_info().rss / 2**20
         return results
     finally:
         proc.terminate()

@@ -147,7 +147,10 @@ struct Generation {
                 have = true;
             }
         }
-        if (timed_out) throw py::value_error("timeout");  // replaced below by TimeoutError
+        if (timed_out) {
+            PyErr_SetString(PyExc_TimeoutError, "no output within the timeout");
+            throw py::error_already_set();
+        }
         if (!have) return py::none();
         py::list toks;
         for (int32_t t : c.tokens) toks.append(t);
@@ -251,14 +254,7 @@ PYBIND11_MODULE(_native, m) {
 
     py::class_<Generation>(m, "Generation")
         .def_property_readonly("id", [](Generation & g) { return g.req->id; })
-        .def("next_chunk", [](Generation & g, std::optional<double> timeout) {
-            try {
-                return g.next_chunk(timeout);
-            } catch (const py::value_error &) {
-                PyErr_SetString(PyExc_TimeoutError, "no output within the timeout");
-                throw py::error_already_set();
-            }
-        }, py::arg("timeout") = py::none())
+        .def("next_chunk", &Generation::next_chunk, py::arg("timeout") = py::none())
         .def("cancel", [](Generation & g) {
             g.req->cancelled.store(true);
         })

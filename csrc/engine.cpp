@@ -343,8 +343,6 @@ void Engine::init_embedding_context() {
     cp.embeddings = true;
     cp.no_perf = true;
     // Generative models declare no pooling: average their token states.
-    llama_context * probe_pooling = nullptr;
-    (void) probe_pooling;
     cp.pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;
     embd_ctx_ = llama_init_from_model(model_, cp);
     if (embd_ctx_ && llama_pooling_type(embd_ctx_) == LLAMA_POOLING_TYPE_NONE) {

@@ -31,7 +31,7 @@ void validate(const GenParams & p, int32_t n_vocab) {
     for (const auto & lb : p.logit_bias) {
         require(lb.first >= 0 && lb.first < n_vocab, "logit_bias",
                 "token id " + std::to_string(lb.first) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
-        require(std::isfinite(lb.second) || std::isinf(lb.second), "logit_bias", "bias must be a number");
+        require(!std::isnan(lb.second), "logit_bias", "bias must be a number");
     }
     require(p.grammar.empty() || p.json_schema.empty(), "grammar", "give either grammar or json_schema, not both");
 }

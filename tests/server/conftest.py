@@ -63,6 +63,15 @@ class LiveServer:
         r = httpx.get(f"{self.base_url}/engines/{MODEL_ID}/status", timeout=10)
         return r.json()["stats"]["slots_busy"]
 
+    def wait_slots_busy(self, busy: int, timeout: float = 10) -> int:
+        """Polls until ``slots_busy() == busy`` or ``timeout`` passes; returns the last value."""
+        deadline = time.monotonic() + timeout
+        value = self.slots_busy()
+        while value != busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+            value = self.slots_busy()
+        return value
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

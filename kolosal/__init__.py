@@ -6,8 +6,24 @@ import re as _re
 from typing import Any, Dict
 
 from . import errors
+
+try:
+    from ._native import __version__ as _native_version
+except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subprocess by the tests
+    if _exc.name != __name__ + "._native":
+        raise
+    import os as _os
+
+    raise ImportError(
+        "kolosal's native extension (kolosal._native) is not next to the package imported from "
+        f"{_os.path.dirname(__file__)}. If this is the source tree and kolosal is installed with "
+        "`pip install .`, the source tree shadows the installed package: run from another directory. "
+        "To work from the source tree, install it in editable mode: "
+        "`pip install --no-build-isolation -e .` (scripts/setup-env.sh does this)."
+    ) from None
+
+from . import _native
 from ._native import MemoryManager, Profiler
-from ._native import __version__ as _native_version
 from .engine import ChatCompletion, ChatGeneration, Completion, Engine, Generation, TokenLogprob
 
 __version__ = _native_version
@@ -45,5 +61,3 @@ def set_log_level(level: str) -> None:
     except KeyError:
         raise errors.InvalidParameterError(f"unknown log level '{level}'", param="level") from None
 
-
-from . import _native  # noqa: E402  (kept last: used lazily above)

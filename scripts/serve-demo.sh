@@ -8,6 +8,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
-# Run the installed package from outside the source tree (which has no _native).
 model=$(cd / && python -m kolosal.demo_model -q)
 exec kolosal-server --host 127.0.0.1 --port 8080 --model smollm2-135m-instruct "$model"

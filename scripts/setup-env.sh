@@ -32,17 +32,16 @@ python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.21
 python vendor/fetch_llama_cpp.py
 mkdir -p build
 echo "building kolosal (log: build/pip-install.log)"
-if ! python -m pip install -v --no-build-isolation ".[test]" > build/pip-install.log 2>&1; then
+# Editable install (scikit-build-core's redirect mode): Python files are used
+# from the source tree, the built module from the install, so both
+# `python -m ...` run from the repository root and code run from elsewhere
+# import a complete package.
+if ! python -m pip install -v --no-build-isolation -e ".[test]" > build/pip-install.log 2>&1; then
   tail -n 60 build/pip-install.log
   echo "error: building kolosal failed; the full log is build/pip-install.log" >&2
   exit 1
 fi
-# Run from outside the source tree so the installed package (with _native) is imported.
-(cd / && python -c "import kolosal; print('kolosal', kolosal.__version__, kolosal.build_info()['backends'])")
-# Put the built module beside the sources too (git ignores it): commands run
-# from the repository root (python -m kolosal.server, python -m pytest) import
-# ./kolosal first, and it must be complete.
-native=$(cd / && python -c "import kolosal._native as m; print(m.__file__)")
-cp "$native" "kolosal/.$(basename "$native").new"
-mv -f "kolosal/.$(basename "$native").new" "kolosal/$(basename "$native")"
+# Copies of the module that an older setup left beside the sources would be stale.
+rm -f kolosal/_native*.so kolosal/_native*.pyd
+python -c "import kolosal; print('kolosal', kolosal.__version__, kolosal.build_info()['backends'])"
 (cd / && python -m kolosal.demo_model -q)

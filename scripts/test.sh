@@ -7,5 +7,4 @@ bash scripts/setup-env.sh
 . .venv/bin/activate
 export KOLOSAL_TEST_MODEL
 KOLOSAL_TEST_MODEL=$(cd / && python -m kolosal.demo_model -q)
-# The pytest script, not "python -m pytest": that would import the source tree (no _native) first.
 pytest "$@"

@@ -1,7 +1,11 @@
 """Package surface: version, build information, log level."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +35,26 @@ def test_set_log_level():
     kolosal.set_log_level("warn")
     with pytest.raises(kolosal.errors.InvalidParameterError):
         kolosal.set_log_level("chatty")
+
+
+def test_imports_from_the_source_tree_root():
+    # Commands run from the repository root (python -m kolosal.server, examples)
+    # import the package found there; it must be complete.
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", "import kolosal; print(kolosal.__version__)"],
+                         cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == kolosal.__version__
+
+
+def test_missing_native_module_says_what_to_do(tmp_path):
+    # A copy of the Python sources without the built module, as a source tree
+    # shadowing an installed kolosal looks.
+    pkg = tmp_path / "kolosal"
+    shutil.copytree(Path(kolosal.__file__).parent, pkg,
+                    ignore=shutil.ignore_patterns("_native*.so", "_native*.pyd", "__pycache__"))
+    code = "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'ScikitBuild' not in type(f).__name__]; import kolosal"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "ImportError" in out.stderr
+    assert "kolosal._native" in out.stderr and "pip install --no-build-isolation -e ." in out.stderr

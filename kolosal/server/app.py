@@ -11,7 +11,7 @@ from flask import Flask, g, jsonify
 from ._version import server_version
 from .config import load_config
 from .config_schema import ConfigFile
-from .errors import register_error_handlers
+from .errors import REDACT, register_error_handlers
 from .monitoring import install_monitoring
 from .openapi import build_openapi
 from .request_log import RequestLogMiddleware
@@ -44,6 +44,8 @@ def create_app(config: Union[ConfigFile, Dict[str, Any], str, Path, None] = None
     register_blueprints(app)
     security = install_security(app, cfg)
     install_monitoring(app, state)
+    state.registry.load_guard = security.check_load
+    app.extensions[REDACT] = lambda text: security.redact(text, [r.model_path for r in state.registry.records()])
 
     @app.teardown_request
     def _release_model_holds(_exc: Optional[BaseException]) -> None:

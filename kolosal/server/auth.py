@@ -54,8 +54,9 @@ def parse_key(text: str, admin: bool, where: str) -> ApiKey:
         if len(raw) != 32:
             raise ConfigError([f"{where}: a hashed key must be 'sha256:' and 64 hex digits"])
         return ApiKey(raw, admin)
-    if not text:
-        raise ConfigError([f"{where}: empty API key"])
+    if not text:  # e.g. "${KEY:-}" with KEY unset: refusing to start beats silently turning keys off
+        raise ConfigError([f"{where}: the API key is empty (an environment variable that is empty or unset with "
+                           f"an empty default?); set it or remove the entry"])
     return ApiKey(digest(text), admin)
 
 
@@ -118,13 +119,15 @@ class KeyStore:
         stamp = self._file_stamp()
         if stamp == self._stamp and not force:
             return
-        try:
-            loaded = [k for p in self._files for k in read_keys_file(p)]
-        except ConfigError as e:
-            if force:
-                raise
-            log.error("keeping the previous API keys: %s", e)
-            return
+        loaded: List[ApiKey] = []
+        for path in self._files:
+            try:
+                loaded.extend(read_keys_file(path))
+            except ConfigError as e:
+                if force:
+                    raise
+                # fail closed: a deleted, unreadable or broken file grants nothing until it is fixed
+                log.error("API keys file refused, none of its keys are accepted: %s", e)
         self._keys, self._stamp = list(self._inline) + loaded, stamp
         if not force:
             log.info("API keys file changed: %d keys", len(self._keys))
@@ -142,17 +145,17 @@ class KeyStore:
 
 
 def _keys_of(values: Iterable[str], admin: bool, where: str) -> List[ApiKey]:
-    return [parse_key(v, admin, f"{where}[{i}]") for i, v in enumerate(values) if v]
+    return [parse_key(v, admin, f"{where}[{i}]") for i, v in enumerate(values)]
 
 
 def key_store(cfg: ConfigFile) -> KeyStore:
-    """Keys from both config shapes. Keys are required when any are configured,
+    """Keys from both config shapes (an empty key is a configuration error). Keys are required when any are configured,
     unless ``auth.enabled: false`` or ``auth.require_api_key: false`` says otherwise."""
     a, s = cfg.auth, cfg.security
     inline = (_keys_of(s.api_keys, False, "security.api_keys") + _keys_of(a.api_keys, False, "auth.api_keys")
               + _keys_of(s.admin_api_keys, True, "security.admin_api_keys")
               + _keys_of(a.admin_api_keys, True, "auth.admin_api_keys"))
-    if a.api_key:
+    if a.api_key is not None:
         inline.append(parse_key(a.api_key, False, "auth.api_key"))
     files = [f for f in (s.api_keys_file, a.api_keys_file) if f]
     off = "enabled" in a.model_fields_set and not a.enabled

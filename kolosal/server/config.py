@@ -188,13 +188,30 @@ def check_model_files(cfg: ConfigFile) -> None:
         raise ConfigError(errors)
 
 
+_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@/\s]+(?=@)")
+
+
+def mask_uri_passwords(text: str) -> str:
+    """``redis://:secret@host`` -> ``redis://:***@host`` (user names stay)."""
+    return _URI_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+
+
+def _mask_strings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_strings(v) for v in value]
+    return mask_uri_passwords(value) if isinstance(value, str) else value
+
+
 def effective_config(cfg: ConfigFile) -> Dict[str, Any]:
-    """The config as printed by ``--check-config`` (secrets masked)."""
-    out = cfg.model_dump(mode="json")
+    """The config as printed by ``--check-config``: keys and passwords inside
+    URIs (``storage_uri: redis://:secret@host``) masked."""
+    out = _mask_strings(cfg.model_dump(mode="json"))
     for section in ("security", "auth"):
         for key in ("api_keys", "admin_api_keys"):
             out[section][key] = ["***" for _ in out[section][key]]
-    if out["auth"].get("api_key"):
+    if out["auth"].get("api_key") is not None:
         out["auth"]["api_key"] = "***"
     return out
 

@@ -30,6 +30,19 @@ class ServerSection(_Section):
     max_request_body_mb: float = Field(64.0, gt=0)
     max_tokens_limit: Optional[int] = Field(None, ge=1)
     max_embedding_inputs: int = Field(2048, ge=1)
+    # bounds on one request (docs/security.md, "Request limits"); /openapi.json states them
+    max_json_depth: int = Field(64, ge=2, le=500)  # nesting of arrays/objects in a JSON body
+    max_prompts: int = Field(64, ge=1)  # prompts in one /completions request
+    max_generations_per_request: int = Field(64, ge=1)  # prompts x n
+    max_stop_sequences: int = Field(16, ge=1)
+    max_stop_chars: int = Field(512, ge=1)  # length of one stop string
+    max_grammar_chars: int = Field(65536, ge=1)
+    max_grammar_depth: int = Field(32, ge=1)  # nested ( ... ) groups in a GBNF grammar
+    max_json_schema_chars: int = Field(65536, ge=1)  # response_format / tool parameter schemas, as JSON
+    max_json_schema_depth: int = Field(32, ge=1)
+    # Host header names accepted (DNS rebinding); "*" accepts any. Unset: any when API keys are
+    # required, else "localhost" and IP addresses.
+    allowed_hosts: Optional[List[str]] = None
 
     @property
     def effective_request_timeout(self) -> int:
@@ -114,6 +127,9 @@ class InferenceSection(_Section):
     watch_model_files: bool = False  # reload a loaded model when its file changes
     job_timeout_seconds: float = Field(600.0, gt=0)
     models_file: Optional[str] = None
+    # who may cause a registered model to be loaded by using it: anyone, admin keys only, or nobody
+    # (then only start-up and POST /engines load models)
+    load_on_demand: Literal["any", "admin", "off"] = "any"
 
 
 class LoadParams(_Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, has_request_context, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -15,7 +15,8 @@ log = logging.getLogger("kolosal.server")
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "invalid_request_error", 405: "invalid_request_error", 409: "conflict_error",
-          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+          413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
+          429: "rate_limit_error",
           501: "not_implemented_error", 503: "server_busy_error", 504: "timeout_error"}
 
 
@@ -27,8 +28,9 @@ class ApiError(Exception):
     """An error to report to the client with ``status``."""
 
     def __init__(self, status: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None,
-                 type: Optional[str] = None) -> None:
+                 type: Optional[str] = None, retry_after: Optional[int] = None) -> None:
         super().__init__(message)
+        self.retry_after = retry_after
         self.status = status
         self.message = message
         self.param = param
@@ -44,15 +46,24 @@ def error_body(message: str, type: str, param: Optional[str] = None, code: Optio
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+# app.extensions key of ``message -> message`` hiding file paths from this caller
+REDACT = "kolosal_redact"
+
 # Seconds a client should wait before retrying these (sent as Retry-After).
 RETRY_AFTER = {"server_busy": 1, "server_draining": 5}
 
 
 def error_response(err: ApiError) -> Response:
-    resp = jsonify(err.body())
+    body = err.body()
+    if has_request_context():  # file paths only for admin keys
+        redact = current_app.extensions.get(REDACT)
+        if redact is not None:
+            body["error"]["message"] = redact(err.message)
+    resp = jsonify(body)
     resp.status_code = err.status
-    if err.code in RETRY_AFTER:
-        resp.headers["Retry-After"] = str(RETRY_AFTER[err.code])
+    retry = err.retry_after or RETRY_AFTER.get(err.code or "")
+    if retry:
+        resp.headers["Retry-After"] = str(retry)
     return resp
 
 

@@ -39,6 +39,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7f, *range(0x80, 0xa0)]}
+_CONTROL.update({0x09: "\\t", 0x0a: "\\n", 0x0d: "\\r"})
+
+
+def escape_control(text: str) -> str:
+    """Control characters as escapes, so that no logged value can forge a line
+    or drive the terminal: ``a\nb`` -> ``a\\nb``, ESC -> ``\\x1b``."""
+    return text.translate(_CONTROL)
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record; control characters in it (from request values,
+    model output, file names) escaped. Tracebacks keep their line breaks."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_control(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(escape_control(line) for line in super().formatException(ei).split("\n"))
+
+
 def configure_logging(section: LoggingSection) -> None:
     level = getattr(logging, section.level.upper(), None)
     if not isinstance(level, int):
@@ -47,7 +68,7 @@ def configure_logging(section: LoggingSection) -> None:
     root.setLevel(level)
     for h in list(root.handlers):
         root.removeHandler(h)
-    fmt: logging.Formatter = JsonFormatter() if section.format == "json" else logging.Formatter(_FORMAT)
+    fmt: logging.Formatter = JsonFormatter() if section.format == "json" else TextFormatter(_FORMAT)
     handlers = []
     path = section.file_path or section.file
     if path:

@@ -5,7 +5,6 @@ request and response models; the document is built from the app's URL map
 and the pydantic models' JSON schemas."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from .errors import ApiError
+from .limits import check_request, request_json
 
 
 @dataclass(frozen=True)
@@ -36,21 +36,20 @@ def api_route(bp: Blueprint, rule: str, methods: Sequence[str], *, summary: str,
 
 
 def parse_body(model: Type[BaseModel]) -> Any:
-    """The JSON body validated as ``model`` (400 on malformed JSON or schema errors)."""
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        raise ApiError(400, "The request body is empty; expected a JSON object.", code="invalid_json")
+    """The JSON body validated as ``model``: 415 unless sent as
+    ``application/json``; 400 on malformed or too deeply nested JSON, schema
+    errors, or a request over the server's limits (``limits.check_request``)."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "Send the request body as JSON with 'Content-Type: application/json'.",
+                       code="unsupported_media_type")
+    data = request_json()
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"The request body is not valid JSON: {e}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
-    try:
-        return model.model_validate(data)
+        req = model.model_validate(data)
     except ValidationError as e:
         from .errors import from_validation
         raise from_validation(e) from None
+    check_request(req)
+    return req
 
 
 _ERROR_SCHEMA = {

@@ -159,6 +159,8 @@ class EngineRegistry:
         self._lock = threading.Lock()
         self._memory_lock = threading.Lock()  # one load decision at a time
         self._engine_factory = engine_factory
+        # called with the engine id before a request loads a model on demand; raises to refuse
+        self.load_guard: Optional[Callable[[str], None]] = None
         self._checksums: Dict[Tuple[str, int, int], str] = {}
         self._stop = threading.Event()
         self._upkeep: Optional[threading.Thread] = None
@@ -318,6 +320,8 @@ class EngineRegistry:
             engine = rec.engine
             if rec.state == LOADED and engine is not None:
                 return engine
+            if self.load_guard is not None:
+                self.load_guard(rec.engine_id)
             try:
                 return self.load(rec)
             except kerr.KolosalError as e:

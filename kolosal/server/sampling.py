@@ -8,6 +8,7 @@ from flask import current_app, has_app_context
 from ..engine import Engine
 from .errors import ApiError
 from .schemas.common import SamplingFields
+from .token_quota import fit_to_quota
 
 _PASS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "repeat_last_n",
          "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos")
@@ -28,9 +29,9 @@ def fit_max_tokens(engine: Engine, n_prompt: int, requested: Optional[int], para
                             f"n_ctx {engine.n_ctx} shared by {engine.n_parallel} parallel slots). However, you "
                             f"requested {asked}. Please reduce the length of the {param} or the completion.",
                        param=param, code="context_length_exceeded")
-    if requested is not None:
-        return requested
-    return slot - n_prompt if cap is None else min(cap, slot - n_prompt)
+    fitted = requested if requested is not None else \
+        slot - n_prompt if cap is None else min(cap, slot - n_prompt)
+    return fit_to_quota(n_prompt, fitted, explicit=requested is not None)  # reserved in the caller's token quota
 
 
 def _max_tokens_limit() -> Optional[int]:

@@ -1,16 +1,22 @@
 """Per-key token quotas: ``rate_limiting.tokens_per_minute`` counts the
-prompt and completion tokens of chat and text completions per API key (else
-per client address) in fixed one-minute windows, in the rate limiter's
-storage (memory or Redis). A request is admitted while its caller has tokens
-left in the current minute; its usage is charged when its response ends, so
-one request may overshoot the quota by its own size."""
+prompt and completion tokens of generation requests per API key (else per
+client address) in fixed one-minute windows, in the rate limiter's storage
+(memory or Redis).
+
+A request reserves what it may use before its generations start: for each
+prompt, (prompt tokens + ``max_tokens``) x ``n``. Reservations are atomic
+increments of the caller's counter, so concurrent requests cannot overrun
+the quota between them; a reservation that does not fit is refused with 429
+(or 400 when it could never fit in one minute). Without ``max_tokens`` the
+completion is capped to what the quota has left. When the response ends the
+counter is corrected to the tokens actually used."""
 from __future__ import annotations
 
 import math
 import time
 from typing import Any, Dict, List, Optional
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
@@ -22,8 +28,10 @@ from .rate_limit import Network, request_identity, storage_uri
 from .request_log import ENV_GENS
 from .runner import usage
 
-GENERATION_PATHS = ("/chat/completions", "/completions")
+GENERATION_PATHS = ("/chat/completions", "/completions", "/responses")
+EXT = "kolosal_token_quota"
 _ENV_WHO = "kolosal.quota_identity"
+_ENV_RESERVED = "kolosal.quota_reserved"  # (tokens, window reset time)
 
 
 def tokens_per_minute(cfg: ConfigFile) -> Optional[int]:
@@ -32,12 +40,79 @@ def tokens_per_minute(cfg: ConfigFile) -> Optional[int]:
     return min(values) if values else None
 
 
+class TokenQuota:
+    def __init__(self, per_minute: int, uri: str) -> None:
+        self.per_minute = per_minute
+        self.item = parse(f"{per_minute} per 1 minute")
+        self.storage = storage_from_string(uri)
+        self.strategy = FixedWindowRateLimiter(self.storage)
+
+    def _key(self, who: str) -> str:
+        return self.item.key_for("kolosal_tokens", who)
+
+    def stats(self, who: str) -> Any:
+        return self.strategy.get_window_stats(self.item, "kolosal_tokens", who)
+
+    def reserve(self, who: str, amount: int) -> Optional[float]:
+        """Take ``amount`` tokens if they fit; the window's reset time, or None."""
+        key = self._key(who)
+        if self.storage.incr(key, self.item.get_expiry(), amount=amount) > self.per_minute:
+            self.storage.incr(key, self.item.get_expiry(), amount=-amount)
+            return None
+        return self.storage.get_expiry(key)
+
+    def settle(self, who: str, reserved: int, reset_at: Optional[float], used: int) -> None:
+        """Replace a reservation by the tokens used (in a later window: charge them there)."""
+        key = self._key(who)
+        delta = used - reserved if reset_at is not None and time.time() < reset_at else used
+        if delta:
+            self.storage.incr(key, self.item.get_expiry(), amount=delta)
+
+
+def _quota() -> Optional[TokenQuota]:
+    if not has_request_context() or _ENV_WHO not in request.environ:
+        return None
+    return current_app.extensions.get(EXT)
+
+
+def fit_to_quota(n_prompt: int, max_tokens: int, explicit: bool) -> int:
+    """Reserve (``n_prompt`` + ``max_tokens``) x n for one prompt of the
+    current request; returns ``max_tokens``, lowered to what the quota has
+    left when the client did not set it. Raises 429/400 when it cannot fit."""
+    quota = _quota()
+    if quota is None:
+        return max_tokens
+    choices = max(1, int(g.get("kolosal_choices", 1)))
+    who = request.environ[_ENV_WHO]
+    if not explicit:
+        left = quota.stats(who).remaining // choices - n_prompt
+        max_tokens = max(1, min(max_tokens, left))
+    amount = (n_prompt + max_tokens) * choices
+    if amount > quota.per_minute:
+        raise ApiError(400, f"This request may use {amount} tokens ({n_prompt} prompt + {max_tokens} max_tokens"
+                            f"{f', x n={choices}' if choices > 1 else ''}) but the token quota is "
+                            f"{quota.per_minute} per minute; lower max_tokens.", param="max_tokens",
+                       code="token_quota_exceeded")
+    reset_at = quota.reserve(who, amount)
+    if reset_at is None:
+        raise _exceeded(quota, who)
+    tokens, _ = request.environ.get(_ENV_RESERVED, (0, None))
+    request.environ[_ENV_RESERVED] = (tokens + amount, reset_at)
+    return max_tokens
+
+
+def _exceeded(quota: TokenQuota, who: str) -> ApiError:
+    retry = max(1, math.ceil(quota.stats(who).reset_time - time.time()))
+    return ApiError(429, f"Token quota exceeded ({quota.per_minute} tokens per minute); retry in {retry} s.",
+                    code="token_quota_exceeded", retry_after=retry)
+
+
 def install_token_quota(app: Flask, cfg: ConfigFile, store: KeyStore, nets: List[Network]) -> None:
     per_minute = tokens_per_minute(cfg)
     if per_minute is None:
         return
-    item = parse(f"{per_minute} per 1 minute")
-    strategy = FixedWindowRateLimiter(storage_from_string(storage_uri(cfg)))
+    quota = TokenQuota(per_minute, storage_uri(cfg))
+    app.extensions[EXT] = quota
 
     @app.before_request
     def _admit() -> Optional[Response]:
@@ -45,29 +120,25 @@ def install_token_quota(app: Flask, cfg: ConfigFile, store: KeyStore, nets: List
             return None
         who = request_identity(store, nets)
         request.environ[_ENV_WHO] = who
-        stats = strategy.get_window_stats(item, "kolosal_tokens", who)
-        if stats.remaining > 0:
+        if quota.stats(who).remaining > 0:
             return None
-        resp = error_response(ApiError(429, f"Token quota exceeded ({per_minute} tokens per minute); retry later.",
-                                       code="token_quota_exceeded"))
-        resp.headers["Retry-After"] = str(max(1, math.ceil(stats.reset_time - time.time())))
-        return resp
+        return error_response(_exceeded(quota, who))
 
     @app.after_request
-    def _charge_later(resp: Response) -> Response:
+    def _settle_later(resp: Response) -> Response:
         environ = request.environ
         if _ENV_WHO in environ:
-            resp.call_on_close(lambda: _charge(environ))
+            resp.call_on_close(lambda: _settle(environ))
         return resp
 
-    def _charge(environ: Dict[str, Any]) -> None:
+    def _settle(environ: Dict[str, Any]) -> None:
+        reserved, reset_at = environ.pop(_ENV_RESERVED, (0, None))
         tracked = environ.get(ENV_GENS)
-        if not tracked:
-            return
-        gens, n_prompts = tracked[0], tracked[1]
-        try:
-            total = usage(gens, n_prompts)["total_tokens"]
-        except Exception:
-            return
-        if total > 0:
-            strategy.hit(item, "kolosal_tokens", environ[_ENV_WHO], cost=total)
+        used = 0
+        if tracked:
+            try:
+                used = usage(tracked[0], tracked[1])["total_tokens"]
+            except Exception:  # generations torn down with their engine: keep the reservation
+                used = reserved
+        if reserved or used:
+            quota.settle(environ[_ENV_WHO], reserved, reset_at, used)

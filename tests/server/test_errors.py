@@ -24,7 +24,7 @@ def _split(resp: bytes):
 
 def test_malformed_json_raw_socket(live_server):
     body = b'{"model": "smollm2", "messages": [ {"role": '
-    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
            b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     status, head, data = _split(raw_request(live_server.port, req))
     assert status == 400 and "application/json" in head
@@ -33,7 +33,8 @@ def test_malformed_json_raw_socket(live_server):
 
 def test_non_object_json_and_empty_body(live_server):
     for body in (b"[1, 2]", b""):
-        req = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        req = (b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               b"Connection: close\r\nContent-Length: "
                + str(len(body)).encode() + b"\r\n\r\n" + body)
         status, _, data = _split(raw_request(live_server.port, req))
         assert status == 400 and envelope(data)["type"] == "invalid_request_error"

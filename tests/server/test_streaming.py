@@ -77,7 +77,7 @@ def test_client_disconnect_cancels_generation(live_server):
     """A streaming client that goes away frees its slot at once."""
     assert live_server.slots_busy() == 0
     body = json.dumps(chat_body(LONG, max_tokens=400, ignore_eos=True, stream=True)).encode()
-    req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     s = socket.create_connection(("127.0.0.1", live_server.port), timeout=30)
     s.sendall(req)
@@ -141,7 +141,7 @@ def test_sse_comment_pings_while_prompt_is_prefilled(model_path):
 def test_client_disconnect_cancels_non_streaming_generation(live_server):
     assert live_server.slots_busy() == 0
     body = json.dumps(chat_body(LONG, max_tokens=400, ignore_eos=True)).encode()
-    req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     s = socket.create_connection(("127.0.0.1", live_server.port), timeout=30)
     s.sendall(req)

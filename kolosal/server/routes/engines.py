@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Dict
 
 from flask import Blueprint, current_app, jsonify
 
-from ..errors import ApiError
+from ..errors import REDACT, ApiError
 from ..model_paths import resolve_model_path
 from ..openapi import api_route, parse_body
 from ..security import security_of
@@ -17,7 +18,7 @@ bp = Blueprint("engines", __name__)
 
 @api_route(bp, "/engines", ["GET"], summary="List engines", response_model=EngineList)
 def list_engines():  # type: ignore[no-untyped-def]
-    return jsonify({"object": "list", "engines": [r.describe() for r in get_state().registry.records()]})
+    return jsonify({"object": "list", "engines": [_shown(r.describe()) for r in get_state().registry.records()]})
 
 
 @api_route(bp, "/engines", ["POST"], summary="Register (and by default load) an engine", request_model=CreateEngineRequest,
@@ -66,7 +67,7 @@ def create_engine():  # type: ignore[no-untyped-def]
            response_model=EngineInfo)
 def engine_status(engine_id: str):  # type: ignore[no-untyped-def]
     rec = _record(engine_id)
-    return jsonify(rec.describe(detail=True))
+    return jsonify(_shown(rec.describe(detail=True)))
 
 
 @api_route(bp, "/engines/<path:engine_id>", ["DELETE"], summary="Unload and remove an engine",
@@ -75,6 +76,15 @@ def delete_engine(engine_id: str):  # type: ignore[no-untyped-def]
     _record(engine_id)
     get_state().registry.remove(engine_id)
     return jsonify({"engine_id": engine_id, "status": "removed"})
+
+
+def _shown(info: Dict[str, Any]) -> Dict[str, Any]:
+    """File paths (in ``model_path`` and load errors) for admin keys only; others see file names."""
+    if not security_of(current_app).is_admin():
+        info["model_path"] = os.path.basename(info["model_path"])
+        if info.get("error"):
+            info["error"] = current_app.extensions[REDACT](info["error"])
+    return info
 
 
 def _record(engine_id: str):  # type: ignore[no-untyped-def]

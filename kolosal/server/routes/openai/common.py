@@ -12,6 +12,7 @@ from kolosal.engine import Engine, Generation
 from kolosal.errors import EngineClosedError
 
 from ...errors import ApiError
+from ...limits import check_queue
 from ...monitoring import current_track
 from ...request_log import track_generations
 from ...runner import Watch
@@ -42,8 +43,7 @@ def admit(state: ServerState, model: str) -> Engine:
         queued = engine.stats().get("queued", 0)
     except EngineClosedError:
         raise ApiError(503, f"The model '{model}' is being unloaded.", code="engine_closed") from None
-    if queued >= state.config.server.max_queued_requests:
-        raise ApiError(503, f"The server is busy ({queued} requests queued); retry later.", code="server_busy")
+    check_queue(queued)  # all of this request's generations must fit in the queue
     return engine
 
 

@@ -188,7 +188,11 @@ def test_without_v1_prefix(http):
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
 
 
-def test_plain_httpx_client_and_curl_style_content_type(live_server):
+def test_plain_httpx_client_and_form_content_type_refused(live_server):
+    r = httpx.post(live_server.v1 + "/chat/completions", content=json.dumps(chat_body()),
+                   headers={"Content-Type": "application/json; charset=utf-8"}, timeout=60)
+    assert r.status_code == 200
+    # what curl -d and an HTML form send: no CORS preflight, so a web page could send it
     r = httpx.post(live_server.v1 + "/chat/completions", content=json.dumps(chat_body()),
                    headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=60)
-    assert r.status_code == 200
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"

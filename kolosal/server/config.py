@@ -173,7 +173,8 @@ def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str
 
 
 def check_model_files(cfg: ConfigFile) -> None:
-    """Every model file must exist and ids must be unique."""
+    """Every model file must exist; ids and aliases must be unique and
+    ``server.default_model`` must name one of them."""
     errors: List[str] = []
     seen: Dict[str, int] = {}
     for i, m in enumerate(cfg.models):
@@ -184,6 +185,14 @@ def check_model_files(cfg: ConfigFile) -> None:
             errors.append(f"models[{i}].{'id' if m.id else 'engine_id'}: duplicate model id '{m.model_id}'"
                           f" (also models[{seen[m.model_id]}])")
         seen.setdefault(m.model_id, i)
+    names = set(seen)
+    for i, m in enumerate(cfg.models):
+        for alias in m.aliases:
+            if alias in names:
+                errors.append(f"models[{i}].aliases: '{alias}' already names a model")
+            names.add(alias)
+    if cfg.server.default_model and cfg.models and cfg.server.default_model not in names:
+        errors.append(f"server.default_model: '{cfg.server.default_model}' is not a model id or alias")
     if errors:
         raise ConfigError(errors)
 

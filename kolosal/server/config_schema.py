@@ -43,6 +43,7 @@ class ServerSection(_Section):
     # Host header names accepted (DNS rebinding); "*" accepts any. Unset: any when API keys are
     # required, else "localhost" and IP addresses.
     allowed_hosts: Optional[List[str]] = None
+    default_model: Optional[str] = Field(None, min_length=1)  # answers requests naming an unknown model
 
     @property
     def effective_request_timeout(self) -> int:
@@ -168,6 +169,7 @@ class ModelEntry(_Section):
     priority: Optional[Union[Literal["high", "medium", "low"], int]] = None
     pinned: bool = False  # never unloaded to make room or when idle
     sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    aliases: List[str] = Field(default_factory=list)  # other names requests may use for this model
     load_params: LoadParams = Field(default_factory=LoadParams)
 
     @model_validator(mode="after")

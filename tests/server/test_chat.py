@@ -136,15 +136,18 @@ def test_streamed_tool_call(oai):
                                          tools=[WEATHER_TOOL], tool_choice={"type": "function",
                                                                             "function": {"name": "get_weather"}},
                                          max_tokens=64, temperature=0, stream=True)
-    calls, reasons = [], []
+    names, args, reasons = {}, {}, []
     for chunk in stream:
         for c in chunk.choices:
-            calls.extend(c.delta.tool_calls or [])
+            for tc in c.delta.tool_calls or []:  # the name first, then argument fragments
+                if tc.function.name:
+                    names[tc.index] = tc.function.name
+                args[tc.index] = args.get(tc.index, "") + (tc.function.arguments or "")
             if c.finish_reason:
                 reasons.append(c.finish_reason)
     assert reasons == ["tool_calls"]
-    assert [c.function.name for c in calls] == ["get_weather"]
-    assert json.loads(calls[0].function.arguments)
+    assert names == {0: "get_weather"}
+    assert json.loads(args[0])
 
 
 def test_tool_choice_auto_gives_a_valid_reply(oai):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .common import ChoiceLogprobs, FinishReason, Lenient, SamplingFields, Strict, Usage
 
@@ -13,10 +13,17 @@ class TextPart(Strict):
     text: str
 
 
+class RefusalPart(Strict):
+    """An earlier assistant refusal, replayed as text."""
+
+    type: Literal["refusal"]
+    refusal: str
+
+
 class OtherPart(Lenient):
     """image_url / input_audio / file parts: understood, but not supported (501)."""
 
-    type: Literal["image_url", "input_audio", "file", "refusal"]
+    type: Literal["image_url", "input_audio", "file"]
 
 
 class FunctionCall(Strict):
@@ -26,21 +33,41 @@ class FunctionCall(Strict):
 
 class ToolCall(Strict):
     id: Optional[str] = None
-    type: Literal["function"] = "function"
+    type: Optional[Literal["function"]] = "function"
     function: FunctionCall
 
 
 class Message(Strict):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Optional[Union[str, List[Union[TextPart, OtherPart]]]] = None
+    """One message of any role. The fields the openai SDK's ``model_dump()``
+    writes for an assistant message (``refusal``, ``annotations``, ``audio``,
+    ``function_call``) are accepted; see ``messages_for_template``."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: Optional[Union[str, List[Union[TextPart, RefusalPart, OtherPart]]]] = None
     name: Optional[str] = None
     tool_calls: Optional[List[ToolCall]] = None
     tool_call_id: Optional[str] = None
     reasoning_content: Optional[str] = None
+    refusal: Optional[str] = None
+    annotations: Optional[List[Dict[str, Any]]] = None  # accepted, ignored (citations of an earlier answer)
+    audio: Optional[Dict[str, Any]] = None  # an earlier audio answer: not supported unless null
+    function_call: Optional[FunctionCall] = None  # deprecated spelling of one tool call
+
+    @field_validator("audio")
+    @classmethod
+    def _no_audio(cls, v: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+        if v is not None:
+            raise ValueError("audio answers are not supported by this server; send the transcript as 'content'")
+        return v
 
     @model_validator(mode="after")
     def _content_or_calls(self) -> "Message":
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+        if self.function_call is not None and self.role != "assistant":
+            raise ValueError("'function_call' is only valid in assistant messages")
+        if self.content is None and self.refusal is not None:
+            self.content = self.refusal
+        has_calls = bool(self.tool_calls) or self.function_call is not None
+        if self.content is None and not (self.role == "assistant" and has_calls):
             raise ValueError("a message needs 'content' (or, for the assistant, 'tool_calls')")
         return self
 
@@ -87,12 +114,27 @@ class ResponseFormat(Strict):
 class ChatCompletionRequest(SamplingFields):
     messages: List[Message] = Field(..., min_length=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1)
-    logprobs: bool = False
+    logprobs: Optional[bool] = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=20)
     response_format: Optional[ResponseFormat] = None
     tools: Optional[List[Tool]] = None
     tool_choice: Optional[Union[Literal["none", "auto", "required"], NamedToolChoice]] = None
     parallel_tool_calls: Optional[bool] = None
+    # Accepted and ignored: they have no effect on a local server's answer (docs/server.md).
+    store: Optional[bool] = None
+    metadata: Optional[Dict[str, str]] = None
+    service_tier: Optional[str] = None
+    safety_identifier: Optional[str] = None
+    prompt_cache_key: Optional[str] = None
+    prediction: Optional[Dict[str, Any]] = None
+    reasoning_effort: Optional[str] = None
+    verbosity: Optional[str] = None
+    # Accepted when they ask for nothing this server would leave out.
+    modalities: Optional[List[str]] = None
+    audio: Optional[Dict[str, Any]] = None
+    web_search_options: Optional[Dict[str, Any]] = None
+    functions: Optional[List[Dict[str, Any]]] = None
+    function_call: Optional[Any] = None
 
     @model_validator(mode="after")
     def _checks(self) -> "ChatCompletionRequest":
@@ -130,6 +172,7 @@ class ChatCompletionResponse(BaseModel):
 class ChunkDelta(BaseModel):
     role: Optional[Literal["assistant"]] = None
     content: Optional[str] = None
+    reasoning_content: Optional[str] = None
     tool_calls: Optional[List[Dict[str, Any]]] = None
 
 

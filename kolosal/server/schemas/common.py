@@ -3,13 +3,23 @@ from __future__ import annotations
 
 from typing import Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
-    """Unknown fields are rejected (400 naming the field)."""
+    """Unknown fields are rejected (400 naming the field). An explicit
+    ``null`` for an optional field means its default, as in OpenAI's API."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _null_means_default(self):  # type: ignore[no-untyped-def]
+        for name, info in type(self).model_fields.items():
+            if getattr(self, name) is None and not info.is_required():
+                default = info.get_default(call_default_factory=True)
+                if default is not None:
+                    object.__setattr__(self, name, default)
+        return self
 
 
 class Lenient(BaseModel):
@@ -17,7 +27,8 @@ class Lenient(BaseModel):
 
 
 class StreamOptions(Strict):
-    include_usage: bool = False
+    include_usage: Optional[bool] = False
+    include_obfuscation: Optional[bool] = None  # accepted, ignored: no obfuscation padding is sent
 
 
 class SamplingFields(Strict):
@@ -27,15 +38,15 @@ class SamplingFields(Strict):
     max_tokens: Optional[int] = Field(None, ge=1)
     temperature: Optional[float] = Field(None, ge=0, le=2)
     top_p: Optional[float] = Field(None, ge=0, le=1)
-    n: int = Field(1, ge=1, le=16)
-    stream: bool = False
+    n: Optional[int] = Field(1, ge=1, le=16)
+    stream: Optional[bool] = False
     stream_options: Optional[StreamOptions] = None
     stop: Optional[Union[str, List[str]]] = None
     seed: Optional[int] = None
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
     frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
     logit_bias: Optional[Dict[str, float]] = None
-    user: Optional[str] = None
+    user: Optional[str] = None  # accepted, ignored
     # extensions
     top_k: Optional[int] = Field(None, ge=0)
     min_p: Optional[float] = Field(None, ge=0, le=1)

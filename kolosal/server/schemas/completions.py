@@ -10,7 +10,7 @@ from .common import FinishReason, SamplingFields, Usage
 
 class CompletionRequest(SamplingFields):
     prompt: Union[str, List[str], List[int], List[List[int]]]
-    echo: bool = False
+    echo: Optional[bool] = False
     logprobs: Optional[int] = Field(None, ge=0, le=20)
     best_of: Optional[int] = Field(None, ge=1, le=1)
     suffix: Optional[str] = None

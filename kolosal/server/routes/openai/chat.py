@@ -7,28 +7,70 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from flask import jsonify
 
+from kolosal import tool_calls
 from kolosal.engine import Engine, Generation, RenderedChat
 
 from ...errors import ApiError
 from ...openapi import api_route, parse_body
 from ...runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
 from ...sampling import fit_max_tokens, per_choice, sampling_kwargs
-from ...schemas.chat import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Message, TextPart
+from ...schemas.chat import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Message, RefusalPart,
+                             TextPart)
 from ...sse import DONE, PING, event, sse_response
 from ...state import get_state
 from . import bp
-from .common import admit, base, include_usage, new_id, now, watch
+from .common import admit, base, chunk_head, include_usage, new_id, now, watch
 
 
-def _message_dict(m: Message) -> Dict[str, Any]:
-    out = m.model_dump(exclude_none=True)
-    if isinstance(m.content, list):
-        others = [p.type for p in m.content if not isinstance(p, TextPart)]
-        if others:
-            raise ApiError(501, f"Content parts of type '{others[0]}' are not supported by this server (text only).",
-                           param="messages", code="unsupported_content")
-        out["content"] = "\n".join(p.text for p in m.content if isinstance(p, TextPart))
+def _text(content: Any) -> Any:
+    """String content, or the text of an array of text (and refusal) parts."""
+    if not isinstance(content, list):
+        return content
+    others = [p.type for p in content if not isinstance(p, (TextPart, RefusalPart))]
+    if others:
+        raise ApiError(501, f"Content parts of type '{others[0]}' are not supported by this server (text only).",
+                       param="messages", code="unsupported_content")
+    return "\n".join(p.text if isinstance(p, TextPart) else p.refusal for p in content)
+
+
+def message_dict(m: Message) -> Dict[str, Any]:
+    """A request message as the chat template takes it: text content, tool
+    calls in OpenAI's shape, fields without meaning here dropped."""
+    out: Dict[str, Any] = {"role": m.role}
+    if m.content is not None:
+        out["content"] = _text(m.content)
+    if m.role == "function":  # deprecated spelling of a tool result
+        out["role"] = "tool"
+    if m.name is not None:
+        out["name"] = m.name
+    calls = [c.model_dump(exclude_none=True) for c in m.tool_calls or []]
+    if m.function_call is not None and not calls:
+        calls = [{"id": "call_0", "type": "function", "function": m.function_call.model_dump()}]
+    if calls:
+        out["tool_calls"] = calls
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    if m.reasoning_content is not None:
+        out["reasoning_content"] = m.reasoning_content
     return out
+
+
+def refuse_unsupported(req: ChatCompletionRequest) -> None:
+    """400 for fields whose request this server cannot honour (ignoring
+    them would change the answer asked for)."""
+    def no(param: str, why: str) -> ApiError:
+        return ApiError(400, f"Unsupported parameter: '{param}' {why}", param=param, code="unsupported_parameter")
+
+    if req.modalities and any(m != "text" for m in req.modalities):
+        raise no("modalities", "may only ask for 'text' on this server.")
+    if req.audio is not None:
+        raise no("audio", "is not supported: this server answers with text only.")
+    if req.web_search_options is not None:
+        raise no("web_search_options", "is not supported: this server has no web search.")
+    if req.functions is not None:
+        raise no("functions", "(deprecated) is not supported; send 'tools' instead.")
+    if req.function_call is not None:
+        raise no("function_call", "(deprecated) is not supported; send 'tool_choice' instead.")
 
 
 @dataclass
@@ -47,7 +89,8 @@ class ChatPlan:
 
 
 def plan_chat(engine: Engine, req: ChatCompletionRequest) -> ChatPlan:
-    messages = [_message_dict(m) for m in req.messages]
+    refuse_unsupported(req)
+    messages = [message_dict(m) for m in req.messages]
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools and req.tool_choice != "none" else None
     tool_choice = req.tool_choice.model_dump() if hasattr(req.tool_choice, "model_dump") else req.tool_choice
     json_schema: Any = None
@@ -70,7 +113,7 @@ def plan_chat(engine: Engine, req: ChatCompletionRequest) -> ChatPlan:
     return ChatPlan(engine, rendered, kw)
 
 
-def _message(gen: Generation) -> Dict[str, Any]:
+def assistant_message(gen: Generation) -> Dict[str, Any]:
     msg = dict(gen.message) if hasattr(gen, "message") else {"role": "assistant", "content": gen.text}
     if msg.get("tool_calls"):
         msg["tool_calls"] = [_tool_call(c, i) for i, c in enumerate(msg["tool_calls"])]
@@ -105,7 +148,7 @@ def chat_completions():  # type: ignore[no-untyped-def]
     w.finish(gens)
     choices = []
     for i, g in enumerate(gens):
-        choice: Dict[str, Any] = {"index": i, "message": _message(g), "finish_reason": finish_reason(g),
+        choice: Dict[str, Any] = {"index": i, "message": assistant_message(g), "finish_reason": finish_reason(g),
                                   "logprobs": None}
         if req.logprobs:
             choice["logprobs"] = chat_logprobs(g.logprobs, req.top_logprobs or 0)
@@ -113,32 +156,77 @@ def chat_completions():  # type: ignore[no-untyped-def]
     return jsonify({**base("chat.completion", rid, req.model, created), "choices": choices, "usage": usage(gens)})
 
 
+class StreamDeltas:
+    """The deltas of one streamed choice. Plain text streams as generated;
+    tools offered through the JSON fallback stream as OpenAI streams tool
+    calls (``AnswerStream``); a template's own tool-call format is parsed once
+    the answer is complete, then sent in the same shape."""
+
+    def __init__(self, plan: ChatPlan) -> None:
+        self.mode = "json" if plan.rendered.generic_tools else "parsed" if plan.buffers_output else "text"
+        self._answer = tool_calls.AnswerStream() if self.mode == "json" else None
+
+    def feed(self, text: str) -> List[Dict[str, Any]]:
+        if self.mode == "text":
+            return [{"content": text}] if text else []
+        if self._answer is not None:
+            return self._answer.feed(text)
+        return []
+
+    def finish(self, gen: Generation) -> List[Dict[str, Any]]:
+        """What the parsed message holds beyond what was streamed."""
+        if self.mode == "text":
+            return []
+        msg = assistant_message(gen)
+        sent_content = self._answer.content if self._answer is not None else ""
+        sent_calls = self._answer.calls if self._answer is not None else []
+        out: List[Dict[str, Any]] = []
+        if msg.get("reasoning_content"):
+            out.append({"reasoning_content": msg["reasoning_content"]})
+        content = msg.get("content") or ""
+        if content.startswith(sent_content) and len(content) > len(sent_content):
+            out.append({"content": content[len(sent_content):]})
+        for k, call in enumerate(msg.get("tool_calls") or []):
+            if k < len(sent_calls):
+                continue
+            fn = call["function"]
+            out.append({"tool_calls": [{"index": k, "id": call["id"], "type": "function",
+                                        "function": {"name": fn["name"], "arguments": ""}}]})
+            out.append({"tool_calls": [{"index": k, "function": {"arguments": fn["arguments"]}}]})
+        return out
+
+
 def _stream(req: ChatCompletionRequest, plan: ChatPlan, gens: List[Generation], w: Watch, rid: str,
             created: int) -> Iterator[str]:
-    head = base("chat.completion.chunk", rid, req.model, created)
+    head = chunk_head("chat.completion.chunk", rid, req, created)
 
     def chunk(i: int, delta: Dict[str, Any], reason: Optional[str] = None, lps: Any = None) -> str:
         return event({**head, "choices": [{"index": i, "delta": delta, "logprobs": lps, "finish_reason": reason}]})
 
+    def logprobs(lps: List[Any]) -> Any:
+        return chat_logprobs(lps, req.top_logprobs or 0) if req.logprobs and lps else None
+
     for i in range(len(gens)):
         yield chunk(i, {"role": "assistant", "content": ""})
     for i, g in enumerate(gens):
+        deltas = StreamDeltas(plan)
+        pending: List[Any] = []  # logprobs not yet sent (they ride on the next delta)
         for c in w.chunks(g):
             if c is None:
                 yield PING
                 continue
             text, _, lps = c
-            if plan.buffers_output or not (text or lps):
-                continue
-            yield chunk(i, {"content": text}, None,
-                        chat_logprobs(lps, req.top_logprobs or 0) if req.logprobs else None)
-        if plan.buffers_output:
-            msg = _message(g)
-            if msg.get("tool_calls"):
-                yield chunk(i, {"tool_calls": [{"index": k, **tc} for k, tc in enumerate(msg["tool_calls"])]})
-            elif msg.get("content"):
-                yield chunk(i, {"content": msg["content"]})
-        yield chunk(i, {}, finish_reason(g))
+            pending.extend(lps or [])
+            out = deltas.feed(text)
+            if not out and pending and deltas.mode == "text":
+                out = [{"content": ""}]
+            for d in out:
+                yield chunk(i, d, None, logprobs(pending))
+                pending = []
+        for d in deltas.finish(g):
+            yield chunk(i, d, None, logprobs(pending))
+            pending = []
+        yield chunk(i, {}, finish_reason(g), logprobs(pending))
     if include_usage(req):
         yield event({**head, "choices": [], "usage": usage(gens)})
     yield DONE

@@ -29,12 +29,29 @@ def now() -> int:
     return int(time.time())
 
 
+def resolve_model(state: ServerState, name: str) -> str:
+    """The engine id a request's ``model`` names: an engine id, one of a
+    configured model's ``aliases``, or else ``server.default_model`` when set
+    (any other name then gets that model). Unknown names stay as they are
+    (the registry answers 404 ``model_not_found``)."""
+    ids = {r.engine_id for r in state.registry.records()}
+    if name in ids:
+        return name
+    for m in state.config.models:
+        if name in m.aliases:
+            return m.model_id
+    fallback = state.config.server.default_model
+    if fallback and fallback != name:
+        return resolve_model(state, fallback)
+    return name
+
+
 def admit(state: ServerState, model: str) -> Engine:
     """The engine for ``model`` if the server can take the request now."""
     if state.draining:
         raise ApiError(503, "The server is shutting down and takes no new requests.", code="server_draining")
     # Held (never unloaded) until the request ends; by then its generations are in the engine.
-    engine = state.registry.engine(model, hold=True)
+    engine = state.registry.engine(resolve_model(state, model), hold=True)
     g.setdefault("kolosal_holds", []).append(engine.model_id)
     track = current_track()
     if track is not None:
@@ -64,8 +81,17 @@ def watch(state: ServerState, gens: Sequence[Generation], prompts: int = 1) -> W
 
 
 def include_usage(req: Any) -> bool:
-    return bool(req.stream_options and req.stream_options.include_usage)
+    return bool(req.stream and req.stream_options and req.stream_options.include_usage)
 
 
 def base(kind: str, rid: str, model: str, created: int) -> Dict[str, Any]:
     return {"id": rid, "object": kind, "created": created, "model": model, "system_fingerprint": FINGERPRINT}
+
+
+def chunk_head(kind: str, rid: str, req: Any, created: int) -> Dict[str, Any]:
+    """Fields of every streamed chunk; with ``stream_options.include_usage``
+    all but the last carry ``"usage": null``, as OpenAI's do."""
+    head = base(kind, rid, req.model, created)
+    if include_usage(req):
+        head["usage"] = None
+    return head

@@ -14,7 +14,7 @@ from ...schemas.completions import CompletionRequest, CompletionResponse
 from ...sse import DONE, PING, event, sse_response
 from ...state import get_state
 from . import bp
-from .common import admit, base, include_usage, new_id, now, watch
+from .common import admit, base, chunk_head, include_usage, new_id, now, watch
 
 
 def _prompts(engine: Engine, prompt: Union[str, List[Any]]) -> List[List[int]]:
@@ -73,7 +73,7 @@ def completions():  # type: ignore[no-untyped-def]
 
 def _stream(req: CompletionRequest, gens: List[Generation], echoes: List[str], w: Watch, rid: str, created: int,
             n_prompts: int) -> Iterator[str]:
-    head = base("text_completion", rid, req.model, created)
+    head = chunk_head("text_completion", rid, req, created)
 
     def chunk(i: int, text: str, reason: Any = None, lps: Any = None) -> str:
         return event({**head, "choices": [{"index": i, "text": text, "logprobs": lps, "finish_reason": reason}]})

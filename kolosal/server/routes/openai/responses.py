@@ -1,0 +1,297 @@
+"""POST /v1/responses: OpenAI's Responses API over the chat machinery.
+
+The input items become chat messages (``function_call`` items an assistant
+turn with tool calls, ``function_call_output`` items tool results), the
+request is planned as a chat completion, and the answer is returned as
+output items, or streamed as the typed events OpenAI sends. Nothing is
+stored: ``previous_response_id`` is answered with 400."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterator, List, Optional
+
+from flask import jsonify
+from pydantic import ValidationError
+
+from kolosal.engine import Generation
+
+from ...errors import ApiError
+from ...openapi import api_route, parse_body
+from ...runner import Watch, cancel_all, finish_reason, usage
+from ...schemas.chat import ChatCompletionRequest
+from ...schemas.responses import (FunctionCallItem, FunctionCallOutputItem, InputOther, InputRefusal, MessageItem,
+                                  ReasoningItem, Response, ResponseRequest, ResponseStreamEvent)
+from ...sse import PING, sse_response
+from ...state import get_state
+from . import bp
+from .chat import ChatPlan, StreamDeltas, assistant_message, plan_chat
+from .common import admit, new_id, now, watch
+
+
+def _refuse(req: ResponseRequest) -> None:
+    def no(param: str, why: str) -> ApiError:
+        return ApiError(400, f"Unsupported parameter: '{param}' {why}", param=param, code="unsupported_parameter")
+
+    if req.previous_response_id is not None:
+        raise no("previous_response_id", "is not supported: this server stores no responses. Send the earlier "
+                                         "turns (and the output items you received) in 'input' instead.")
+    if req.conversation is not None:
+        raise no("conversation", "is not supported: this server stores no conversations; send the turns in 'input'.")
+    if req.background:
+        raise no("background", "is not supported: this server answers in the foreground only.")
+    if req.prompt is not None:
+        raise no("prompt", "(a stored prompt template) is not supported; send 'instructions' and 'input'.")
+    if req.top_logprobs:
+        raise no("top_logprobs", "is not supported on /v1/responses; use /v1/chat/completions with 'logprobs'.")
+
+
+def _text(content: Any, param: str) -> str:
+    if isinstance(content, str):
+        return content
+    out = []
+    for part in content:
+        if isinstance(part, InputOther):
+            raise ApiError(501, f"Content parts of type '{part.type}' are not supported by this server (text only).",
+                           param=param, code="unsupported_content")
+        out.append(part.refusal if isinstance(part, InputRefusal) else part.text)
+    return "\n".join(out)
+
+
+def chat_messages(req: ResponseRequest) -> List[Dict[str, Any]]:
+    """``instructions`` and ``input`` as chat messages."""
+    messages: List[Dict[str, Any]] = []
+    if req.instructions:
+        messages.append({"role": "system", "content": req.instructions})
+    if isinstance(req.input, str):
+        messages.append({"role": "user", "content": req.input})
+        return messages
+    names: Dict[str, str] = {}
+    for i, item in enumerate(req.input):
+        where = f"input[{i}]"
+        if isinstance(item, ReasoningItem):
+            continue
+        if isinstance(item, MessageItem):
+            messages.append({"role": item.role, "content": _text(item.content, f"{where}.content")})
+        elif isinstance(item, FunctionCallItem):
+            names[item.call_id] = item.name
+            call = {"id": item.call_id, "type": "function",
+                    "function": {"name": item.name, "arguments": item.arguments}}
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif isinstance(item, FunctionCallOutputItem):
+            if item.call_id not in names:
+                raise ApiError(400, f"'{where}.call_id' ('{item.call_id}') answers no function_call item before it.",
+                               param=f"{where}.call_id", code="invalid_value")
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "name": names[item.call_id],
+                             "content": _text(item.output, f"{where}.output")})
+    if not any(m["role"] != "system" for m in messages):
+        raise ApiError(400, "'input' holds no message to answer.", param="input", code="invalid_value")
+    return messages
+
+
+def _chat_request(req: ResponseRequest) -> ChatCompletionRequest:
+    body: Dict[str, Any] = {"model": req.model, "messages": chat_messages(req),
+                            "max_completion_tokens": req.max_output_tokens, "temperature": req.temperature,
+                            "top_p": req.top_p, "parallel_tool_calls": req.parallel_tool_calls}
+    if req.tools:
+        body["tools"] = [{"type": "function", "function": t.model_dump(exclude_none=True, exclude={"type"})}
+                         for t in req.tools]
+    if req.tool_choice is not None:
+        body["tool_choice"] = req.tool_choice if isinstance(req.tool_choice, str) else \
+            {"type": "function", "function": {"name": req.tool_choice.name}}
+    fmt = req.text.format if req.text else None
+    if fmt is not None and fmt.type != "text":
+        rf: Dict[str, Any] = {"type": fmt.type}
+        if fmt.type == "json_schema":
+            rf["json_schema"] = {"name": fmt.name or "response", "schema": fmt.schema_, "strict": fmt.strict}
+        body["response_format"] = rf
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as e:  # the items were valid: what remains is message content
+        raise ApiError(400, f"'input' cannot be turned into a conversation: {e.errors()[0].get('msg')}",
+                       param="input", code="invalid_value") from None
+
+
+def _usage(gens: List[Generation]) -> Dict[str, Any]:
+    u = usage(gens)
+    return {"input_tokens": u["prompt_tokens"],
+            "input_tokens_details": {"cached_tokens": u["prompt_tokens_details"].get("cached_tokens", 0)},
+            "output_tokens": u["completion_tokens"], "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": u["total_tokens"]}
+
+
+def _message_item(item_id: str, text: str, status: str) -> Dict[str, Any]:
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+
+
+def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> Dict[str, Any]:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}
+
+
+def _envelope(req: ResponseRequest, rid: str, created: int, status: str, output: List[Dict[str, Any]],
+              gen: Optional[Generation] = None) -> Dict[str, Any]:
+    fmt = req.text.format.model_dump(by_alias=True, exclude_none=True) if req.text and req.text.format else \
+        {"type": "text"}
+    out: Dict[str, Any] = {
+        "id": rid, "object": "response", "created_at": created, "status": status, "error": None,
+        "incomplete_details": None, "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,
+        "model": req.model, "output": output, "parallel_tool_calls": req.parallel_tool_calls is not False,
+        "previous_response_id": None, "store": False, "temperature": req.temperature, "top_p": req.top_p,
+        "text": {"format": fmt},
+        "tool_choice": req.tool_choice.model_dump() if hasattr(req.tool_choice, "model_dump")
+        else (req.tool_choice or "auto"),
+        "tools": [t.model_dump(exclude_none=True) for t in req.tools or []], "truncation": "disabled",
+        "usage": None, "metadata": req.metadata or {},
+    }
+    if gen is not None:
+        out["usage"] = _usage([gen])
+        if finish_reason(gen) == "length":
+            out["status"] = "incomplete"
+            out["incomplete_details"] = {"reason": "max_output_tokens"}
+    return out
+
+
+def _limit_calls(calls: List[Dict[str, Any]], req: ResponseRequest) -> List[Dict[str, Any]]:
+    return calls[:req.max_tool_calls] if req.max_tool_calls else calls
+
+
+@api_route(bp, "/responses", ["POST"], summary="Create a model response (Responses API; streaming with \"stream\": "
+                                               "true)", request_model=ResponseRequest, response_model=Response,
+           streams=ResponseStreamEvent)
+def create_response():  # type: ignore[no-untyped-def]
+    state = get_state()
+    req: ResponseRequest = parse_body(ResponseRequest)
+    _refuse(req)
+    chat_req = _chat_request(req)
+    engine = admit(state, req.model)
+    plan = plan_chat(engine, chat_req)
+    gens: List[Generation] = []
+    try:
+        gens.append(plan.start(0))
+    except BaseException:
+        cancel_all(gens)
+        raise
+    w = watch(state, gens)
+    rid, created = new_id("resp"), now()
+    if req.stream:
+        return sse_response(_stream(req, plan, gens[0], w, rid, created), gens)
+    w.finish(gens)
+    msg = assistant_message(gens[0])
+    status = "incomplete" if finish_reason(gens[0]) == "length" else "completed"
+    output: List[Dict[str, Any]] = []
+    if msg.get("content"):
+        output.append(_message_item(new_id("msg"), msg["content"], status))
+    for call in _limit_calls(msg.get("tool_calls") or [], req):
+        fn = call["function"]
+        output.append(_call_item(new_id("fc"), call["id"], fn["name"], fn["arguments"], "completed"))
+    return jsonify(_envelope(req, rid, created, "completed", output, gens[0]))
+
+
+class _Events:
+    """The typed events of one streamed response, numbered in order."""
+
+    def __init__(self, req: ResponseRequest, rid: str, created: int) -> None:
+        self.req, self.rid, self.created = req, rid, created
+        self.seq = 0
+        self.output: List[Dict[str, Any]] = []  # items as they stand
+        self.text_item: Optional[int] = None  # output index of the open message item
+        self.calls: Dict[int, int] = {}  # tool-call index -> output index
+
+    def emit(self, kind: str, **fields: Any) -> str:
+        data = {"type": kind, "sequence_number": self.seq, **fields}
+        self.seq += 1
+        return f"event: {kind}\ndata: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+    def response(self, status: str, gen: Optional[Generation] = None) -> Dict[str, Any]:
+        return _envelope(self.req, self.rid, self.created, status, self.output, gen)
+
+    def text(self, delta: str) -> Iterator[str]:
+        if self.text_item is None:
+            self.text_item = len(self.output)
+            item = _message_item(new_id("msg"), "", "in_progress")
+            item["content"] = []
+            self.output.append(item)
+            yield self.emit("response.output_item.added", output_index=self.text_item, item=item)
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            item["content"].append(part)
+            yield self.emit("response.content_part.added", item_id=item["id"], output_index=self.text_item,
+                            content_index=0, part=part)
+        item = self.output[self.text_item]
+        item["content"][0]["text"] += delta
+        yield self.emit("response.output_text.delta", item_id=item["id"], output_index=self.text_item,
+                        content_index=0, delta=delta, logprobs=[])
+
+    def close_text(self, status: str) -> Iterator[str]:
+        if self.text_item is None:
+            return
+        k, self.text_item = self.text_item, None
+        item = self.output[k]
+        part = item["content"][0]
+        yield self.emit("response.output_text.done", item_id=item["id"], output_index=k, content_index=0,
+                        text=part["text"], logprobs=[])
+        yield self.emit("response.content_part.done", item_id=item["id"], output_index=k, content_index=0, part=part)
+        item["status"] = status
+        yield self.emit("response.output_item.done", output_index=k, item=item)
+
+    def call_start(self, index: int, call_id: str, name: str) -> Iterator[str]:
+        yield from self.close_text("completed")
+        self.calls[index] = len(self.output)
+        item = _call_item(new_id("fc"), call_id, name, "", "in_progress")
+        self.output.append(item)
+        yield self.emit("response.output_item.added", output_index=self.calls[index], item=item)
+
+    def call_arguments(self, index: int, fragment: str) -> Iterator[str]:
+        k = self.calls[index]
+        item = self.output[k]
+        item["arguments"] += fragment
+        yield self.emit("response.function_call_arguments.delta", item_id=item["id"], output_index=k, delta=fragment)
+
+    def close_calls(self) -> Iterator[str]:
+        for k in self.calls.values():
+            item = self.output[k]
+            yield self.emit("response.function_call_arguments.done", item_id=item["id"], output_index=k,
+                            name=item["name"], arguments=item["arguments"])
+            item["status"] = "completed"
+            yield self.emit("response.output_item.done", output_index=k, item=item)
+        self.calls = {}
+
+
+def _stream(req: ResponseRequest, plan: ChatPlan, gen: Generation, w: Watch, rid: str,
+            created: int) -> Iterator[str]:
+    ev = _Events(req, rid, created)
+    yield ev.emit("response.created", response=ev.response("in_progress"))
+    yield ev.emit("response.in_progress", response=ev.response("in_progress"))
+    deltas = StreamDeltas(plan)
+    limit = req.max_tool_calls
+
+    def handle(d: Dict[str, Any]) -> Iterator[str]:
+        if d.get("content"):
+            yield from ev.text(d["content"])
+        for tc in d.get("tool_calls") or []:
+            index = tc["index"]
+            if limit is not None and index >= limit:
+                continue
+            if "id" in tc:
+                yield from ev.call_start(index, tc["id"], tc["function"]["name"])
+            if tc.get("function", {}).get("arguments"):
+                yield from ev.call_arguments(index, tc["function"]["arguments"])
+
+    for c in w.chunks(gen):
+        if c is None:
+            yield PING
+            continue
+        for d in deltas.feed(c[0]):
+            yield from handle(d)
+    for d in deltas.finish(gen):
+        yield from handle(d)
+    status = "incomplete" if finish_reason(gen) == "length" else "completed"
+    yield from ev.close_text(status)
+    yield from ev.close_calls()
+    final = ev.response("completed", gen)
+    yield ev.emit("response.incomplete" if final["status"] == "incomplete" else "response.completed",
+                  response=final)

@@ -1,0 +1,163 @@
+"""POST /v1/responses through the openai SDK (``client.responses.create``,
+``.parse`` and ``.stream``) against the live server: text and instructions,
+multi-turn input items, function tools with function_call items and their
+outputs, text.format json_schema, the typed streaming events, and what is
+refused (previous_response_id: nothing is stored)."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List
+
+import openai
+import pytest
+from pydantic import BaseModel
+
+from .conftest import MODEL_ID
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def test_text_input_and_instructions(oai):
+    r = oai.responses.create(model=MODEL_ID, instructions="Answer in one short sentence.",
+                             input="What color is the sky?", max_output_tokens=12, temperature=0)
+    assert r.object == "response" and r.id and r.status in ("completed", "incomplete")
+    assert r.instructions == "Answer in one short sentence."
+    (item,) = r.output
+    assert item.type == "message" and item.role == "assistant"
+    assert item.content[0].type == "output_text" and r.output_text == item.content[0].text
+    assert r.output_text
+    assert 0 < r.usage.output_tokens <= 12 and r.usage.input_tokens > 5
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+    if r.status == "incomplete":
+        assert r.incomplete_details.reason == "max_output_tokens"
+
+
+def test_multi_turn_input_items_with_earlier_output(oai):
+    first = oai.responses.create(model=MODEL_ID, input=[{"role": "user", "content": "My name is Ada."}],
+                                 max_output_tokens=8)
+    history: List[Any] = [{"role": "user", "content": "My name is Ada."}]
+    history += [item.model_dump() for item in first.output]  # the output items, sent back as input
+    history.append({"type": "message", "role": "user",
+                    "content": [{"type": "input_text", "text": "What is my name?"}]})
+    r = oai.responses.create(model=MODEL_ID, input=history, max_output_tokens=8)
+    assert r.output and r.output[0].type == "message"
+    assert r.usage.input_tokens > first.usage.input_tokens
+
+
+def test_function_call_then_function_call_output(oai):
+    r = oai.responses.create(model=MODEL_ID, input="What is the weather in Paris?", tools=[WEATHER],
+                             tool_choice="required", max_output_tokens=64, temperature=0)
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert calls and r.status == "completed"
+    call = calls[0]
+    assert call.name == "get_weather" and call.call_id and call.id
+    assert isinstance(json.loads(call.arguments)["city"], str)
+    follow: List[Any] = [{"role": "user", "content": "What is the weather in Paris?"}, *r.output,
+                         {"type": "function_call_output", "call_id": call.call_id,
+                          "output": json.dumps({"sky": "sunny", "celsius": 21})}]
+    done = oai.responses.create(model=MODEL_ID, input=follow, tools=[WEATHER], tool_choice="none",
+                                max_output_tokens=16)
+    assert done.output and all(o.type == "message" for o in done.output)
+    assert isinstance(done.output_text, str)
+
+
+def test_named_tool_choice(oai):
+    r = oai.responses.create(model=MODEL_ID, input="Weather in Rome, please.", max_output_tokens=64,
+                             tools=[WEATHER, {**WEATHER, "name": "get_time", "description": "Local time"}],
+                             tool_choice={"type": "function", "name": "get_time"})
+    assert [o.name for o in r.output if o.type == "function_call"] == ["get_time"]
+
+
+class Country(BaseModel):
+    name: str
+    capital: str
+
+
+def test_text_format_json_schema(oai):
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "capital": {"type": "string"}},
+              "required": ["name", "capital"], "additionalProperties": False}
+    r = oai.responses.create(model=MODEL_ID, input="Describe France.", max_output_tokens=60, temperature=0,
+                             text={"format": {"type": "json_schema", "name": "country", "schema": schema,
+                                              "strict": True}})
+    assert r.text.format.type == "json_schema"
+    assert set(json.loads(r.output_text)) == {"name", "capital"}
+    parsed = oai.responses.parse(model=MODEL_ID, input="Describe Italy.", text_format=Country,
+                                 max_output_tokens=60, temperature=0)
+    assert isinstance(parsed.output_parsed, Country)
+
+
+def _kinds(events: List[Any]) -> List[str]:
+    out: List[str] = []
+    for e in events:
+        if not out or out[-1] != e.type:  # runs of deltas collapse to one entry
+            out.append(e.type)
+    return out
+
+
+def test_stream_text_events(oai):
+    with oai.responses.stream(model=MODEL_ID, input="Say hello.", instructions="Be brief.",
+                              max_output_tokens=10) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = _kinds(events)
+    assert kinds[:6] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added", "response.output_text.delta", "response.output_text.done"]
+    assert kinds[6:] == ["response.content_part.done", "response.output_item.done",
+                         "response.incomplete" if final.status == "incomplete" else "response.completed"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) > 1 and "".join(deltas) == final.output_text
+    assert 1 <= final.usage.output_tokens <= 10
+
+
+def test_stream_function_call_events(oai):
+    with oai.responses.stream(model=MODEL_ID, input="Weather in Oslo?", tools=[WEATHER], tool_choice="required",
+                              max_output_tokens=64, temperature=0) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = _kinds(events)
+    assert kinds == ["response.created", "response.in_progress", "response.output_item.added",
+                     "response.function_call_arguments.delta", "response.function_call_arguments.done",
+                     "response.output_item.done", "response.completed"]
+    added = next(e for e in events if e.type == "response.output_item.added")
+    assert added.item.type == "function_call" and added.item.name == "get_weather" and added.item.arguments == ""
+    fragments = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert len(fragments) >= 3 and "".join(fragments) == done.arguments
+    assert json.loads(done.arguments)["city"]
+    (call,) = final.output
+    assert call.type == "function_call" and call.arguments == done.arguments
+
+
+def test_stored_responses_are_not_available(oai):
+    with pytest.raises(openai.BadRequestError) as ei:
+        oai.responses.create(model=MODEL_ID, input="Continue.", previous_response_id="resp_123")
+    assert ei.value.body["param"] == "previous_response_id"
+    assert ei.value.body["code"] == "unsupported_parameter"
+    assert "stores no responses" in ei.value.body["message"]
+    # store itself is accepted, and the response says it was not stored
+    r = oai.responses.create(model=MODEL_ID, input="Hi", store=True, metadata={"k": "v"}, max_output_tokens=2)
+    assert r.store is False and r.metadata == {"k": "v"}
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]"),
+    ({"input": [{"type": "function_call_output", "call_id": "nope", "output": "1"}]}, "input[0].call_id"),
+    ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format"),
+    ({"input": []}, None),
+])
+def test_bad_input_is_400_naming_the_param(http, body: Dict[str, Any], param):
+    r = http.post("/v1/responses", json={"model": MODEL_ID, **body})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error"
+    if param is not None:
+        assert err["param"] == param, err
+
+
+def test_image_input_is_501(http):
+    r = http.post("/v1/responses", json={"model": MODEL_ID, "input": [{"role": "user", "content": [
+        {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]})
+    assert r.status_code == 501 and r.json()["error"]["code"] == "unsupported_content"

@@ -142,3 +142,38 @@ def test_with_keys_and_no_model_directories_only_configured_model_folders(tmp_pa
     r = c.post("/engines", json={"engine_id": "x", "model_path": model_path.name, "load_immediately": False},
                headers=bearer("admin"))
     assert r.status_code == 201
+
+
+def test_deleting_or_breaking_the_keys_file_revokes_its_keys(tmp_path, monkeypatch):
+    monkeypatch.setattr(KeyStore, "RECHECK_SECONDS", 0.0)
+    keys = tmp_path / "keys.txt"
+    keys.write_text("file-key\n")
+    c = bare_app(security={"api_keys": ["inline-key"], "api_keys_file": str(keys)}).test_client()
+    assert c.get("/v1/models", headers=bearer("file-key")).status_code == 200
+    keys.unlink()
+    assert c.get("/v1/models", headers=bearer("file-key")).status_code == 401
+    assert c.get("/v1/models", headers=bearer("inline-key")).status_code == 200  # inline keys are not the file's
+    assert c.get("/v1/models").status_code == 401  # keys stay required
+    keys.write_text("file-key\n")
+    assert c.get("/v1/models", headers=bearer("file-key")).status_code == 200  # back once the file is
+    keys.write_text("file-key\nsha256:12 admin\n")  # broken: none of its keys, not the old ones
+    os.utime(keys, ns=(1, 10**18))
+    assert c.get("/v1/models", headers=bearer("file-key")).status_code == 401
+
+
+def test_only_the_keys_file_and_it_is_deleted(tmp_path, monkeypatch):
+    monkeypatch.setattr(KeyStore, "RECHECK_SECONDS", 0.0)
+    keys = tmp_path / "keys.txt"
+    keys.write_text("file-key\n")
+    c = bare_app(security={"api_keys_file": str(keys)}).test_client()
+    keys.unlink()
+    assert c.get("/v1/models", headers=bearer("file-key")).status_code == 401
+    assert c.get("/v1/models").status_code == 401  # not an open server
+
+
+def test_empty_key_is_a_configuration_error(monkeypatch):
+    monkeypatch.setenv("KOLOSAL_EMPTY_KEY", "")
+    for section in ({"auth": {"api_keys": ["${KOLOSAL_EMPTY_KEY}"]}}, {"auth": {"api_key": ""}},
+                    {"security": {"admin_api_keys": ["${KOLOSAL_UNSET_KEY_42:-}"]}}):
+        with pytest.raises(ConfigError, match="the API key is empty"):
+            bare_app(**section)

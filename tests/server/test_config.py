@@ -140,3 +140,36 @@ def test_check_config_exit_1_and_version():
     p = subprocess.run([sys.executable, "-m", "kolosal.server", "--version"], cwd=REPO, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.startswith("kolosal-server ")
+
+
+@pytest.mark.parametrize("section", [{"auth": {"api_key": "${UNSET_KOLOSAL_KEY_42:-}"}},
+                                     {"security": {"api_keys": ["${UNSET_KOLOSAL_KEY_42:-}"]}},
+                                     {"auth": {"admin_api_keys": ["  "]}}])
+def test_api_key_that_resolves_to_empty_stops_startup(tmp_path, section):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(section))
+    p = subprocess.run([sys.executable, "-m", "kolosal.server", "--config", str(path), "--port", str(free_port())],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "the API key is empty" in p.stderr, p.stderr
+    assert "listening" not in p.stdout
+
+
+def test_check_config_masks_passwords_inside_uris(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"security": {"rate_limiting": {
+        "enabled": True, "requests_per_minute": 10, "storage_uri": "redis://:hunter2@cache.internal:6379/0"}},
+        "auth": {"rate_limit": {"enabled": True, "max_requests": 5, "window_size": 60,
+                                "storage_uri": "redis://:hunter2@cache.internal:6379/0"}}}))
+    assert main(["--config", str(path), "--check-config"]) == 0
+    text = capsys.readouterr().out
+    assert "hunter2" not in text
+    out = json.loads(text)
+    assert out["security"]["rate_limiting"]["storage_uri"] == "redis://:***@cache.internal:6379/0"
+
+
+def test_uri_password_masking():
+    from kolosal.server.config import mask_uri_passwords
+    assert mask_uri_passwords("redis://user:p%40ss@h:1/0") == "redis://user:***@h:1/0"
+    assert mask_uri_passwords("rediss://:s3cret@h") == "rediss://:***@h"
+    assert mask_uri_passwords("redis://h:6379/0") == "redis://h:6379/0"
+    assert mask_uri_passwords("memory://") == "memory://"

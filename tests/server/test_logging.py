@@ -134,3 +134,21 @@ def app_with_prompts(model_path):
     app = create_app(cfg)
     yield app
     app.extensions["kolosal"].registry.close_all()
+
+
+def test_text_format_escapes_control_characters(tmp_path, restore_root_logging):
+    path = tmp_path / "k.log"
+    configure_logging(LoggingSection(level="INFO", file_path=str(path), console_output=False, format="text"))
+    log = logging.getLogger("kolosal.test")
+    log.warning("model %s not found", "x\n2026-01-01 00:00:00 CRITICAL forged line\x1b[2J\r\x00\x85")
+    try:
+        raise ValueError("bad\x1b[31m value")
+    except ValueError:
+        log.exception("failed")
+    for h in logging.getLogger().handlers:
+        h.flush()
+    text = path.read_text(encoding="utf-8")
+    first = text.splitlines()[0]
+    assert "forged line" in first and "\\n2026-01-01" in first and "\\x1b[2J\\r\\x00\\x85" in first
+    assert "\x1b" not in text and "\x00" not in text and "\r" not in text
+    assert "Traceback (most recent call last):" in text and "\\x1b[31m" in text  # tracebacks keep their lines

@@ -24,8 +24,14 @@ py::object error_class(const char * name) {
     return py::module_::import("kolosal.errors").attr(name);
 }
 
+// Text from the model may hold invalid UTF-8; never let that raise.
+py::str to_str(const std::string & s) {
+    return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(s.data(), Py_ssize_t(s.size()), "replace"));
+}
+
 void raise(const char * cls, const std::exception & e) {
-    py::object exc = error_class(cls)(e.what());
+    // A message may quote raw bytes (a grammar's input, a token's piece).
+    py::object exc = error_class(cls)(to_str(e.what()));
     PyErr_SetObject(exc.get_type().ptr(), exc.ptr());
 }
 
@@ -33,7 +39,7 @@ void translate(std::exception_ptr p) {
     try {
         if (p) std::rethrow_exception(p);
     } catch (const InvalidParameterError & e) {
-        py::object exc = error_class("InvalidParameterError")(e.what(), py::arg("param") = e.param);
+        py::object exc = error_class("InvalidParameterError")(to_str(e.what()), py::arg("param") = to_str(e.param));
         PyErr_SetObject(exc.get_type().ptr(), exc.ptr());
     } catch (const ModelNotFoundError & e) { raise("ModelNotFoundError", e);
     } catch (const ModelPermissionError & e) { raise("ModelPermissionError", e);
@@ -45,11 +51,6 @@ void translate(std::exception_ptr p) {
     } catch (const EngineClosedError & e) { raise("EngineClosedError", e);
     } catch (const KolosalError & e) { raise("KolosalError", e);
     }
-}
-
-// Text from the model may hold invalid UTF-8; never let that raise.
-py::str to_str(const std::string & s) {
-    return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(s.data(), Py_ssize_t(s.size()), "replace"));
 }
 
 template <typename T>
@@ -123,12 +124,22 @@ py::list logprobs_list(const std::vector<TokenLogprob> & lps) {
     return out;
 }
 
-// The Python side of a Request.
+// The Python side of a Request. Dropping it (the handle garbage-collected,
+// an iteration abandoned) cancels the request: nobody can read its output.
 struct Generation {
     std::shared_ptr<Request> req;
 
     // Next chunk as (text, token_ids, logprobs); None once generation has ended
     // and every chunk was taken. Raises TimeoutError after `timeout` seconds.
+    explicit Generation(std::shared_ptr<Request> r) : req(std::move(r)) {}
+    Generation(Generation &&) noexcept = default;
+    Generation(const Generation &) = delete;
+    Generation & operator=(const Generation &) = delete;
+    Generation & operator=(Generation &&) = delete;
+    ~Generation() {
+        if (req) req->cancelled.store(true);
+    }
+
     py::object next_chunk(std::optional<double> timeout) {
         Chunk c;
         bool have = false, timed_out = false;
@@ -168,6 +179,25 @@ struct Generation {
 };
 
 }  // namespace
+
+// A garbage-collected Engine closes itself, which joins its scheduler
+// thread: other Python threads keep running meanwhile.
+struct EngineDeleter {
+    void operator()(Engine * e) const {
+#if PY_VERSION_HEX >= 0x030D0000
+        const bool finalizing = Py_IsFinalizing();
+#else
+        const bool finalizing = _Py_IsFinalizing();
+#endif
+        if (PyGILState_Check() && !finalizing) {
+            py::gil_scoped_release nogil;
+            delete e;
+        } else {
+            delete e;
+        }
+    }
+};
+using EngineHolder = std::unique_ptr<Engine, EngineDeleter>;
 
 PYBIND11_MODULE(_native, m) {
     m.doc() = "Kolosal native core: llama.cpp with continuous batching";
@@ -263,7 +293,7 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("error", [](Generation & g) -> py::object {
             std::lock_guard<std::mutex> lock(g.req->mutex);
             if (g.req->error.empty()) return py::none();
-            return py::str(g.req->error);
+            return to_str(g.req->error);
         })
         .def_property_readonly("stop_word", [](Generation & g) -> py::object {
             std::lock_guard<std::mutex> lock(g.req->mutex);
@@ -287,7 +317,7 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("format", [](const ChatPrompt & c) { return std::string(common_chat_format_name(c.params.format)); })
         .def_property_readonly("parse_tool_calls", [](const ChatPrompt & c) { return c.parse_tool_calls; });
 
-    py::class_<Engine>(m, "Engine")
+    py::class_<Engine, EngineHolder>(m, "Engine")
         .def(py::init([](const std::string & model_path, const std::string & model_id, uint32_t n_ctx, int32_t n_parallel,
                          int32_t n_batch, int32_t n_ubatch, int32_t n_threads, int32_t n_threads_batch, int32_t n_gpu_layers,
                          int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool embeddings,
@@ -313,7 +343,7 @@ PYBIND11_MODULE(_native, m) {
                  c.kv_unified = kv_unified;
                  c.chat_template = chat_template;
                  py::gil_scoped_release nogil;
-                 return std::make_unique<Engine>(std::move(c));
+                 return EngineHolder(new Engine(std::move(c)));
              }),
              py::arg("model_path"), py::arg("model_id"), py::arg("n_ctx"), py::arg("n_parallel"), py::arg("n_batch"),
              py::arg("n_ubatch"), py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("n_gpu_layers"),
@@ -401,8 +431,8 @@ PYBIND11_MODULE(_native, m) {
                 py::gil_scoped_release nogil;
                 reqs = e.submit_many(std::move(prompts), p);
             }
-            std::vector<Generation> out;
-            for (auto & r : reqs) out.push_back(Generation{r});
+            py::list out;
+            for (auto & r : reqs) out.append(py::cast(Generation{r}));
             return out;
         }, py::arg("prompts"), py::arg("params"))
         .def("apply_chat_template", &Engine::apply_chat_template, py::arg("messages_json"), py::arg("tools_json") = "",

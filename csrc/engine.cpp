@@ -29,6 +29,15 @@ std::string meta_str(const llama_model * model, const char * key) {
     return n >= 0 ? std::string(buf) : std::string();
 }
 
+// A llama_batch freed when it goes out of scope.
+struct OwnedBatch {
+    explicit OwnedBatch(int32_t n) : batch(llama_batch_init(n, 0, 1)) {}
+    ~OwnedBatch() { llama_batch_free(batch); }
+    OwnedBatch(const OwnedBatch &) = delete;
+    OwnedBatch & operator=(const OwnedBatch &) = delete;
+    llama_batch batch;
+};
+
 }  // namespace
 
 Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
@@ -41,7 +50,7 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
         throw InvalidParameterError("flash_attn", "flash_attn must be 'auto', 'on' or 'off'");
     }
     backend_init_once();
-    inspect_model_file(cfg_.model_path);
+    const ModelFileInfo file = inspect_model_file(cfg_.model_path);
 
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = cfg_.n_gpu_layers;
@@ -56,9 +65,9 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
         std::copy(cfg_.tensor_split.begin(), cfg_.tensor_split.end(), split.begin());
         mp.tensor_split = split.data();
     }
-    model_ = llama_model_load_from_file(cfg_.model_path.c_str(), mp);
+    model_.reset(llama_model_load_from_file(cfg_.model_path.c_str(), mp));
     if (!model_) throw ModelLoadError("llama.cpp could not load the model: " + cfg_.model_path);
-    vocab_ = llama_model_get_vocab(model_);
+    vocab_ = llama_model_get_vocab(model_.get());
 
     const int32_t n_threads = cfg_.n_threads > 0 ? cfg_.n_threads : common_cpu_get_num_math();
     llama_context_params cp = llama_context_default_params();
@@ -74,23 +83,20 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
                        : cfg_.flash_attn == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED
                                                   : LLAMA_FLASH_ATTN_TYPE_AUTO;
 
-    info_.n_layer = llama_model_n_layer(model_);
-    const int32_t n_head = std::max(1, llama_model_n_head(model_));
-    const int32_t head_dim = llama_model_n_embd(model_) / n_head;
-    const uint32_t n_ctx_eff = cfg_.n_ctx ? cfg_.n_ctx : uint32_t(llama_model_n_ctx_train(model_));
-    info_.kv_bytes = kv_cache_bytes(info_.n_layer, llama_model_n_head_kv(model_), head_dim, head_dim, n_ctx_eff);
+    // KV cache size from the GGUF's key/value head sizes (not n_embd / n_head:
+    // many models have heads wider or narrower than that).
+    info_.n_layer = llama_model_n_layer(model_.get());
+    const int64_t n_head_kv = file.n_head_kv > 0 ? file.n_head_kv : llama_model_n_head_kv(model_.get());
+    const uint32_t n_ctx_eff = cfg_.n_ctx ? cfg_.n_ctx : uint32_t(llama_model_n_ctx_train(model_.get()));
+    info_.kv_bytes = kv_cache_bytes(info_.n_layer, n_head_kv, file.head_dim_k, file.head_dim_v, n_ctx_eff);
     const SystemMemory sys = MemoryManager::system();
     if (cfg_.n_gpu_layers == 0 && sys.total_bytes > 0 && info_.kv_bytes > sys.total_bytes) {
-        llama_model_free(model_);
-        model_ = nullptr;
         throw OutOfMemoryError("not enough memory for the KV cache: n_ctx=" + std::to_string(n_ctx_eff) + " needs " +
                                std::to_string(info_.kv_bytes >> 20) + " MiB, the system has " +
                                std::to_string(sys.total_bytes >> 20) + " MiB");
     }
-    ctx_ = llama_init_from_model(model_, cp);
+    ctx_.reset(llama_init_from_model(model_.get(), cp));
     if (!ctx_) {
-        llama_model_free(model_);
-        model_ = nullptr;
         throw OutOfMemoryError("could not allocate the context (KV cache " + std::to_string(info_.kv_bytes >> 20) +
                                " MiB for n_ctx=" + std::to_string(n_ctx_eff) + ")");
     }
@@ -98,40 +104,49 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     // A persistent thread pool (as llama-bench uses): without one, every decode
     // call would start and join its worker threads.
     ggml_threadpool_params tpp = ggml_threadpool_params_default(cp.n_threads);
-    threadpool_ = ggml_threadpool_new(&tpp);
+    threadpool_.reset(ggml_threadpool_new(&tpp));
     if (cp.n_threads_batch != cp.n_threads) {
         ggml_threadpool_params tpb = ggml_threadpool_params_default(cp.n_threads_batch);
-        threadpool_batch_ = ggml_threadpool_new(&tpb);
+        threadpool_batch_.reset(ggml_threadpool_new(&tpb));
     }
-    if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
+    if (threadpool_) llama_attach_threadpool(ctx_.get(), threadpool_.get(), threadpool_batch_.get());
 
+    const llama_model * model = model_.get();
     char desc[256];
-    llama_model_desc(model_, desc, sizeof(desc));
-    info_.architecture = meta_str(model_, "general.architecture");
-    info_.name = meta_str(model_, "general.name");
+    llama_model_desc(model, desc, sizeof(desc));
+    info_.architecture = meta_str(model, "general.architecture");
+    info_.name = meta_str(model, "general.name");
     info_.description = desc;
-    info_.n_params = llama_model_n_params(model_);
-    info_.size_bytes = llama_model_size(model_);
-    info_.n_ctx_train = llama_model_n_ctx_train(model_);
+    info_.n_params = llama_model_n_params(model);
+    info_.size_bytes = llama_model_size(model);
+    info_.n_ctx_train = llama_model_n_ctx_train(model);
     info_.n_vocab = llama_vocab_n_tokens(vocab_);
-    info_.n_embd = llama_model_n_embd(model_);
-    info_.n_ctx = llama_n_ctx(ctx_);
-    info_.n_ctx_slot = llama_n_ctx_seq(ctx_);
+    info_.n_embd = llama_model_n_embd(model);
+    info_.n_ctx = llama_n_ctx(ctx_.get());
+    info_.n_ctx_slot = llama_n_ctx_seq(ctx_.get());
     info_.n_parallel = cfg_.n_parallel;
     info_.n_threads = n_threads;
     info_.n_gpu_layers = cfg_.n_gpu_layers;
-    info_.has_encoder = llama_model_has_encoder(model_);
-    info_.kv_bytes = kv_cache_bytes(info_.n_layer, llama_model_n_head_kv(model_), head_dim, head_dim, info_.n_ctx);
+    info_.has_encoder = llama_model_has_encoder(model);
+    info_.kv_bytes = kv_cache_bytes(info_.n_layer, n_head_kv, file.head_dim_k, file.head_dim_v, info_.n_ctx);
 
-    try {
-        templates_ = common_chat_templates_init(model_, cfg_.chat_template);
-    } catch (const std::exception &) {
-        // The model's template does not parse with the Jinja engine: use ChatML.
-        templates_ = common_chat_templates_init(model_, "chatml");
-        info_.chat_template_fallback = true;
+    if (!cfg_.chat_template.empty()) {
+        // The caller's own template: one that does not parse is their error, not a reason to use another.
+        try {
+            templates_ = common_chat_templates_init(model, cfg_.chat_template);
+        } catch (const std::exception & e) {
+            throw InvalidParameterError("chat_template", std::string("the chat_template does not parse: ") + e.what());
+        }
+    } else {
+        try {
+            templates_ = common_chat_templates_init(model, "");
+        } catch (const std::exception &) {
+            // The model's template does not parse with the Jinja engine: use ChatML.
+            templates_ = common_chat_templates_init(model, "chatml");
+            info_.chat_template_fallback = true;
+        }
+        if (!llama_model_chat_template(model, nullptr)) info_.chat_template_fallback = true;
     }
-    const char * tmpl = llama_model_chat_template(model_, nullptr);
-    if (!tmpl && cfg_.chat_template.empty()) info_.chat_template_fallback = true;
     info_.chat_template = common_chat_templates_source(templates_.get());
 
     seed_ = cfg_.seed ? *cfg_.seed : std::random_device{}();
@@ -142,51 +157,51 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     mm.path = cfg_.model_path;
     mm.weights_bytes = info_.size_bytes;
     mm.kv_bytes = info_.kv_bytes;
-    mem_handle_ = MemoryManager::instance().add(mm);
+    mem_ = MemoryRegistration(mm);
 
-    scheduler_ = std::make_unique<Scheduler>(ctx_, model_, cfg_.n_parallel, profiler_);
+    scheduler_ = std::make_unique<Scheduler>(ctx_.get(), model, cfg_.n_parallel, profiler_);
 }
 
 Engine::~Engine() { close(); }
 
 void Engine::close() {
-    if (closed_.exchange(true)) return;
-    if (scheduler_) scheduler_->shutdown();
+    std::lock_guard<std::mutex> close_lock(close_mutex_);  // a concurrent close() returns once this one is done
+    if (!gate_.close()) return;
+    closed_ = true;
+    // A running embedding stops at its next graph node; it raises EngineClosedError.
+    abort_embedding_ = true;
+    // Calls in flight (tokenize, submit, embed, ...) leave before anything is freed.
+    gate_.wait_idle();
+    // Cancels every request and interrupts a running decode, then joins the thread.
     scheduler_.reset();
-    {
-        std::lock_guard<std::mutex> lock(embd_mutex_);
-        if (embd_ctx_) llama_free(embd_ctx_);
-        embd_ctx_ = nullptr;
-    }
+    mem_.reset();
+    std::lock_guard<std::mutex> lock(embd_mutex_);
+    embd_ctx_.reset();
     templates_.reset();
-    if (ctx_) llama_free(ctx_);
-    ctx_ = nullptr;
-    if (threadpool_) ggml_threadpool_free(threadpool_);
-    if (threadpool_batch_) ggml_threadpool_free(threadpool_batch_);
-    threadpool_ = threadpool_batch_ = nullptr;
-    if (model_) llama_model_free(model_);
-    model_ = nullptr;
-    if (mem_handle_) MemoryManager::instance().remove(mem_handle_);
-    mem_handle_ = 0;
+    ctx_.reset();
+    threadpool_batch_.reset();
+    threadpool_.reset();
+    model_.reset();
+    vocab_ = nullptr;
 }
 
-void Engine::ensure_open() const {
-    if (closed_) throw EngineClosedError("engine is closed");
+bool Engine::abort_embedding(void * engine) {
+    return static_cast<Engine *>(engine)->abort_embedding_.load();
 }
 
 SchedulerStats Engine::stats() const {
-    ensure_open();
+    auto pass = enter();
     return scheduler_->stats();
 }
 
 std::vector<int32_t> Engine::tokenize(const std::string & text, bool add_special, bool parse_special) {
-    ensure_open();
+    auto pass = enter();
     ScopedTimer t(profiler_, "tokenize");
     return common_tokenize(vocab_, text, add_special, parse_special);
 }
 
 std::string Engine::detokenize(const std::vector<int32_t> & tokens, bool special) const {
-    ensure_open();
+    auto pass = enter();
     for (int32_t t : tokens) {
         if (t < 0 || t >= info_.n_vocab) {
             throw InvalidParameterError("tokens", "token id " + std::to_string(t) + " is outside the vocabulary (0.." +
@@ -197,7 +212,7 @@ std::string Engine::detokenize(const std::vector<int32_t> & tokens, bool special
 }
 
 std::string Engine::token_to_piece(int32_t token, bool special) const {
-    ensure_open();
+    auto pass = enter();
     if (token < 0 || token >= info_.n_vocab) throw InvalidParameterError("token", "token id out of range");
     return common_token_to_piece(vocab_, token, special);
 }
@@ -216,7 +231,7 @@ std::shared_ptr<Request> Engine::make_request(std::vector<int32_t> prompt, GenPa
     req->id = next_request_id_++;
     common_params_sampling sp = to_common(params, vocab_, seed_ + uint32_t(req->id));
     try {
-        req->sampler = common_sampler_init(model_, sp);
+        req->sampler = common_sampler_init(model_.get(), sp);
     } catch (const std::exception & e) {
         throw InvalidParameterError(params.json_schema.empty() ? "grammar" : "json_schema", std::string("invalid grammar: ") + e.what());
     }
@@ -228,14 +243,14 @@ std::shared_ptr<Request> Engine::make_request(std::vector<int32_t> prompt, GenPa
 }
 
 std::shared_ptr<Request> Engine::submit(std::vector<int32_t> prompt, GenParams params) {
-    ensure_open();
+    auto pass = enter();
     auto req = make_request(std::move(prompt), std::move(params));
     scheduler_->submit({req});
     return req;
 }
 
 std::vector<std::shared_ptr<Request>> Engine::submit_many(std::vector<std::vector<int32_t>> prompts, const GenParams & params) {
-    ensure_open();
+    auto pass = enter();
     std::vector<std::shared_ptr<Request>> reqs;
     try {
         for (auto & p : prompts) reqs.push_back(make_request(std::move(p), params));
@@ -254,7 +269,7 @@ ChatPrompt Engine::apply_chat_template(const std::string & messages_json, const 
                                        const std::string & tool_choice, bool parallel_tool_calls,
                                        bool add_generation_prompt, const std::string & json_schema,
                                        const std::string & grammar) {
-    ensure_open();
+    auto pass = enter();
     ScopedTimer t(profiler_, "template");
     common_chat_templates_inputs in;
     try {
@@ -294,7 +309,7 @@ ChatPrompt Engine::apply_chat_template(const std::string & messages_json, const 
 }
 
 std::map<std::string, bool> Engine::chat_template_caps() const {
-    ensure_open();
+    auto pass = enter();
     return common_chat_templates_get_caps(templates_.get());
 }
 
@@ -342,58 +357,67 @@ void Engine::init_embedding_context() {
     cp.n_threads_batch = info_.n_threads;
     cp.embeddings = true;
     cp.no_perf = true;
+    cp.abort_callback = &Engine::abort_embedding;
+    cp.abort_callback_data = this;
     // Generative models declare no pooling: average their token states.
     cp.pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;
-    embd_ctx_ = llama_init_from_model(model_, cp);
-    if (embd_ctx_ && llama_pooling_type(embd_ctx_) == LLAMA_POOLING_TYPE_NONE) {
-        llama_free(embd_ctx_);
+    embd_ctx_.reset(llama_init_from_model(model_.get(), cp));
+    if (embd_ctx_ && llama_pooling_type(embd_ctx_.get()) == LLAMA_POOLING_TYPE_NONE) {
+        embd_ctx_.reset();
         cp.pooling_type = LLAMA_POOLING_TYPE_MEAN;
-        embd_ctx_ = llama_init_from_model(model_, cp);
+        embd_ctx_.reset(llama_init_from_model(model_.get(), cp));
     }
     if (!embd_ctx_) throw OutOfMemoryError("could not allocate the embedding context");
 }
 
+int32_t Engine::pooled_size(enum llama_pooling_type pooling, int32_t n_cls_out, int32_t n_embd_out, int32_t n_embd) {
+    // llama_get_embeddings_seq: float[n_cls_out] with rank pooling, float[n_embd] otherwise.
+    if (pooling == LLAMA_POOLING_TYPE_RANK) return n_cls_out;
+    return n_embd_out > 0 ? n_embd_out : n_embd;
+}
+
 std::vector<std::vector<float>> Engine::embed(const std::vector<std::string> & texts, bool normalize) {
-    ensure_open();
+    auto pass = enter();
     std::lock_guard<std::mutex> lock(embd_mutex_);
     if (!embd_ctx_) init_embedding_context();
-    const uint32_t n_ctx = llama_n_ctx(embd_ctx_);
-    const int32_t n_embd = llama_model_n_embd_out(model_) > 0 ? llama_model_n_embd_out(model_) : info_.n_embd;
+    llama_context * ectx = embd_ctx_.get();
+    const uint32_t n_ctx = llama_n_ctx(ectx);
+    const enum llama_pooling_type pooling = llama_pooling_type(ectx);
+    const int32_t n_out = pooled_size(pooling, int32_t(llama_model_n_cls_out(model_.get())),
+                                      llama_model_n_embd_out(model_.get()), info_.n_embd);
+    if (n_out <= 0) throw KolosalError("the model's classifier head has no outputs");
     std::vector<std::vector<float>> out;
     out.reserve(texts.size());
-    llama_batch batch = llama_batch_init(int32_t(n_ctx), 0, 1);
-    try {
-        for (size_t i = 0; i < texts.size(); ++i) {
-            std::vector<int32_t> toks;
-            {
-                ScopedTimer t(profiler_, "tokenize");
-                toks = common_tokenize(vocab_, texts[i], true, true);
-            }
-            if (toks.empty()) throw InvalidParameterError("input", "input " + std::to_string(i) + " is empty");
-            if (toks.size() > n_ctx) {
-                throw ContextOverflowError("input " + std::to_string(i) + " has " + std::to_string(toks.size()) +
-                                           " tokens, the embedding context holds " + std::to_string(n_ctx));
-            }
-            batch.n_tokens = 0;
-            for (size_t p = 0; p < toks.size(); ++p) batch_add(batch, toks[p], llama_pos(p), 0, true);
-            llama_memory_clear(llama_get_memory(embd_ctx_), true);
-            int32_t ret;
-            {
-                ScopedTimer t(profiler_, "embed");
-                ret = info_.has_encoder ? llama_encode(embd_ctx_, batch) : llama_decode(embd_ctx_, batch);
-            }
-            if (ret != 0) throw KolosalError("embedding failed: llama_decode returned " + std::to_string(ret));
-            const float * e = llama_get_embeddings_seq(embd_ctx_, 0);
-            if (!e) throw KolosalError("the model returned no pooled embedding");
-            std::vector<float> v(static_cast<size_t>(n_embd));
-            common_embd_normalize(e, v.data(), n_embd, normalize ? 2 : -1);
-            out.push_back(std::move(v));
+    OwnedBatch owned{static_cast<int32_t>(n_ctx)};
+    llama_batch * batch = &owned.batch;
+    for (size_t i = 0; i < texts.size(); ++i) {
+        std::vector<int32_t> toks;
+        {
+            ScopedTimer t(profiler_, "tokenize");
+            toks = common_tokenize(vocab_, texts[i], true, true);
         }
-    } catch (...) {
-        llama_batch_free(batch);
-        throw;
+        if (toks.empty()) throw InvalidParameterError("input", "input " + std::to_string(i) + " is empty");
+        if (toks.size() > n_ctx) {
+            throw ContextOverflowError("input " + std::to_string(i) + " has " + std::to_string(toks.size()) +
+                                       " tokens, the embedding context holds " + std::to_string(n_ctx));
+        }
+        batch->n_tokens = 0;
+        for (size_t p = 0; p < toks.size(); ++p) batch_add(*batch, toks[p], llama_pos(p), 0, true);
+        llama_memory_clear(llama_get_memory(ectx), true);
+        int32_t ret;
+        {
+            ScopedTimer t(profiler_, "embed");
+            ret = info_.has_encoder ? llama_encode(ectx, *batch) : llama_decode(ectx, *batch);
+        }
+        if (ret == 2 && abort_embedding_) throw EngineClosedError("the engine was closed during the embedding");
+        if (ret != 0) throw KolosalError("embedding failed: llama_decode returned " + std::to_string(ret));
+        const float * e = llama_get_embeddings_seq(ectx, 0);
+        if (!e) throw KolosalError("the model returned no pooled embedding");
+        std::vector<float> v(static_cast<size_t>(n_out));
+        // Rank scores are not a direction: they are returned as they are.
+        common_embd_normalize(e, v.data(), n_out, normalize && pooling != LLAMA_POOLING_TYPE_RANK ? 2 : -1);
+        out.push_back(std::move(v));
     }
-    llama_batch_free(batch);
     return out;
 }
 

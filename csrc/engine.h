@@ -2,14 +2,18 @@
 // Scheduler, an optional embedding context, tokenizer and chat template.
 #pragma once
 
+#include "call_gate.h"
 #include "memory_manager.h"
 #include "profiler.h"
 #include "request.h"
 #include "scheduler.h"
 
 #include "chat.h"
+#include "ggml-cpu.h"
+#include "llama-cpp.h"
 #include "llama.h"
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -76,6 +80,37 @@ struct ChatResult {
 
 class Engine {
 public:
+// The handles below free themselves, so a constructor that throws half-way
+// leaks nothing.
+struct ThreadpoolDeleter {
+    void operator()(ggml_threadpool * tp) const { ggml_threadpool_free(tp); }
+};
+using ThreadpoolPtr = std::unique_ptr<ggml_threadpool, ThreadpoolDeleter>;
+
+// The engine's entry in the MemoryManager, removed when it goes.
+class MemoryRegistration {
+public:
+    MemoryRegistration() = default;
+    explicit MemoryRegistration(const ModelMemory & m) : handle_(MemoryManager::instance().add(m)) {}
+    MemoryRegistration(const MemoryRegistration &) = delete;
+    MemoryRegistration & operator=(const MemoryRegistration &) = delete;
+    MemoryRegistration & operator=(MemoryRegistration && o) noexcept {
+        std::swap(handle_, o.handle_);
+        return *this;
+    }
+    ~MemoryRegistration() { reset(); }
+    void reset() {
+        if (handle_) MemoryManager::instance().remove(handle_);
+        handle_ = 0;
+    }
+
+private:
+    uint64_t handle_ = 0;
+};
+
+// Every public method may run on any thread, also while another thread
+// closes the engine: calls in flight finish first (a running embedding is
+// interrupted), later ones raise EngineClosedError.
     explicit Engine(EngineConfig cfg);
     ~Engine();
     Engine(const Engine &) = delete;
@@ -83,6 +118,8 @@ public:
 
     void close();
     bool closed() const { return closed_; }
+    // Cancels generations in flight, interrupts a running decode, waits for
+    // the calls in flight and frees the model. A second call waits for the first.
 
     const ModelInfo & info() const { return info_; }
     const EngineConfig & config() const { return cfg_; }
@@ -109,26 +146,36 @@ public:
 
 private:
     std::shared_ptr<Request> make_request(std::vector<int32_t> prompt, GenParams params);
-    void ensure_open() const;
+    // Floats in one pooled output of the embedding context: n_cls_out for a
+    // rank-pooling (reranker) head, otherwise the embedding width.
+    static int32_t pooled_size(enum llama_pooling_type pooling, int32_t n_cls_out, int32_t n_embd_out, int32_t n_embd);
+
+    CallGate::Pass enter() const { return gate_.enter(); }
     void init_embedding_context();
 
     EngineConfig cfg_;
+    static bool abort_embedding(void * engine);
     ModelInfo info_;
     Profiler profiler_;
-    llama_model * model_ = nullptr;
-    llama_context * ctx_ = nullptr;
-    struct ggml_threadpool * threadpool_ = nullptr;
-    struct ggml_threadpool * threadpool_batch_ = nullptr;
+    mutable CallGate gate_;
+    std::atomic<bool> closed_{false};
+    std::atomic<bool> abort_embedding_{false};
+    std::mutex close_mutex_;
+
+    // Declared in the order they are made: they are destroyed in reverse.
+    llama_model_ptr model_;
     const llama_vocab * vocab_ = nullptr;
-    std::unique_ptr<Scheduler> scheduler_;
+    ThreadpoolPtr threadpool_;
+    ThreadpoolPtr threadpool_batch_;
+    llama_context_ptr ctx_;
     common_chat_templates_ptr templates_;
-    uint64_t mem_handle_ = 0;
+    std::mutex embd_mutex_;
+    llama_context_ptr embd_ctx_;
+    MemoryRegistration mem_;
+    std::unique_ptr<Scheduler> scheduler_;
+
     uint32_t seed_ = 0;
     std::atomic<uint64_t> next_request_id_{1};
-    std::atomic<bool> closed_{false};
-
-    std::mutex embd_mutex_;
-    llama_context * embd_ctx_ = nullptr;
 };
 
 std::string build_info_json();

@@ -43,6 +43,8 @@ Scheduler::Scheduler(llama_context * ctx, const llama_model * model, int32_t n_s
         s->id = i;
         slots_.push_back(std::move(s));
     }
+    // shutdown() interrupts a decode in progress (checked between graph nodes).
+    llama_set_abort_callback(ctx_, [](void * self) { return static_cast<Scheduler *>(self)->abort_.load(); }, this);
     thread_ = std::thread([this] { run(); });
 }
 
@@ -71,6 +73,7 @@ void Scheduler::shutdown() {
         if (stopping_ && !thread_.joinable()) return;
         stopping_ = true;
     }
+    abort_ = true;
     queue_cv_.notify_all();
     if (thread_.joinable()) thread_.join();
 }
@@ -131,6 +134,7 @@ void Scheduler::step() {
         return;
     }
     decode_calls_++;
+    if (ret == 2 && abort_) return;  // interrupted by shutdown(): shutdown_requests() cancels what was in flight
     if (ret != 0) {
         fail_batch("llama_decode failed with status " + std::to_string(ret));
         return;

@@ -74,6 +74,7 @@ private:
     std::condition_variable queue_cv_;
     std::deque<std::shared_ptr<Request>> queue_;
     bool stopping_ = false;
+    std::atomic<bool> abort_{false};  // set by shutdown(): the abort callback of the context
     std::atomic<int32_t> slots_busy_{0};
 
     std::atomic<uint64_t> requests_done_{0}, prompt_tokens_{0}, cached_tokens_{0}, generated_tokens_{0}, decode_calls_{0};

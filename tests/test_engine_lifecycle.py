@@ -6,12 +6,15 @@ import gc
 import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 
 import kolosal
 from kolosal._native import MemoryManager
 from kolosal.errors import EngineClosedError, InvalidParameterError
+
+from tiny_models import HEAD_DIM, LABELS, N_HEAD_KV, N_LAYER, write_qwen3_reranker
 
 LONG_TEXT = "The quick brown fox jumps over the lazy dog while the cat watches from the fence. " * 12
 WAIT_S = 300  # upper bound of every wait below; a pass never comes near it
@@ -197,3 +200,26 @@ def test_kv_estimate_matches_the_gguf_head_sizes(engine, model_path):
     md = engine.metadata
     est = MemoryManager.estimate(str(model_path), md["n_ctx"])
     assert md["kv_bytes"] == est["kv_bytes"] > 0
+
+
+@pytest.fixture(scope="module")
+def reranker(tmp_path_factory):
+    path = write_qwen3_reranker(tmp_path_factory.mktemp("models") / "tiny-qwen3-reranker.gguf")
+    with kolosal.Engine(path, n_ctx=512, n_parallel=1) as e:
+        yield e
+
+
+def test_kv_estimate_uses_key_and_value_head_sizes(reranker):
+    """Heads of 32 with n_embd 64 and 4 heads: n_embd / n_head (16) would halve the estimate."""
+    n_ctx = reranker.metadata["n_ctx"]
+    assert reranker.metadata["kv_bytes"] == N_LAYER * N_HEAD_KV * (HEAD_DIM + HEAD_DIM) * 2 * n_ctx
+
+
+def test_rank_pooling_model_embeds_to_its_classifier_outputs(reranker):
+    """A reranker's pooled output is one score per classifier label (softmax for
+    Qwen3), not an n_embd vector; the scores are not normalised as directions."""
+    scores = reranker.embed(["query: cats? document: a cat sat", "t t t", "hello"])
+    assert scores.shape == (3, len(LABELS))
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+    assert ((scores > 0) & (scores < 1)).all()
+    np.testing.assert_allclose(reranker.embed("hello", normalize=False), scores[2], rtol=1e-5)

@@ -67,7 +67,9 @@ def _native_params(params: Mapping[str, Any]) -> Dict[str, Any]:
 class Generation:
     """A running generation. Iterate it for text pieces (always whole UTF-8
     characters); ``cancel()`` stops it; ``text``, ``finish_reason``, ``usage``
-    and ``timings`` are final once iteration ends (or after ``wait()``)."""
+    and ``timings`` are final once iteration ends (or after ``wait()``).
+    Dropping the handle (an abandoned iteration, the last reference gone)
+    cancels the generation: nobody could read the rest."""
 
     def __init__(self, native: "_native.Generation", engine: "Engine") -> None:
         self._native = native
@@ -470,7 +472,11 @@ class Engine:
 
     # -- lifetime --------------------------------------------------------------
     def close(self) -> None:
-        """Free the model now; generations in flight end as ``cancelled``."""
+        """Free the model now; generations in flight end as ``cancelled``.
+
+        Safe while other threads use the engine: calls in flight finish first
+        (a running decode or embedding is interrupted and raises
+        ``EngineClosedError``), later calls raise ``EngineClosedError``."""
         self._native.close()
 
     @property

@@ -14,7 +14,7 @@ import kolosal
 from kolosal._native import MemoryManager
 from kolosal.errors import EngineClosedError, InvalidParameterError
 
-from tiny_models import HEAD_DIM, LABELS, N_HEAD_KV, N_LAYER, write_qwen3_reranker
+from tiny_models import EOS_ID, HEAD_DIM, LABELS, N_HEAD_KV, N_LAYER, write_qwen3_reranker
 
 LONG_TEXT = "The quick brown fox jumps over the lazy dog while the cat watches from the fence. " * 12
 WAIT_S = 300  # upper bound of every wait below; a pass never comes near it
@@ -223,3 +223,16 @@ def test_rank_pooling_model_embeds_to_its_classifier_outputs(reranker):
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
     assert ((scores > 0) & (scores < 1)).all()
     np.testing.assert_allclose(reranker.embed("hello", normalize=False), scores[2], rtol=1e-5)
+
+
+def test_grammar_error_quoting_raw_bytes_is_readable(reranker):
+    """A complete grammar leaves only end-of-generation, which the caller banned:
+    the sampler falls back to a byte token outside the grammar and llama.cpp's
+    error quotes that lone byte. Reading it must not raise UnicodeDecodeError."""
+    g = reranker.generate("t", grammar='root ::= "a"', logit_bias={EOS_ID: float("-inf")}, max_tokens=4,
+                          temperature=0)
+    g.wait()
+    assert g.finish_reason == "error"
+    assert g.text == "a"
+    assert g.error.startswith("sampling failed:")
+    assert "\ufffd" in g.error  # the raw byte, replaced

@@ -17,10 +17,11 @@ HEAD_DIM = 32  # != N_EMBD // N_HEAD
 N_LAYER = 2
 N_FF = 128
 LABELS = ["no", "yes"]
+EOS_ID = 257
 
 
 def _byte_tokens() -> List[str]:
-    """The 256 byte-level BPE symbols (GPT-2's byte-to-unicode table)."""
+    """The 256 byte-level BPE symbols (GPT-2's byte-to-unicode table), starting at byte 0xC3."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     chars, extra = {}, 0
     for b in range(256):
@@ -29,7 +30,9 @@ def _byte_tokens() -> List[str]:
         else:
             chars[b] = chr(256 + extra)
             extra += 1
-    return [chars[b] for b in range(256)]
+    # Token 0 is the lone UTF-8 lead byte 0xC3: the token a greedy sampler
+    # falls back to when every candidate is at -inf.
+    return [chars[(0xC3 + i) % 256] for i in range(256)]
 
 
 def write_qwen3_reranker(path: Path, seed: int = 0) -> Path:
@@ -43,6 +46,7 @@ def write_qwen3_reranker(path: Path, seed: int = 0) -> Path:
     tokens = _byte_tokens() + ["Ġt", "<|endoftext|>"]
     types = [gguf.TokenType.NORMAL] * (len(tokens) - 1) + [gguf.TokenType.CONTROL]
     n_vocab = len(tokens)
+    assert n_vocab - 1 == EOS_ID
 
     wr = gguf.GGUFWriter(str(path), "qwen3")
     wr.add_name("tiny-qwen3-reranker")

@@ -178,12 +178,12 @@ def test_text_content_parts(oai):
     assert r.choices[0].message.content
 
 
-def test_image_part_is_501(oai):
+def test_image_part_is_400_naming_the_part(oai):
     with pytest.raises(openai.APIStatusError) as ei:
         oai.chat.completions.create(model=MODEL_ID, max_tokens=4, messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
-    assert ei.value.status_code == 501
-    assert ei.value.body["code"] == "unsupported_content"
+    assert ei.value.status_code == 400
+    assert ei.value.body["code"] == "unsupported_content" and ei.value.body["param"] == "messages[0].content[0]"
 
 
 def test_without_v1_prefix(http):

@@ -22,23 +22,23 @@ from . import bp
 from .common import admit, base, chunk_head, include_usage, new_id, now, watch
 
 
-def _text(content: Any) -> Any:
+def _text(content: Any, where: str) -> Any:
     """String content, or the text of an array of text (and refusal) parts."""
     if not isinstance(content, list):
         return content
-    others = [p.type for p in content if not isinstance(p, (TextPart, RefusalPart))]
-    if others:
-        raise ApiError(501, f"Content parts of type '{others[0]}' are not supported by this server (text only).",
-                       param="messages", code="unsupported_content")
+    for j, p in enumerate(content):
+        if not isinstance(p, (TextPart, RefusalPart)):
+            raise ApiError(400, f"Content parts of type '{p.type}' are not supported by this server (text only).",
+                           param=f"{where}.content[{j}]", code="unsupported_content")
     return "\n".join(p.text if isinstance(p, TextPart) else p.refusal for p in content)
 
 
-def message_dict(m: Message) -> Dict[str, Any]:
+def message_dict(m: Message, where: str = "messages") -> Dict[str, Any]:
     """A request message as the chat template takes it: text content, tool
     calls in OpenAI's shape, fields without meaning here dropped."""
     out: Dict[str, Any] = {"role": m.role}
     if m.content is not None:
-        out["content"] = _text(m.content)
+        out["content"] = _text(m.content, where)
     if m.role == "function":  # deprecated spelling of a tool result
         out["role"] = "tool"
     if m.name is not None:
@@ -90,7 +90,7 @@ class ChatPlan:
 
 def plan_chat(engine: Engine, req: ChatCompletionRequest) -> ChatPlan:
     refuse_unsupported(req)
-    messages = [message_dict(m) for m in req.messages]
+    messages = [message_dict(m, f"messages[{i}]") for i, m in enumerate(req.messages)]
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools and req.tool_choice != "none" else None
     tool_choice = req.tool_choice.model_dump() if hasattr(req.tool_choice, "model_dump") else req.tool_choice
     json_schema: Any = None

@@ -49,10 +49,10 @@ def _text(content: Any, param: str) -> str:
     if isinstance(content, str):
         return content
     out = []
-    for part in content:
+    for j, part in enumerate(content):
         if isinstance(part, InputOther):
-            raise ApiError(501, f"Content parts of type '{part.type}' are not supported by this server (text only).",
-                           param=param, code="unsupported_content")
+            raise ApiError(400, f"Content parts of type '{part.type}' are not supported by this server (text only).",
+                           param=f"{param}[{j}]", code="unsupported_content")
         out.append(part.refusal if isinstance(part, InputRefusal) else part.text)
     return "\n".join(out)
 

@@ -88,3 +88,19 @@ def test_with_structured_output(llm, method):
     structured = llm.with_structured_output(Country, method=method)
     out = structured.invoke("Describe France.")
     assert isinstance(out, Country) and out.name and out.capital
+
+
+def test_responses_api_mode(live_server):
+    """``use_responses_api=True`` sends LangChain's requests to /v1/responses."""
+    llm = ChatOpenAI(model=MODEL_ID, base_url=live_server.v1, api_key="unused", max_retries=0, timeout=60,
+                     temperature=0, max_tokens=64, use_responses_api=True)
+    msg = llm.invoke("Name a color.")
+    assert isinstance(msg, AIMessage) and msg.text
+    assert msg.response_metadata["id"].startswith("resp")
+    chunks = list(llm.stream("Name a fruit."))
+    assert len(chunks) > 2
+    ai = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather in Paris?")
+    assert ai.tool_calls and ai.tool_calls[0]["name"] == "get_weather"
+    follow = [HumanMessage("Weather in Paris?"), ai,
+              ToolMessage(get_weather.invoke(ai.tool_calls[0]["args"]), tool_call_id=ai.tool_calls[0]["id"])]
+    assert isinstance(llm.invoke(follow), AIMessage)

@@ -152,6 +152,23 @@ def test_tool_call_streams_as_openai_streams_it(http):
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+def test_tool_choice_auto_streams_an_answer_or_a_call(http):
+    body = chat_body("Write a haiku about the sea.", tools=[WEATHER], tool_choice="auto", max_tokens=48,
+                     stream=True, temperature=0.7, seed=0)
+    with http.stream("POST", "/v1/chat/completions", json=body) as r:
+        chunks = sse_json(r)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]][1:]
+    reason = chunks[-1]["choices"][0]["finish_reason"]
+    if reason == "tool_calls":
+        assert deltas[0]["tool_calls"][0]["function"]["name"] == "get_weather"
+    else:
+        # The answer's text streams as it is generated, never the JSON it is wrapped in.
+        text = [d["content"] for d in deltas if d.get("content")]
+        assert text and not "".join(text).lstrip().startswith("{")
+        if reason == "stop":
+            assert len(text) > 1
+
+
 def test_streamed_tool_call_keeps_logprobs(oai):
     stream = oai.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Weather in Rome?"}],
                                          tools=[WEATHER], tool_choice="required", max_tokens=64, temperature=0,
@@ -258,6 +275,16 @@ def named_server(model_path, tmp_path_factory):
     server = start_server(cfg, tmp_path_factory.mktemp("named"))
     yield server
     assert server.stop() == 0, server.log()
+
+
+def test_alias_clashes_and_unknown_default_model_stop_startup(model_path):
+    from kolosal.server.config import ConfigError, check_model_files, load_config
+    cfg = server_config(model_path, default_model="nope")
+    cfg["models"].append({"id": "other", "path": str(model_path), "aliases": ["smollm2"]})  # type: ignore[union-attr]
+    with pytest.raises(ConfigError) as ei:
+        check_model_files(load_config(data=cfg))
+    assert "models[1].aliases: 'smollm2' already names a model" in ei.value.errors
+    assert "server.default_model: 'nope' is not a model id or alias" in ei.value.errors
 
 
 def _states(server) -> Dict[str, str]:

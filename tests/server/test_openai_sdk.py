@@ -253,8 +253,9 @@ def test_async_client_create_stream_and_concurrency(live_server):
                                           tools=[WEATHER], tool_choice="required", max_tokens=64, temperature=0)
                 for city in ("Paris", "Rome", "Oslo")])
             assert all(r.choices[0].message.tool_calls[0].function.name == "get_weather" for r in calls)
-            parsed = await c.chat.completions.parse(model=MODEL_ID, response_format=City, max_tokens=80,
-                                                    messages=[{"role": "user", "content": "Describe Rome."}])
+            parsed = await c.chat.completions.parse(model=MODEL_ID, response_format=City, max_tokens=120,
+                                                    temperature=0, messages=[{"role": "user",
+                                                                              "content": "Describe Rome."}])
             assert isinstance(parsed.choices[0].message.parsed, City)
 
     asyncio.run(main())

@@ -91,6 +91,10 @@ class ChatPlan:
 def plan_chat(engine: Engine, req: ChatCompletionRequest) -> ChatPlan:
     refuse_unsupported(req)
     messages = [message_dict(m, f"messages[{i}]") for i, m in enumerate(req.messages)]
+    names = {c.get("id"): c["function"]["name"] for m in messages for c in m.get("tool_calls", [])}
+    for m in messages:  # a tool result names its function, for templates that show it
+        if m["role"] == "tool" and "name" not in m and m.get("tool_call_id") in names:
+            m["name"] = names[m["tool_call_id"]]
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools and req.tool_choice != "none" else None
     tool_choice = req.tool_choice.model_dump() if hasattr(req.tool_choice, "model_dump") else req.tool_choice
     json_schema: Any = None

@@ -71,7 +71,12 @@ def chat_messages(req: ResponseRequest) -> List[Dict[str, Any]]:
         if isinstance(item, ReasoningItem):
             continue
         if isinstance(item, MessageItem):
-            messages.append({"role": item.role, "content": _text(item.content, f"{where}.content")})
+            text = _text(item.content, f"{where}.content")
+            if item.role in ("system", "developer") and len(messages) == 1 and messages[0]["role"] == "system" \
+                    and req.instructions:  # one system message: many templates take no second one
+                messages[0]["content"] += "\n\n" + text
+            else:
+                messages.append({"role": item.role, "content": text})
         elif isinstance(item, FunctionCallItem):
             names[item.call_id] = item.name
             call = {"id": item.call_id, "type": "function",

@@ -86,6 +86,7 @@ GenParams params_from_dict(const py::dict & d) {
         else if (k == "json_schema") p.json_schema = get<std::string>(v, "json_schema");
         else if (k == "n_probs") p.n_probs = get<int32_t>(v, "n_probs");
         else if (k == "logprobs") p.logprobs = get<bool>(v, "logprobs");
+        else if (k == "preserved_tokens") p.preserved_tokens = get<std::vector<std::string>>(v, "preserved_tokens");
         else throw InvalidParameterError(k, "unknown generation parameter '" + k + "'");
     }
     return p;
@@ -118,8 +119,9 @@ py::list logprobs_list(const std::vector<TokenLogprob> & lps) {
     py::list out;
     for (const auto & lp : lps) {
         py::list top;
-        for (const auto & t : lp.top) top.append(py::make_tuple(t.token, to_str(t.text), t.logprob));
-        out.append(py::make_tuple(lp.token, to_str(lp.text), lp.logprob, top));
+        // The raw bytes too: a byte-level token may hold part of a UTF-8 character.
+        for (const auto & t : lp.top) top.append(py::make_tuple(t.token, to_str(t.text), t.logprob, py::bytes(t.text)));
+        out.append(py::make_tuple(lp.token, to_str(lp.text), lp.logprob, top, py::bytes(lp.text)));
     }
     return out;
 }
@@ -322,7 +324,7 @@ PYBIND11_MODULE(_native, m) {
                          int32_t n_batch, int32_t n_ubatch, int32_t n_threads, int32_t n_threads_batch, int32_t n_gpu_layers,
                          int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool embeddings,
                          std::optional<uint32_t> seed, const std::string & flash_attn, bool kv_unified,
-                         const std::string & chat_template) {
+                         const std::string & chat_template, float slot_prompt_similarity, int64_t cache_ram_mib) {
                  EngineConfig c;
                  c.model_path = model_path;
                  c.model_id = model_id;
@@ -342,6 +344,8 @@ PYBIND11_MODULE(_native, m) {
                  c.flash_attn = flash_attn;
                  c.kv_unified = kv_unified;
                  c.chat_template = chat_template;
+                 c.slot_prompt_similarity = slot_prompt_similarity;
+                 c.cache_ram_mib = cache_ram_mib;
                  py::gil_scoped_release nogil;
                  return EngineHolder(new Engine(std::move(c)));
              }),
@@ -349,7 +353,7 @@ PYBIND11_MODULE(_native, m) {
              py::arg("n_ubatch"), py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("n_gpu_layers"),
              py::arg("main_gpu"), py::arg("tensor_split"), py::arg("use_mmap"), py::arg("use_mlock"),
              py::arg("embeddings"), py::arg("seed"), py::arg("flash_attn"), py::arg("kv_unified"),
-             py::arg("chat_template"))
+             py::arg("chat_template"), py::arg("slot_prompt_similarity") = 0.1f, py::arg("cache_ram_mib") = 2048)
         .def("close", &Engine::close, py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("closed", &Engine::closed)
         .def("info", [](const Engine & e) {
@@ -385,6 +389,12 @@ PYBIND11_MODULE(_native, m) {
             d["cached_tokens"] = s.cached_tokens;
             d["generated_tokens"] = s.generated_tokens;
             d["decode_calls"] = s.decode_calls;
+            d["prompt_cache_bytes"] = s.prompt_cache_bytes;
+            d["prompt_cache_entries"] = s.prompt_cache_entries;
+            d["prompt_cache_limit_bytes"] = s.prompt_cache_limit_bytes;
+            d["prompt_cache_saves"] = s.prompt_cache_saves;
+            d["prompt_cache_restores"] = s.prompt_cache_restores;
+            d["kv_purges"] = s.kv_purges;
             return d;
         })
         .def_property_readonly("profiler", [](Engine & e) -> Profiler & { return e.profiler(); },

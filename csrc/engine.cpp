@@ -46,6 +46,10 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     if (cfg_.n_ubatch < 1 || cfg_.n_ubatch > cfg_.n_batch) throw InvalidParameterError("n_ubatch", "n_ubatch must be in [1, n_batch]");
     if (cfg_.n_batch < cfg_.n_parallel) throw InvalidParameterError("n_batch", "n_batch must be >= n_parallel (one decode step per slot fits in a batch)");
     if (cfg_.n_threads < 0) throw InvalidParameterError("n_threads", "n_threads must be >= 0 (0: automatic)");
+    if (!(cfg_.slot_prompt_similarity >= 0.0f && cfg_.slot_prompt_similarity <= 1.0f)) {
+        throw InvalidParameterError("slot_prompt_similarity", "slot_prompt_similarity must be in [0, 1]");
+    }
+    if (cfg_.cache_ram_mib < -1) throw InvalidParameterError("cache_ram_mib", "cache_ram_mib must be >= -1 (0: off, -1: no limit)");
     if (cfg_.flash_attn != "auto" && cfg_.flash_attn != "on" && cfg_.flash_attn != "off") {
         throw InvalidParameterError("flash_attn", "flash_attn must be 'auto', 'on' or 'off'");
     }
@@ -159,7 +163,11 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     mm.kv_bytes = info_.kv_bytes;
     mem_ = MemoryRegistration(mm);
 
-    scheduler_ = std::make_unique<Scheduler>(ctx_.get(), model, cfg_.n_parallel, profiler_);
+    SchedulerOptions so;
+    so.slot_prompt_similarity = cfg_.slot_prompt_similarity;
+    so.cache_ram_bytes = cfg_.cache_ram_mib < 0 ? SIZE_MAX : size_t(cfg_.cache_ram_mib) << 20;
+    so.kv_unified = cfg_.kv_unified;
+    scheduler_ = std::make_unique<Scheduler>(ctx_.get(), model, cfg_.n_parallel, profiler_, so);
 }
 
 Engine::~Engine() { close(); }
@@ -229,7 +237,7 @@ std::shared_ptr<Request> Engine::make_request(std::vector<int32_t> prompt, GenPa
     validate(params, info_.n_vocab);
     auto req = std::make_shared<Request>();
     req->id = next_request_id_++;
-    common_params_sampling sp = to_common(params, vocab_, seed_ + uint32_t(req->id));
+    common_params_sampling sp = to_common(params, vocab_, seed_ + uint32_t(req->id), info_.n_ctx_slot);
     try {
         req->sampler = common_sampler_init(model_.get(), sp);
     } catch (const std::exception & e) {

@@ -42,6 +42,8 @@ struct EngineConfig {
     std::string flash_attn = "auto";  // auto | on | off
     bool kv_unified = false;
     std::string chat_template;    // override of the model's template (Jinja source or a built-in name)
+    float slot_prompt_similarity = 0.1f;  // share of a prompt a slot's cached prefix must cover to be reused (0: LRU only)
+    int64_t cache_ram_mib = 2048;         // host-memory prompt cache bound in MiB; 0: off, -1: unbounded
 };
 
 struct ModelInfo {

@@ -4,19 +4,22 @@
 
 #include "sampling_params.h"
 
+#include "sampling.h"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <algorithm>
 #include <deque>
 #include <mutex>
 #include <string>
 #include <vector>
 
-struct common_sampler;
-
 namespace kolosal {
 
+// `text` is the token's piece as raw bytes (a byte-level token may hold part
+// of a UTF-8 character).
 struct TopLogprob {
     int32_t token;
     std::string text;
@@ -65,7 +68,8 @@ struct Request {
     uint64_t id = 0;
     std::vector<int32_t> prompt;
     GenParams params;
-    common_sampler * sampler = nullptr;  // created on submit, freed by the scheduler
+    common_sampler * sampler = nullptr;  // created on submit, freed by the scheduler (or with the request)
+    std::vector<int32_t> preserved;      // sorted control tokens whose text is returned (template's preserved_tokens)
     std::atomic<bool> cancelled{false};
     clock::time_point t_submit = clock::now();
 
@@ -78,6 +82,15 @@ struct Request {
     std::string error;
     std::string stop_word;  // the stop string that ended generation, if any
     Usage usage;
+
+    Request() = default;
+    Request(const Request &) = delete;
+    Request & operator=(const Request &) = delete;
+    ~Request() {
+        if (sampler) common_sampler_free(sampler);
+    }
+
+    bool is_preserved(int32_t tok) const { return std::binary_search(preserved.begin(), preserved.end(), tok); }
 
     void push(Chunk c) {
         {

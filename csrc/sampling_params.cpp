@@ -4,6 +4,7 @@
 #include "json-schema-to-grammar.h"
 #include "json.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace kolosal {
@@ -36,7 +37,7 @@ void validate(const GenParams & p, int32_t n_vocab) {
     require(p.grammar.empty() || p.json_schema.empty(), "grammar", "give either grammar or json_schema, not both");
 }
 
-common_params_sampling to_common(const GenParams & p, const llama_vocab * vocab, uint32_t default_seed) {
+common_params_sampling to_common(const GenParams & p, const llama_vocab * vocab, uint32_t default_seed, uint32_t n_ctx_slot) {
     common_params_sampling s;
     s.seed = p.seed ? *p.seed : default_seed;
     s.temp = p.temperature;
@@ -47,7 +48,9 @@ common_params_sampling to_common(const GenParams & p, const llama_vocab * vocab,
     s.penalty_repeat = p.repeat_penalty;
     s.penalty_present = p.presence_penalty;
     s.penalty_freq = p.frequency_penalty;
-    s.penalty_last_n = p.repeat_last_n;
+    // llama.cpp clamps a negative window to 0 (penalties off); -1 means the whole context.
+    s.penalty_last_n = p.repeat_last_n < 0 ? int32_t(n_ctx_slot) : p.repeat_last_n;
+    s.n_prev = std::max(s.n_prev, s.penalty_last_n);
     s.ignore_eos = p.ignore_eos;
     s.n_probs = p.n_probs;
     s.no_perf = true;

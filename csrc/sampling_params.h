@@ -22,7 +22,7 @@ struct GenParams {
     float repeat_penalty = 1.0f;
     float presence_penalty = 0.0f;
     float frequency_penalty = 0.0f;
-    int32_t repeat_last_n = 64;
+    int32_t repeat_last_n = 64;   // -1: the whole context of a slot
     std::optional<uint32_t> seed;
     std::vector<std::string> stop;
     bool ignore_eos = false;
@@ -49,6 +49,7 @@ struct GenParams {
 void validate(const GenParams & p, int32_t n_vocab);
 
 // Builds llama.cpp's sampler settings; converts json_schema to a grammar.
-common_params_sampling to_common(const GenParams & p, const llama_vocab * vocab, uint32_t default_seed);
+// `n_ctx_slot` is what repeat_last_n = -1 stands for.
+common_params_sampling to_common(const GenParams & p, const llama_vocab * vocab, uint32_t default_seed, uint32_t n_ctx_slot);
 
 }  // namespace kolosal

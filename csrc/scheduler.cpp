@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 namespace kolosal {
 
@@ -27,14 +28,17 @@ struct Scheduler::Slot {
     llama_token last_token = 0;
     int32_t n_generated = 0;
     std::string pending;             // generated text not yet handed out
-    Chunk pending_chunk;             // tokens/logprobs that belong to `pending`
+    Chunk pending_chunk;             // tokens/logprobs not yet handed out
+    std::vector<size_t> pending_starts;  // where each token of `pending_chunk` starts in `pending`
     uint64_t last_used = 0;
     Usage usage;
     Request::clock::time_point t_start, t_first;
 };
 
-Scheduler::Scheduler(llama_context * ctx, const llama_model * model, int32_t n_slots, Profiler & profiler)
-    : ctx_(ctx), model_(model), vocab_(llama_model_get_vocab(model)), profiler_(profiler) {
+Scheduler::Scheduler(llama_context * ctx, const llama_model * model, int32_t n_slots, Profiler & profiler,
+                     SchedulerOptions opts)
+    : ctx_(ctx), model_(model), vocab_(llama_model_get_vocab(model)), profiler_(profiler), opts_(opts),
+      cache_(opts.cache_ram_bytes) {
     n_ctx_slot_ = llama_n_ctx_seq(ctx);
     n_batch_ = int32_t(llama_n_batch(ctx));
     batch_ = llama_batch_init(std::max(n_batch_, n_slots), 0, 1);
@@ -53,11 +57,31 @@ Scheduler::~Scheduler() {
     llama_batch_free(batch_);
 }
 
+void Scheduler::prepare(Request & req) const {
+    // Penalties see the prompt too, as in llama-server (prompt tokens are not generated: the grammar skips them).
+    const GenParams & p = req.params;
+    const bool penalties = p.repeat_last_n != 0 &&
+                           (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f);
+    if (req.sampler && penalties) {
+        for (int32_t t : req.prompt) common_sampler_accept(req.sampler, t, false);
+    }
+    // Control tokens the chat format's parser needs keep their text.
+    req.preserved.clear();
+    for (const auto & t : p.preserved_tokens) {
+        const auto ids = common_tokenize(vocab_, t, false, true);
+        if (ids.size() == 1) req.preserved.push_back(ids[0]);
+    }
+    std::sort(req.preserved.begin(), req.preserved.end());
+}
+
 void Scheduler::submit(std::vector<std::shared_ptr<Request>> reqs) {
+    for (auto & req : reqs) prepare(*req);
     {
         std::lock_guard<std::mutex> lock(queue_mutex_);
         for (auto & req : reqs) {
             if (stopping_) {
+                if (req->sampler) common_sampler_free(req->sampler);
+                req->sampler = nullptr;
                 req->finish_with(Finish::cancelled, req->usage, "engine is closed");
                 continue;
             }
@@ -91,6 +115,12 @@ SchedulerStats Scheduler::stats() const {
     st.cached_tokens = cached_tokens_.load();
     st.generated_tokens = generated_tokens_.load();
     st.decode_calls = decode_calls_.load();
+    st.prompt_cache_bytes = cache_.bytes();
+    st.prompt_cache_entries = cache_.entries();
+    st.prompt_cache_limit_bytes = cache_.limit_bytes();
+    st.prompt_cache_saves = cache_.saves();
+    st.prompt_cache_restores = cache_.restores();
+    st.kv_purges = kv_purges_.load();
     return st;
 }
 
@@ -123,23 +153,69 @@ void Scheduler::step() {
         if (s->req && s->req->cancelled.load()) finish(*s, Finish::cancelled);
     }
     if (!build_batch()) return;
-    int32_t ret = -1;
-    try {
-        bool has_prompt = false;
-        for (auto & s : slots_) has_prompt |= (s->req && s->n_batch_tokens > 0 && !s->generating);
-        ScopedTimer t(profiler_, has_prompt ? "prefill" : "decode");
-        ret = llama_decode(ctx_, batch_);
-    } catch (const std::exception & e) {
-        fail_batch(std::string("decode failed: ") + e.what());
-        return;
-    }
-    decode_calls_++;
-    if (ret == 2 && abort_) return;  // interrupted by shutdown(): shutdown_requests() cancels what was in flight
-    if (ret != 0) {
+    for (;;) {
+        int32_t ret = -1;
+        try {
+            bool has_prompt = false;
+            for (auto & s : slots_) has_prompt |= (s->req && s->n_batch_tokens > 0 && !s->generating);
+            ScopedTimer t(profiler_, has_prompt ? "prefill" : "decode");
+            ret = llama_decode(ctx_, batch_);
+        } catch (const std::exception & e) {
+            fail_batch(std::string("decode failed: ") + e.what());
+            return;
+        }
+        if (ret == 0) break;
+        if (ret == 2 && abort_) return;  // interrupted by shutdown(): shutdown_requests() cancels what was in flight
+        // 1: no room in the KV cache for this batch; nothing of it was decoded.
+        if (ret == 1) {
+            if (make_room()) continue;
+            return;
+        }
         fail_batch("llama_decode failed with status " + std::to_string(ret));
         return;
     }
+    decode_calls_++;
     process_outputs();
+}
+
+bool Scheduler::purge_idle(const Slot * except) {
+    // The least recently used idle slot holding cells; its state goes to the host cache when that is on.
+    Slot * idle = nullptr;
+    for (auto & s : slots_) {
+        if (s->req || s->cache.empty() || s.get() == except) continue;
+        if (!idle || s->last_used < idle->last_used) idle = s.get();
+    }
+    if (!idle) return false;
+    cache_.save(ctx_, idle->id, idle->cache);
+    llama_memory_seq_rm(llama_get_memory(ctx_), idle->id, -1, -1);
+    idle->cache.clear();
+    kv_purges_++;
+    return true;
+}
+
+bool Scheduler::make_room() {
+    // Every sequence draws on one pool of cells: the idle slots' cached prompts go first.
+    if (opts_.kv_unified && purge_idle(nullptr)) return true;
+    // The requests in flight need more cells than there are: the one holding
+    // the most fails alone and the others go on.
+    Slot * victim = nullptr;
+    size_t victim_cells = 0;
+    for (auto & s : slots_) {
+        if (!s->req) continue;
+        const size_t cells = s->cache.size() + size_t(s->n_batch_tokens);
+        if (!victim || cells > victim_cells) {
+            victim = s.get();
+            victim_cells = cells;
+        }
+    }
+    if (!victim) return false;
+    unbuild_batch();
+    const uint32_t n_ctx = llama_n_ctx(ctx_);
+    finish(*victim, Finish::error,
+           "the KV cache is full: the requests in flight need more than its " + std::to_string(n_ctx) + " cells" +
+               (opts_.kv_unified ? " (shared by all slots with kv_unified)" : "") + "; this request held the most (" +
+               std::to_string(victim_cells) + " tokens) and was stopped");
+    return build_batch();
 }
 
 void Scheduler::shutdown_requests() {
@@ -157,45 +233,88 @@ void Scheduler::shutdown_requests() {
         r->sampler = nullptr;
         r->finish_with(Finish::cancelled, r->usage, "engine closed");
     }
+    cache_.clear();
+}
+
+Scheduler::Slot * Scheduler::pick_slot(const std::vector<int32_t> & prompt, bool & give_away) {
+    give_away = false;
+    Slot * best = nullptr;
+    // A slot whose cached prefix covers enough of the prompt: the best such one.
+    if (opts_.slot_prompt_similarity > 0.0f) {
+        float sim_best = 0.0f;
+        for (auto & s : slots_) {
+            if (s->req || s->cache.empty()) continue;
+            const float sim = float(common_prefix(s->cache, prompt)) / float(prompt.size());
+            if (sim > sim_best && sim > opts_.slot_prompt_similarity) {
+                sim_best = sim;
+                best = s.get();
+            }
+        }
+        if (best) {
+            // Most of what the slot holds would be lost: keep it in the host cache.
+            const float keep = sim_best * float(prompt.size()) / float(best->cache.size());
+            give_away = keep < 0.5f;
+            return best;
+        }
+    }
+    // Otherwise the least recently used free slot, whatever it holds.
+    for (auto & s : slots_) {
+        if (s->req) continue;
+        if (!best || s->last_used < best->last_used) best = s.get();
+    }
+    give_away = best != nullptr;
+    return best;
 }
 
 void Scheduler::admit_queued() {
+    // Cancelled requests leave the queue wherever they are in it.
+    std::vector<std::shared_ptr<Request>> dropped;
+    {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        for (auto it = queue_.begin(); it != queue_.end();) {
+            if ((*it)->cancelled.load()) {
+                dropped.push_back(std::move(*it));
+                it = queue_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+    for (auto & r : dropped) {
+        if (r->sampler) common_sampler_free(r->sampler);
+        r->sampler = nullptr;
+        Usage u = r->usage;
+        u.prompt_tokens = int32_t(r->prompt.size());
+        u.queue_ms = ms_between(r->t_submit, Request::clock::now());
+        r->finish_with(Finish::cancelled, u);
+    }
     for (;;) {
         std::shared_ptr<Request> req;
         Slot * best = nullptr;
-        size_t best_lcp = 0;
+        bool give_away = false;
         {
             std::lock_guard<std::mutex> lock(queue_mutex_);
-            // Drop cancelled requests still waiting in the queue.
-            while (!queue_.empty() && queue_.front()->cancelled.load()) {
-                auto r = queue_.front();
-                queue_.pop_front();
-                if (r->sampler) common_sampler_free(r->sampler);
-                r->sampler = nullptr;
-                Usage u = r->usage;
-                u.prompt_tokens = int32_t(r->prompt.size());
-                u.queue_ms = ms_between(r->t_submit, Request::clock::now());
-                r->finish_with(Finish::cancelled, u);
-            }
             if (queue_.empty()) return;
-            const auto & prompt = queue_.front()->prompt;
-            for (auto & s : slots_) {
-                if (s->req) continue;
-                size_t lcp = 0;
-                while (lcp < s->cache.size() && lcp < prompt.size() && s->cache[lcp] == prompt[lcp]) ++lcp;
-                if (!best || lcp > best_lcp || (lcp == best_lcp && s->last_used < best->last_used)) {
-                    best = s.get();
-                    best_lcp = lcp;
-                }
-            }
+            best = pick_slot(queue_.front()->prompt, give_away);
             if (!best) return;
             req = queue_.front();
             queue_.pop_front();
         }
         Slot & s = *best;
-        // Keep the shared prefix, but always evaluate at least the last prompt token to get logits.
-        size_t keep = std::min(best_lcp, req->prompt.size() - 1);
         llama_memory_t mem = llama_get_memory(ctx_);
+        if (give_away && cache_.enabled()) {
+            // What the slot holds goes to the host cache; a saved state this
+            // prompt extends further comes back in its place.
+            ScopedTimer t(profiler_, "prompt_cache");
+            // With kv_unified the restored state needs free cells: idle slots give theirs up.
+            auto purge = [&] { return opts_.kv_unified && purge_idle(&s); };
+            if (!cache_.exchange(ctx_, s.id, req->prompt, s.cache, purge)) {
+                llama_memory_seq_rm(mem, s.id, -1, -1);
+                s.cache.clear();
+            }
+        }
+        // Keep the shared prefix, but always evaluate at least the last prompt token to get logits.
+        size_t keep = std::min(common_prefix(s.cache, req->prompt), req->prompt.size() - 1);
         if (!llama_memory_seq_rm(mem, s.id, llama_pos(keep), -1)) {
             llama_memory_seq_rm(mem, s.id, -1, -1);
             keep = 0;
@@ -207,6 +326,7 @@ void Scheduler::admit_queued() {
         s.n_generated = 0;
         s.pending.clear();
         s.pending_chunk = Chunk{};
+        s.pending_starts.clear();
         s.last_used = ++tick_;
         s.t_start = Request::clock::now();
         s.usage = Usage{};
@@ -246,6 +366,16 @@ bool Scheduler::build_batch() {
         }
     }
     return batch_.n_tokens > 0;
+}
+
+void Scheduler::unbuild_batch() {
+    // Prompt tokens put in the batch go back to waiting; a generating slot re-adds its token.
+    for (auto & s : slots_) {
+        if (s->req && !s->generating) s->n_prompt_done -= size_t(s->n_batch_tokens);
+        s->i_batch = -1;
+        s->n_batch_tokens = 0;
+    }
+    batch_.n_tokens = 0;
 }
 
 void Scheduler::fail_batch(const std::string & err) {
@@ -297,7 +427,8 @@ void Scheduler::sample(Slot & s) {
         finish(s, Finish::stop);
         return;
     }
-    const std::string piece = common_token_to_piece(ctx_, tok, false);
+    const std::string piece = common_token_to_piece(ctx_, tok, req.is_preserved(tok));
+    s.pending_starts.push_back(s.pending.size());
     s.pending += piece;
     s.pending_chunk.tokens.push_back(tok);
     if (req.params.logprobs || req.params.n_probs > 0) {
@@ -316,13 +447,14 @@ void Scheduler::sample(Slot & s) {
             std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
                               [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
             for (int32_t i = 0; i < k; ++i) {
-                lp.top.push_back({ids[i], common_token_to_piece(ctx_, ids[i], false), logits[ids[i]] - log_z});
+                lp.top.push_back({ids[i], common_token_to_piece(ctx_, ids[i], req.is_preserved(ids[i])), logits[ids[i]] - log_z});
             }
         }
         s.pending_chunk.logprobs.push_back(std::move(lp));
     }
 
-    // Stop strings: cut the text at the earliest match; it is never returned.
+    // Stop strings: cut the text at the earliest match; it is never returned,
+    // nor are the tokens (and log-probabilities) whose text lies wholly in it.
     size_t stop_pos = std::string::npos;
     std::string stop_word;
     for (const auto & w : req.params.stop) {
@@ -335,6 +467,11 @@ void Scheduler::sample(Slot & s) {
     }
     if (stop_pos != std::string::npos) {
         s.pending.resize(stop_pos);
+        size_t n_keep = 0;
+        while (n_keep < s.pending_starts.size() && s.pending_starts[n_keep] < stop_pos) ++n_keep;
+        s.pending_starts.resize(n_keep);
+        s.pending_chunk.tokens.resize(n_keep);
+        if (s.pending_chunk.logprobs.size() > n_keep) s.pending_chunk.logprobs.resize(n_keep);
         emit(s, true);
         finish(s, Finish::stop, {}, stop_word);
         return;
@@ -365,10 +502,30 @@ void Scheduler::emit(Slot & s, bool final_flush) {
     }
     if (n == 0 && !final_flush) return;
     if (n == 0 && s.pending_chunk.tokens.empty()) return;
-    Chunk c = std::move(s.pending_chunk);
+    // Tokens go out with the first byte of their text; those wholly in the
+    // held-back tail wait (a stop string may still swallow them).
+    size_t n_tok = s.pending_chunk.tokens.size();
+    if (!final_flush && n < s.pending.size()) {
+        n_tok = 0;
+        while (n_tok < s.pending_starts.size() && s.pending_starts[n_tok] < n) ++n_tok;
+    }
+    Chunk c;
     c.text = s.pending.substr(0, n);
-    s.pending.erase(0, final_flush ? std::string::npos : n);
-    s.pending_chunk = Chunk{};
+    c.tokens.assign(s.pending_chunk.tokens.begin(), s.pending_chunk.tokens.begin() + n_tok);
+    s.pending_chunk.tokens.erase(s.pending_chunk.tokens.begin(), s.pending_chunk.tokens.begin() + n_tok);
+    const size_t n_lp = std::min(n_tok, s.pending_chunk.logprobs.size());
+    c.logprobs.assign(std::make_move_iterator(s.pending_chunk.logprobs.begin()),
+                      std::make_move_iterator(s.pending_chunk.logprobs.begin() + n_lp));
+    s.pending_chunk.logprobs.erase(s.pending_chunk.logprobs.begin(), s.pending_chunk.logprobs.begin() + n_lp);
+    s.pending_starts.erase(s.pending_starts.begin(), s.pending_starts.begin() + n_tok);
+    if (final_flush) {
+        s.pending.clear();
+        s.pending_starts.clear();
+        s.pending_chunk = Chunk{};
+    } else {
+        s.pending.erase(0, n);
+        for (auto & st : s.pending_starts) st = st > n ? st - n : 0;
+    }
     s.req->push(std::move(c));
 }
 
@@ -389,6 +546,7 @@ void Scheduler::finish(Slot & s, Finish f, const std::string & err, const std::s
     s.generating = false;
     s.pending.clear();
     s.pending_chunk = Chunk{};
+    s.pending_starts.clear();
     s.last_used = ++tick_;
     // The slot is free before the caller hears that its request ended.
     slots_busy_--;

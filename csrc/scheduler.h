@@ -1,11 +1,14 @@
 // Continuous batching over one llama_context. A single thread owns the
-// context: it admits queued requests into free slots (reusing the longest
-// cached prefix), packs one decode step per generating slot plus prompt
-// chunks of prefilling slots into each llama_decode call, samples, and hands
-// text back to the requests. Callers only touch the queue and the requests.
+// context: it admits queued requests into free slots (a slot whose cached
+// prefix covers enough of the prompt, else the least recently used one, whose
+// state goes to the host-memory prompt cache), packs one decode step per
+// generating slot plus prompt chunks of prefilling slots into each
+// llama_decode call, samples, and hands text back to the requests. Callers
+// only touch the queue and the requests.
 #pragma once
 
 #include "profiler.h"
+#include "prompt_cache.h"
 #include "request.h"
 
 #include "llama.h"
@@ -30,11 +33,29 @@ struct SchedulerStats {
     uint64_t cached_tokens = 0;
     uint64_t generated_tokens = 0;
     uint64_t decode_calls = 0;
+    uint64_t prompt_cache_bytes = 0;        // host memory held by saved sequence states
+    uint64_t prompt_cache_entries = 0;
+    uint64_t prompt_cache_limit_bytes = 0;  // 0: the cache is off
+    uint64_t prompt_cache_saves = 0;
+    uint64_t prompt_cache_restores = 0;
+    uint64_t kv_purges = 0;                 // idle slots cleared to make room (kv_unified)
+};
+
+struct SchedulerOptions {
+    // A free slot is reused for its cached prefix only when that prefix covers
+    // more than this share of the new prompt; else the least recently used
+    // free slot is taken. 0: always the least recently used one.
+    float slot_prompt_similarity = 0.1f;
+    // Bound of the host-memory prompt cache in bytes; 0: off.
+    size_t cache_ram_bytes = 0;
+    // All sequences share one pool of KV cells: idle slots are purged when it runs out.
+    bool kv_unified = false;
 };
 
 class Scheduler {
 public:
-    Scheduler(llama_context * ctx, const llama_model * model, int32_t n_slots, Profiler & profiler);
+    Scheduler(llama_context * ctx, const llama_model * model, int32_t n_slots, Profiler & profiler,
+              SchedulerOptions opts = {});
     ~Scheduler();
     Scheduler(const Scheduler &) = delete;
     Scheduler & operator=(const Scheduler &) = delete;
@@ -53,7 +74,12 @@ private:
     void step();
     void shutdown_requests();
     void admit_queued();
+    Slot * pick_slot(const std::vector<int32_t> & prompt, bool & give_away);
+    void prepare(Request & req) const;
     bool build_batch();
+    void unbuild_batch();
+    bool make_room();
+    bool purge_idle(const Slot * except);
     void process_outputs();
     void sample(Slot & s);
     void emit(Slot & s, bool final_flush);
@@ -69,6 +95,8 @@ private:
     llama_batch batch_;
     std::vector<std::unique_ptr<Slot>> slots_;
     uint64_t tick_ = 0;
+    SchedulerOptions opts_;
+    PromptCache cache_;
 
     mutable std::mutex queue_mutex_;
     std::condition_variable queue_cv_;
@@ -77,7 +105,8 @@ private:
     std::atomic<bool> abort_{false};  // set by shutdown(): the abort callback of the context
     std::atomic<int32_t> slots_busy_{0};
 
-    std::atomic<uint64_t> requests_done_{0}, prompt_tokens_{0}, cached_tokens_{0}, generated_tokens_{0}, decode_calls_{0};
+    std::atomic<uint64_t> requests_done_{0}, prompt_tokens_{0}, cached_tokens_{0}, generated_tokens_{0}, decode_calls_{0},
+        kv_purges_{0};
     std::thread thread_;
 };
 

@@ -20,18 +20,21 @@ Prompt = Union[str, Sequence[int]]
 _SAMPLING_KEYS = {
     "max_tokens", "temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
     "presence_penalty", "frequency_penalty", "repeat_last_n", "seed", "stop", "ignore_eos",
-    "logit_bias", "grammar", "json_schema", "logprobs", "top_logprobs",
+    "logit_bias", "grammar", "json_schema", "logprobs", "top_logprobs", "preserved_tokens",
 }
 
 
 @dataclass(frozen=True)
 class TokenLogprob:
-    """Log-probability of one generated token, with the top alternatives."""
+    """Log-probability of one generated token, with the top alternatives.
+    ``bytes`` is the token's raw text: a byte-level token may hold part of a
+    UTF-8 character, which ``text`` shows as U+FFFD."""
 
     token: int
     text: str
     logprob: float
     top: List["TokenLogprob"] = field(default_factory=list)
+    bytes: bytes = b""
 
 
 def _native_params(params: Mapping[str, Any]) -> Dict[str, Any]:
@@ -59,6 +62,10 @@ def _native_params(params: Mapping[str, Any]) -> Dict[str, Any]:
             out["logprobs"] = True
         elif key == "seed" and isinstance(value, int) and value < 0:
             continue  # negative seed: random, as in llama.cpp
+        elif key == "preserved_tokens":
+            if isinstance(value, str) or not all(isinstance(t, str) for t in value):
+                raise InvalidParameterError("invalid 'preserved_tokens': expected a list of strings", "preserved_tokens")
+            out[key] = list(value)
         else:
             out[key] = value
     return out
@@ -100,7 +107,8 @@ class Generation:
             return None
         text, tokens, lps = item
         logprobs = [
-            TokenLogprob(t, s, lp, [TokenLogprob(tt, ts, tlp) for tt, ts, tlp in top]) for t, s, lp, top in lps
+            TokenLogprob(t, s, lp, [TokenLogprob(tt, ts, tlp, bytes=tb) for tt, ts, tlp, tb in top], raw)
+            for t, s, lp, top, raw in lps
         ]
         with self._lock:
             self._pieces.append(text)
@@ -247,7 +255,14 @@ class Engine:
     """A GGUF model loaded for continuous-batching generation.
 
     Up to ``n_parallel`` requests share every decode step; each gets
-    ``n_ctx // n_parallel`` tokens of context (``n_ctx_slot``)."""
+    ``n_ctx // n_parallel`` tokens of context (``n_ctx_slot``).
+
+    A request goes to the free slot whose cached prompt covers more than
+    ``slot_prompt_similarity`` of its own (0: never chosen that way), else to
+    the least recently used free slot. What that slot held is then saved to
+    a host-memory prompt cache of at most ``cache_ram_mib`` MiB (0: off, -1:
+    no limit), and a saved state the new prompt extends is restored instead
+    of prefilling it again."""
 
     def __init__(
         self,
@@ -270,11 +285,20 @@ class Engine:
         kv_unified: bool = False,
         chat_template: Optional[str] = None,
         model_id: Optional[str] = None,
+        slot_prompt_similarity: float = 0.1,
+        cache_ram_mib: int = 2048,
     ) -> None:
         for name, value, low in (("n_ctx", n_ctx, 0), ("n_parallel", n_parallel, 1), ("n_batch", n_batch, 1),
                                  ("n_ubatch", n_ubatch, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise InvalidParameterError(f"{name} must be an integer >= {low}", param=name)
+        if not isinstance(cache_ram_mib, int) or isinstance(cache_ram_mib, bool) or cache_ram_mib < -1:
+            raise InvalidParameterError("cache_ram_mib must be an integer >= -1 (0: off, -1: no limit)",
+                                        param="cache_ram_mib")
+        if (not isinstance(slot_prompt_similarity, (int, float)) or isinstance(slot_prompt_similarity, bool)
+                or not 0.0 <= slot_prompt_similarity <= 1.0):
+            raise InvalidParameterError("slot_prompt_similarity must be a number in [0, 1]",
+                                        param="slot_prompt_similarity")
         self.model_path = os.fspath(model_path)
         self.model_id = model_id or os.path.basename(self.model_path)
         self._native = _native.Engine(
@@ -296,6 +320,8 @@ class Engine:
             flash_attn=flash_attn,
             kv_unified=kv_unified,
             chat_template=chat_template or "",
+            slot_prompt_similarity=float(slot_prompt_similarity),
+            cache_ram_mib=cache_ram_mib,
         )
         self._info = self._native.info()
         self._chat_caps = self._native.chat_template_caps()
@@ -324,7 +350,9 @@ class Engine:
         return self._native.profiler
 
     def stats(self) -> Dict[str, int]:
-        """Slots in use, queued requests and token counters."""
+        """Slots in use, queued requests, token counters and the host-memory
+        prompt cache (``prompt_cache_bytes``, ``prompt_cache_entries``,
+        ``prompt_cache_limit_bytes``, ``prompt_cache_saves``/``_restores``)."""
         return self._native.stats()
 
     # -- tokenizer -----------------------------------------------------------

@@ -49,7 +49,7 @@ def test_function_call_then_function_call_output(oai):
     r = oai.responses.create(model=MODEL_ID, input="What is the weather in Paris?", tools=[WEATHER],
                              tool_choice="required", max_output_tokens=64, temperature=0)
     calls = [o for o in r.output if o.type == "function_call"]
-    assert calls and r.status == "completed"
+    assert len(calls) == 1 and r.status == "completed" and r.parallel_tool_calls is False
     call = calls[0]
     assert call.name == "get_weather" and call.call_id and call.id
     assert isinstance(json.loads(call.arguments)["city"], str)

@@ -145,7 +145,7 @@ def _envelope(req: ResponseRequest, rid: str, created: int, status: str, output:
     out: Dict[str, Any] = {
         "id": rid, "object": "response", "created_at": created, "status": status, "error": None,
         "incomplete_details": None, "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,
-        "model": req.model, "output": output, "parallel_tool_calls": req.parallel_tool_calls is not False,
+        "model": req.model, "output": output, "parallel_tool_calls": bool(req.parallel_tool_calls),
         "previous_response_id": None, "store": False, "temperature": req.temperature, "top_p": req.top_p,
         "text": {"format": fmt},
         "tool_choice": req.tool_choice.model_dump() if hasattr(req.tool_choice, "model_dump")

@@ -185,15 +185,16 @@ def test_bad_chat_template_fails_without_leaking(model_path):
     proc = psutil.Process()
     models_before = len(MemoryManager().models())
     rss = []
-    for _ in range(4):
+    for _ in range(8):
         with pytest.raises(InvalidParameterError) as exc:
             kolosal.Engine(model_path, n_ctx=1024, n_parallel=1, use_mmap=False, chat_template="{% if %}")
         assert exc.value.param == "chat_template"
         gc.collect()
         rss.append(proc.memory_info().rss)
     assert len(MemoryManager().models()) == models_before
-    # Without mmap each load reads the whole model (~100 MB) into the heap: a leak would add that each time.
-    assert rss[-1] - rss[0] < model_path.stat().st_size
+    # Without mmap each load reads the whole model (~100 MB) into the heap: a leak would add that
+    # each time. (The first loads may grow the heap for good, e.g. a sanitizer's quarantine.)
+    assert rss[-1] - rss[3] < model_path.stat().st_size
 
 
 def test_kv_estimate_matches_the_gguf_head_sizes(engine, model_path):

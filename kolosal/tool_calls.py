@@ -30,6 +30,14 @@ def _system_text(tools: Sequence[Mapping[str, Any]], required: bool) -> str:
     return "\n".join(lines)
 
 
+def _arguments(text: Any) -> Any:
+    """An earlier call's arguments: parsed when they are JSON, else the text as sent."""
+    try:
+        return json.loads(text or "{}")
+    except (TypeError, ValueError):
+        return text
+
+
 def render_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
                     required: bool) -> List[Dict[str, Any]]:
     """Messages the plain template can render: the tool list joins the system
@@ -42,7 +50,7 @@ def render_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mappi
             out.append({"role": "system", "content": f"{m.get('content') or ''}\n\n{system}".strip()})
             continue
         if role == "assistant" and m.get("tool_calls"):
-            calls = [{"name": c["function"]["name"], "arguments": json.loads(c["function"].get("arguments") or "{}")}
+            calls = [{"name": c["function"]["name"], "arguments": _arguments(c["function"].get("arguments"))}
                      for c in m["tool_calls"]]
             out.append({"role": "assistant", "content": json.dumps({"tool_calls": calls})})
             continue
@@ -197,6 +205,9 @@ class _Scanner:
             if self.done:  # text after the answer (a closing code fence) is not part of it
                 self._pos = len(text)
                 break
+            if not self._stack and c != "{":  # the answer is an object
+                self.broken = True
+                continue
             # a value starts here
             self._begin_value(i)
             if c == "{":
@@ -254,6 +265,11 @@ class AnswerStream:
         self.content = ""  # content text sent so far
         self.calls: List[Dict[str, Any]] = []  # calls announced so far (OpenAI shape, arguments as sent)
         self._args_sent: Dict[int, int] = {}  # call index -> end of the argument text sent
+
+    @property
+    def broken(self) -> bool:
+        """The text stopped following the JSON answer's form."""
+        return self._scan.broken
 
     def feed(self, piece: str) -> List[Dict[str, Any]]:
         """Deltas (``{"content": ...}`` or ``{"tool_calls": [...]}``) for ``piece``."""

@@ -91,7 +91,7 @@ class ChatPlan:
 def plan_chat(engine: Engine, req: ChatCompletionRequest) -> ChatPlan:
     refuse_unsupported(req)
     messages = [message_dict(m, f"messages[{i}]") for i, m in enumerate(req.messages)]
-    names = {c.get("id"): c["function"]["name"] for m in messages for c in m.get("tool_calls", [])}
+    names = {c["id"]: c["function"]["name"] for m in messages for c in m.get("tool_calls", []) if c.get("id")}
     for m in messages:  # a tool result names its function, for templates that show it
         if m["role"] == "tool" and "name" not in m and m.get("tool_call_id") in names:
             m["name"] = names[m["tool_call_id"]]
@@ -179,8 +179,8 @@ class StreamDeltas:
 
     def finish(self, gen: Generation) -> List[Dict[str, Any]]:
         """What the parsed message holds beyond what was streamed."""
-        if self.mode == "text":
-            return []
+        if self.mode == "text" or (self._answer is not None and not self._answer.broken):
+            return []  # the JSON answer streamed whole (or, cut short, as far as it went)
         msg = assistant_message(gen)
         sent_content = self._answer.content if self._answer is not None else ""
         sent_calls = self._answer.calls if self._answer is not None else []

@@ -1,0 +1,81 @@
+"""kolosal.tool_calls.AnswerStream: the constrained JSON answer turned into
+OpenAI's streaming deltas, whatever pieces the text arrives in."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Tuple
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kolosal.tool_calls import AnswerStream, parse_answer
+
+ANSWERS = [
+    '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris", "n": 3, "x": [1, {"a": "b\\"}"}]}}, '
+    '{"name": "f2", "arguments": {}}]}',
+    '```json\n{"tool_calls": [{"name": "get_weather", "arguments": {\n  "city": "New York"\n}}]}```',
+    '\n{"tool_calls": [\n{"arguments": {"q": -1.5e3, "ok": true, "none": null}, "name": "late"}\n]}\n\n',
+    '{"content": "Hello \\u00e9\\n \\"world\\" \\ud83d\\ude00 \\\\ ok"}',
+    '{ "content" : "" }',
+]
+
+
+def replay(text: str, cuts: List[int]) -> Tuple[str, Dict[int, Dict[str, Any]], List[Dict[str, Any]]]:
+    stream, deltas, start = AnswerStream(), [], 0
+    for cut in sorted(set(cuts)) + [len(text)]:
+        deltas += stream.feed(text[start:cut])
+        start = cut
+    content = "".join(d.get("content", "") for d in deltas)
+    calls: Dict[int, Dict[str, Any]] = {}
+    for d in deltas:
+        for tc in d.get("tool_calls", []):
+            if "id" in tc:
+                assert tc["index"] not in calls and tc["type"] == "function"
+                assert tc["function"]["arguments"] == "" and tc["id"].startswith("call_")
+                calls[tc["index"]] = {"name": tc["function"]["name"], "arguments": ""}
+            else:
+                assert set(tc) == {"index", "function"} and set(tc["function"]) == {"arguments"}
+                calls[tc["index"]]["arguments"] += tc["function"]["arguments"]
+    return content, calls, deltas
+
+
+@pytest.mark.parametrize("text", ANSWERS)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_split_gives_what_the_finished_answer_holds(text, data):
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=len(text)))
+    content, calls, _ = replay(text, cuts)
+    expected_content, expected_calls = parse_answer(text.strip().strip("`").removeprefix("json"))
+    assert content == (expected_content or "")
+    assert [(c["name"], json.loads(c["arguments"])) for _, c in sorted(calls.items())] == \
+        [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in expected_calls]
+
+
+def test_name_first_then_arguments_fragment_by_fragment():
+    text = '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}'
+    _, calls, deltas = replay(text, list(range(len(text))))  # one character at a time
+    assert deltas[0]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert len(deltas) > 10  # the arguments came as they were "generated"
+    assert json.loads(calls[0]["arguments"]) == {"city": "Paris"}
+
+
+def test_content_never_splits_an_escape():
+    text = '{"content": "a\\u00e9\\ud83d\\ude00\\n"}'
+    content, _, deltas = replay(text, list(range(len(text))))
+    assert content == "a\u00e9\U0001F600\n"
+    assert all("\ud800" > d["content"][-1] or d["content"][-1] > "\udfff" for d in deltas)
+
+
+def test_truncated_call_streams_as_far_as_it_went():
+    stream = AnswerStream()
+    deltas = stream.feed('{"tool_calls": [{"name": "f", "arguments": {"a": "b')
+    assert [d["tool_calls"][0]["function"].get("name") for d in deltas] == ["f", None]
+    assert deltas[1]["tool_calls"][0]["function"]["arguments"] == '{"a": "b'
+    assert not stream.broken
+
+
+@pytest.mark.parametrize("text", ["Sorry, I cannot.", '"just a string"', "[1, 2]", '{"content" "x"}'])
+def test_text_that_is_not_the_json_answer_is_reported(text):
+    stream = AnswerStream()
+    assert stream.feed(text) == [] and stream.broken

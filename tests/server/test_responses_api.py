@@ -5,6 +5,7 @@ outputs, text.format json_schema, the typed streaming events, and what is
 refused (previous_response_id: nothing is stored)."""
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Dict, List
 
@@ -164,3 +165,17 @@ def test_image_input_is_400_naming_the_part(http):
         {"type": "input_text", "text": "What is this?"}, {"type": "input_image", "image_url": "data:,"}]}]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_content"
     assert r.json()["error"]["param"] == "input[0].content[1]"
+
+
+def test_async_client_stream(live_server):
+    async def main() -> None:
+        async with openai.AsyncOpenAI(base_url=live_server.v1, api_key="unused", max_retries=0, timeout=60) as c:
+            async with c.responses.stream(model=MODEL_ID, input="Weather in Bern?", tools=[WEATHER],
+                                          tool_choice="required", max_output_tokens=64, temperature=0) as stream:
+                kinds = [e.type async for e in stream]
+                final = await stream.get_final_response()
+            assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+            assert "response.function_call_arguments.delta" in kinds
+            assert final.output[0].type == "function_call" and json.loads(final.output[0].arguments)["city"]
+
+    asyncio.run(main())

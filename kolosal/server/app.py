@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from flask import Flask, g, jsonify
+from flask import Flask, Response, g, jsonify, request
 
 from ._version import server_version
 from .config import load_config
@@ -22,6 +22,20 @@ from .state import EXT, InflightMiddleware, ServerState
 log = logging.getLogger("kolosal.server")
 
 
+class KolosalFlask(Flask):
+    def make_default_options_response(self) -> Response:
+        """``Allow`` lists the methods of the path the URL matched, not of
+        every rule that could match it (``/engines/{id}/status`` is also a
+        valid ``/engines/{id}``)."""
+        resp = super().make_default_options_response()
+        rule = request.url_rule
+        if rule is not None:
+            methods = {m for r in self.url_map.iter_rules() if r.rule == rule.rule for m in (r.methods or ())}
+            resp.allow.clear()
+            resp.allow.update(sorted(methods))
+        return resp
+
+
 def create_app(config: Union[ConfigFile, Dict[str, Any], str, Path, None] = None, *,
                load_models: str = "sync") -> Flask:
     """Build the app. ``config``: a ConfigFile, a dict in the config-file shape,
@@ -34,7 +48,7 @@ def create_app(config: Union[ConfigFile, Dict[str, Any], str, Path, None] = None
         cfg = load_config(data=config or {})
     else:
         cfg = config
-    app = Flask("kolosal.server")
+    app = KolosalFlask("kolosal.server")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     state = ServerState(cfg, server_version())

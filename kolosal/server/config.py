@@ -44,7 +44,7 @@ def format_loc(loc: Iterable[Union[str, int]], prefix: str = "") -> str:
     return out
 
 
-_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\])$")
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|\[key\]|constrained-[a-z]+|[a-z-]+\[.*\])$")
 
 
 def clean_loc(loc: Iterable[Union[str, int]]) -> List[Union[str, int]]:

@@ -34,7 +34,7 @@ class ServerSection(_Section):
     max_json_depth: int = Field(64, ge=2, le=500)  # nesting of arrays/objects in a JSON body
     max_prompts: int = Field(64, ge=1)  # prompts in one /completions request
     max_generations_per_request: int = Field(64, ge=1)  # prompts x n
-    max_stop_sequences: int = Field(16, ge=1)
+    max_stop_sequences: int = Field(16, ge=1, le=16)  # the engine takes at most 16
     max_stop_chars: int = Field(512, ge=1)  # length of one stop string
     max_grammar_chars: int = Field(65536, ge=1)
     max_grammar_depth: int = Field(32, ge=1)  # nested ( ... ) groups in a GBNF grammar

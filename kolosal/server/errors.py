@@ -68,7 +68,12 @@ def error_response(err: ApiError) -> Response:
 
 
 def from_validation(exc: ValidationError) -> ApiError:
-    first = exc.errors()[0]
+    errors = exc.errors()
+    first = errors[0]
+    if first["type"].endswith("_type") and len(errors) > 1:
+        # a union: prefer the branch of the right type that failed on its content ([] for a non-empty list)
+        where = clean_loc(first["loc"])
+        first = next((e for e in errors if not e["type"].endswith("_type") and clean_loc(e["loc"]) == where), first)
     param = format_loc(clean_loc(first["loc"])) or None
     if first["type"] == "extra_forbidden":
         return ApiError(400, f"Unsupported parameter: '{param}' is not supported by this server.",

@@ -90,6 +90,13 @@ def json_depth(value: Any, stop_at: int) -> int:
     return deepest
 
 
+def _number(text: str) -> Any:
+    """JSON numbers with an integral value are integers (``2.0`` is a valid
+    ``n``, as JSON Schema says); others stay floats."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
 def request_json() -> Dict[str, Any]:
     """The request body as a JSON object, parsed once per request. Raises 400
     ``invalid_json`` when it is empty, malformed, not an object, or nested
@@ -101,7 +108,7 @@ def request_json() -> Dict[str, Any]:
     if not raw.strip():
         raise ApiError(400, "The request body is empty; expected a JSON object.", code="invalid_json")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_float=_number)
     except RecursionError:
         data = None
         depth = limit + 1

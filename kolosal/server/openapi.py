@@ -13,7 +13,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from .errors import ApiError
-from .limits import check_request, request_json
+from .config_schema import ServerSection
+from .limits import EXT as LIMITS_EXT
+from .limits import RequestLimits, check_request, request_json
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def parse_body(model: Type[BaseModel]) -> Any:
                        code="unsupported_media_type")
     data = request_json()
     try:
-        req = model.model_validate(data)
+        req = model.model_validate(data, strict=True)  # JSON types as declared: no "1" for 1, no 0 for false
     except ValidationError as e:
         from .errors import from_validation
         raise from_validation(e) from None
@@ -60,7 +62,135 @@ _ERROR_SCHEMA = {
 }
 
 
+def int_range_pattern(top: int) -> str:
+    """A regular expression for the decimal integers 0..``top`` (no leading zeros)."""
+    digits = str(top)
+    alts = ["[0-9]"] if len(digits) > 1 else []
+    alts += [f"[1-9][0-9]{{{k - 1}}}" for k in range(2, len(digits))]
+    for i, d in enumerate(digits):
+        lo = 1 if i == 0 and len(digits) > 1 else 0
+        if int(d) > lo:
+            rest = len(digits) - i - 1
+            alts.append(digits[:i] + f"[{lo}-{int(d) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    alts.append(digits)
+    return "^(" + "|".join(alts) + ")$"
+
+
+def _branches(schema: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``schema`` and the members of its ``anyOf``, recursively."""
+    out = [schema]
+    for sub in schema.get("anyOf", []):
+        out.extend(_branches(sub))
+    return out
+
+
+def _of_type(schema: Optional[Dict[str, Any]], kind: str) -> List[Dict[str, Any]]:
+    return [b for b in _branches(schema or {}) if b.get("type") == kind]
+
+
+def _loaded_metadata(app: Flask, key: str) -> List[int]:
+    """``key`` of every loaded model's metadata (``n_vocab``, ``n_embd``)."""
+    state = app.extensions.get("kolosal")
+    values = []
+    for rec in state.registry.records() if state is not None else []:
+        eng = rec.engine
+        if eng is not None:
+            try:
+                values.append(int(eng.metadata[key]))
+            except Exception:
+                pass
+    return values
+
+
+def _vocabulary(app: Flask) -> Optional[int]:
+    """The smallest vocabulary of the loaded models (token ids are below it)."""
+    sizes = _loaded_metadata(app, "n_vocab")
+    return min(sizes) if sizes else None
+
+
+def _model_names(app: Flask) -> Optional[List[str]]:
+    """The names ``model`` may take (ids and aliases), or None when any name
+    is answered (``server.default_model``)."""
+    state = app.extensions.get("kolosal")
+    if state is None or getattr(state.config.server, "default_model", None):
+        return None
+    names = [r.engine_id for r in state.registry.records()]
+    names += [a for m in state.config.models for a in getattr(m, "aliases", [])]
+    return sorted(set(names))
+
+
+def _state_limits(schema: Dict[str, Any], lim: RequestLimits, n_vocab: Optional[int],
+                  models: Optional[List[str]] = None) -> None:
+    """Write the server's configured limits (and served models) into a request body schema."""
+    props = schema.get("properties", {})
+    if models and "engine_id" not in props:
+        for b in _of_type(props.get("model"), "string"):
+            b["enum"] = models
+            b.pop("minLength", None)
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        for b in _of_type(props.get(name), "integer"):
+            if lim.max_tokens is not None:
+                b["maximum"] = lim.max_tokens
+    for b in _of_type(props.get("n"), "integer"):
+        b["maximum"] = min(b.get("maximum", lim.generations), lim.generations, lim.queued)
+    for b in _of_type(props.get("stop"), "string"):
+        b.update(minLength=1, maxLength=lim.stop_chars)
+    for b in _of_type(props.get("stop"), "array"):
+        b["maxItems"] = lim.stop_sequences
+        b.setdefault("items", {}).update(minLength=1, maxLength=lim.stop_chars)
+    for b in _of_type(props.get("grammar"), "string"):
+        b["maxLength"] = lim.grammar_chars
+        b["format"] = "gbnf"
+        b["description"] = f"a GBNF grammar; ( ) groups nest at most {lim.grammar_depth} deep"
+    many = {"prompt": lim.prompts, "input": lim.embedding_inputs if "encoding_format" in props else None}
+    for name, most in many.items():
+        if name not in props or "messages" in props:
+            continue
+        for b in _of_type(props[name], "array"):
+            items = b.get("items", {})
+            if items.get("type") == "string" or items.get("type") == "array":
+                if most is not None:
+                    b["maxItems"] = most
+            for ids in [items] + _of_type(items, "array"):
+                leaf = ids.get("items", ids) if ids.get("type") == "array" else ids
+                if leaf.get("type") == "integer" and n_vocab:
+                    leaf["maximum"] = n_vocab - 1
+    for b in _of_type(props.get("tokens"), "array"):
+        if b.get("items", {}).get("type") == "integer" and n_vocab:
+            b["items"]["maximum"] = n_vocab - 1
+    for b in _of_type(props.get("logit_bias"), "object"):
+        if n_vocab:
+            b.setdefault("propertyNames", {})["pattern"] = int_range_pattern(n_vocab - 1)
+
+
+def _limits_summary(lim: RequestLimits) -> Dict[str, Any]:
+    return {"max_request_body_bytes": lim.body_bytes, "max_json_depth": lim.json_depth, "max_prompts": lim.prompts,
+            "max_generations_per_request": min(lim.generations, lim.queued), "max_stop_sequences": lim.stop_sequences,
+            "max_stop_chars": lim.stop_chars, "max_grammar_chars": lim.grammar_chars,
+            "max_grammar_depth": lim.grammar_depth, "max_json_schema_chars": lim.schema_chars,
+            "max_json_schema_depth": lim.schema_depth, "max_tokens": lim.max_tokens,
+            "max_embedding_inputs": lim.embedding_inputs, "max_queued_requests": lim.queued}
+
+
+def _sse_event(payload: Dict[str, Any]) -> Dict[str, Any]:
+    """One server-sent event: ``data`` holds ``payload`` (or an error) as JSON, or ``[DONE]``."""
+    data = {"type": "string", "contentMediaType": "application/json",
+            "contentSchema": {"anyOf": [payload, {"$ref": "#/components/schemas/Error"}]}}
+    return {"type": "object", "required": ["data"],
+            "properties": {"data": {"anyOf": [{"const": "[DONE]"}, data]}, "event": {"type": "string"},
+                           "id": {"type": "string"}, "retry": {"type": "integer"}}}
+
+
+def _error(description: str) -> Dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
 def build_openapi(app: Flask, version: str) -> Dict[str, Any]:
+    """The document of the running server: its routes, their models, and the
+    limits, key requirements and error answers it enforces."""
+    lim: RequestLimits = app.extensions.get(LIMITS_EXT) or RequestLimits.of(ServerSection())
+    public = app.extensions.get("kolosal_public_paths")  # None: no keys, everything open
     ops: List[tuple] = []
     models: Dict[Type[BaseModel], None] = {}
     for rule in app.url_map.iter_rules():
@@ -76,6 +206,15 @@ def build_openapi(app: Flask, version: str) -> Dict[str, Any]:
     keys, top = models_json_schema(pairs, ref_template="#/components/schemas/{model}")
     schemas = dict(top.get("$defs", {}))
     schemas["Error"] = _ERROR_SCHEMA
+    n_vocab, names = _vocabulary(app), _model_names(app)
+    dims = set(_loaded_metadata(app, "n_embd"))
+    for m in models:
+        if (m, "validation") in keys and any(spec.request is m for _, _, spec in ops):
+            name = keys[(m, "validation")]["$ref"].rsplit("/", 1)[1]
+            _state_limits(schemas[name], lim, n_vocab, names)
+            if len(dims) == 1:  # embeddings: only the model's own size (no reduced dimensions)
+                for b in _of_type(schemas[name].get("properties", {}).get("dimensions"), "integer"):
+                    b["enum"] = sorted(dims)
 
     def ref(m: Type[BaseModel], mode: str) -> Dict[str, Any]:
         return keys[(m, mode)]
@@ -90,22 +229,36 @@ def build_openapi(app: Flask, version: str) -> Dict[str, Any]:
         op: Dict[str, Any] = {"summary": spec.summary, "tags": [spec.tag], "operationId": f"{method}_{rule.endpoint}"}
         if params:
             op["parameters"] = params
-        if spec.request is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(spec.request, "validation")}}}
         content: Dict[str, Any] = {}
         if spec.response is not None:
             content["application/json"] = {"schema": ref(spec.response, "serialization")}
         if spec.streams is not None:
-            content["text/event-stream"] = {"schema": ref(spec.streams, "serialization"),
-                                            "description": "with \"stream\": true, SSE data events then [DONE]"}
-        err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            content["text/event-stream"] = {"schema": _sse_event(ref(spec.streams, "serialization")),
+                                            "description": "with \"stream\": true: one JSON event per data line "
+                                                           "(an error event if the stream fails), [DONE] at the end "
+                                                           "of chat and text completions"}
         op["responses"] = {str(spec.status): {"description": "success", **({"content": content} if content else {})},
-                           "4XX": err, "5XX": err}
+                           "4XX": _error("error"), "5XX": _error("error")}
+        if spec.request is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(spec.request, "validation")}}}
+            op["responses"].update({
+                "400": _error("invalid JSON, nested more than max_json_depth, a schema violation, or over a limit "
+                              "of x-limits"),
+                "413": _error(f"the body is larger than {lim.body_bytes} bytes"),
+                "415": _error("the body was not sent as Content-Type: application/json")})
+        if public is not None:
+            op["security"] = [] if public(rule.rule, method.upper()) else [{"bearer": []}]
+            if op["security"]:
+                op["responses"]["401"] = _error("no or a wrong API key")
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kolosal server", "version": version,
-                 "description": "OpenAI-compatible inference API with engine management."},
+                 "description": "OpenAI-compatible inference API with engine management. Every error is "
+                                "{\"error\": {message, type, param, code}}. Methods a path does not list answer "
+                                "405 with Allow; the Host header must name the server (400 host_not_allowed); "
+                                "request bodies must be application/json (415) within the limits in x-limits."},
+        "x-limits": _limits_summary(lim),
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},

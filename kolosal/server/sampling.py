@@ -34,6 +34,12 @@ def fit_max_tokens(engine: Engine, n_prompt: int, requested: Optional[int], para
     return fit_to_quota(n_prompt, fitted, explicit=requested is not None)  # reserved in the caller's token quota
 
 
+def capped_default(default: int) -> int:
+    """A default ``max_tokens`` within ``server.max_tokens_limit``."""
+    cap = _max_tokens_limit()
+    return default if cap is None else min(default, cap)
+
+
 def _max_tokens_limit() -> Optional[int]:
     """``server.max_tokens_limit`` of the app serving this request."""
     if not has_app_context():

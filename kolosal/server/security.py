@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from flask import Flask, current_app, has_request_context, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from .auth import KeyStore, current_key, install_auth, key_store
+from .auth import KeyStore, current_key, install_auth, is_health, is_metrics, key_store
 from .config import ConfigError
 from .config_schema import ConfigFile
 from .errors import ApiError
@@ -165,6 +165,10 @@ def install_security(app: Flask, cfg: ConfigFile) -> SecurityState:
                           load_on_demand=cfg.inference.load_on_demand,
                           extra_paths=[os.path.dirname(m.file) for m in cfg.models] + list(cfg.security.model_directories))
     app.extensions[EXT] = state
+    if store.required:  # for /openapi.json: which operations need no key
+        sec = cfg.security
+        app.extensions["kolosal_public_paths"] = lambda path, method: path.endswith("/openapi.json") or (
+            sec.public_health and is_health(path)) or (sec.public_metrics and is_metrics(path))
     install_limits(app, cfg)
     install_request_rules(app, state)  # first: before keys and rate limits
     state.limiter = install_rate_limit(app, cfg, store, state.proxies)  # first: counts refused keys too

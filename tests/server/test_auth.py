@@ -124,7 +124,7 @@ def test_post_engines_refuses_paths_outside_model_directories(model_dirs, path):
 def test_post_engines_inside_model_directories(model_dirs, model_path):
     c, allowed, _ = model_dirs
     r = c.post("/engines", json={"engine_id": "x", "model_path": "missing.gguf"}, headers=bearer("admin"))
-    assert r.status_code == 422 and error_code(r) == "model_not_found"
+    assert r.status_code == 404 and error_code(r) == "model_not_found"
     r = c.post("/engines", json={"engine_id": "x", "model_path": str(model_path), "load_immediately": False},
                headers=bearer("admin"))
     assert r.status_code == 201 and r.get_json()["status"] != "loaded"  # registered, not read

@@ -44,7 +44,7 @@ def test_lazy_engine_loads_on_first_use(http, model_path):
 
 def test_create_errors(http, tmp_path):
     r = http.post("/engines", json={"engine_id": "x", "model_path": str(tmp_path / "missing.gguf")})
-    assert r.status_code == 422 and r.json()["error"]["param"] == "model_path"
+    assert r.status_code == 404 and r.json()["error"]["param"] == "model_path"
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a model")
     r = http.post("/engines", json={"engine_id": "x", "model_path": str(bad)})

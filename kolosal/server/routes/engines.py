@@ -30,7 +30,7 @@ def create_engine():  # type: ignore[no-untyped-def]
         raise ApiError(503, "The server is shutting down.", code="server_draining")
     path = resolve_model_path(req.model_path, security_of(current_app).model_dirs)
     if not os.path.isfile(path):
-        raise ApiError(422, f"model file not found: {req.model_path}", param="model_path", code="model_not_found")
+        raise ApiError(404, f"model file not found: {req.model_path}", param="model_path", code="model_not_found")
     cfg = state.config.inference
     params = {"n_ctx": cfg.default_context_size, "n_gpu_layers": cfg.default_gpu_layers,
               "n_parallel": cfg.default_parallel}

@@ -1,7 +1,7 @@
 """Engine management, tokenizer and health shapes (not OpenAI)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, Field
 
@@ -61,7 +61,7 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeRequest(Strict):
-    tokens: List[int]
+    tokens: List[Annotated[int, Field(ge=0)]]  # below the vocabulary size, stated in /openapi.json
     model: Optional[str] = None
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .common import ChoiceLogprobs, FinishReason, Lenient, SamplingFields, Strict, Usage
+from .common import ChoiceLogprobs, FinishReason, Lenient, SamplingFields, Strict, Usage, absent_or, documented, null_only, refused
 
 
 class TextPart(Strict):
@@ -21,7 +21,9 @@ class RefusalPart(Strict):
 
 
 class OtherPart(Lenient):
-    """image_url / input_audio / file parts: understood, but not supported (501)."""
+    """image_url / input_audio / file parts: understood, but not supported (400 unsupported_content)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=refused)
 
     type: Literal["image_url", "input_audio", "file"]
 
@@ -37,10 +39,25 @@ class ToolCall(Strict):
     function: FunctionCall
 
 
+# What the validators below check, for /openapi.json
+_MESSAGE_RULES: Dict[str, Any] = {
+    "anyOf": [{"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+              {"required": ["refusal"], "properties": {"refusal": {"type": "string"}}},
+              {"required": ["role", "tool_calls"], "properties": {"role": {"const": "assistant"},
+                                                                 "tool_calls": {"type": "array", "minItems": 1}}},
+              {"required": ["role", "function_call"], "properties": {"role": {"const": "assistant"},
+                                                                    "function_call": {"type": "object"}}}],
+    "not": {"required": ["function_call"], "properties": {"role": {"not": {"const": "assistant"}},
+                                                          "function_call": {"type": "object"}}},
+}
+
+
 class Message(Strict):
     """One message of any role. The fields the openai SDK's ``model_dump()``
     writes for an assistant message (``refusal``, ``annotations``, ``audio``,
     ``function_call``) are accepted; see ``messages_for_template``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_MESSAGE_RULES)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: Optional[Union[str, List[Union[TextPart, RefusalPart, OtherPart]]]] = None
@@ -50,7 +67,7 @@ class Message(Strict):
     reasoning_content: Optional[str] = None
     refusal: Optional[str] = None
     annotations: Optional[List[Dict[str, Any]]] = None  # accepted, ignored (citations of an earlier answer)
-    audio: Optional[Dict[str, Any]] = None  # an earlier audio answer: not supported unless null
+    audio: Optional[Dict[str, Any]] = Field(None, json_schema_extra=null_only)  # an earlier audio answer: not supported unless null
     function_call: Optional[FunctionCall] = None  # deprecated spelling of one tool call
 
     @field_validator("audio")
@@ -101,6 +118,8 @@ class JsonSchemaFormat(Strict):
 
 
 class ResponseFormat(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=absent_or(
+        "type", {"const": "json_schema"}, {"required": ["json_schema"], "properties": {"json_schema": {"type": "object"}}}))
     type: Literal["text", "json_object", "json_schema"]
     json_schema: Optional[JsonSchemaFormat] = None
 
@@ -111,7 +130,20 @@ class ResponseFormat(Strict):
         return self
 
 
+_STRUCTURED = {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["json_object", "json_schema"]}}}
+
+
 class ChatCompletionRequest(SamplingFields):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
+        absent_or("top_logprobs", {"type": "integer"}, {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}),
+        absent_or("tool_choice", {"not": {"enum": [None, "none"]}},
+                  {"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}}),
+        {"not": {"required": ["grammar", "response_format"], "properties": {
+            "grammar": {"type": "string"}, "response_format": _STRUCTURED}}},
+        {"not": {"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1},
+                                                       "tool_choice": {"not": {"const": "none"}}},
+                 "anyOf": [{"required": ["grammar"], "properties": {"grammar": {"type": "string"}}},
+                           {"required": ["response_format"], "properties": {"response_format": _STRUCTURED}}]}}]})
     messages: List[Message] = Field(..., min_length=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     logprobs: Optional[bool] = False
@@ -130,11 +162,13 @@ class ChatCompletionRequest(SamplingFields):
     reasoning_effort: Optional[str] = None
     verbosity: Optional[str] = None
     # Accepted when they ask for nothing this server would leave out.
-    modalities: Optional[List[str]] = None
-    audio: Optional[Dict[str, Any]] = None
-    web_search_options: Optional[Dict[str, Any]] = None
-    functions: Optional[List[Dict[str, Any]]] = None
-    function_call: Optional[Any] = None
+    modalities: Optional[List[str]] = Field(None, json_schema_extra=documented(
+        {"anyOf": [{"type": "array", "items": {"const": "text"}}, {"type": "null"}]}))
+    # Refused unless null (see the route); the document says so.
+    audio: Optional[Dict[str, Any]] = Field(None, json_schema_extra=null_only)
+    web_search_options: Optional[Dict[str, Any]] = Field(None, json_schema_extra=null_only)
+    functions: Optional[List[Dict[str, Any]]] = Field(None, json_schema_extra=null_only)
+    function_call: Optional[Any] = Field(None, json_schema_extra=null_only)
 
     @model_validator(mode="after")
     def _checks(self) -> "ChatCompletionRequest":

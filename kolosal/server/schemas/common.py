@@ -1,9 +1,42 @@
 """Fields shared by the chat and text completion requests."""
 from __future__ import annotations
 
-from typing import Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+T = TypeVar("T")
+NonEmpty = Annotated[T, Field(min_length=1)]
+# token ids as a prompt or input; the upper bound (the vocabulary) is stated per server in /openapi.json
+TokenIds = Annotated[List[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+def null_only(schema: Dict[str, Any]) -> None:
+    """``json_schema_extra`` of a field accepted only as null (or left out)."""
+    schema.clear()
+    schema["type"] = "null"
+
+
+def documented(replacement: Dict[str, Any]) -> Any:
+    """``json_schema_extra`` replacing a field's schema by what a validator or
+    the route actually accepts."""
+    def extra(schema: Dict[str, Any]) -> None:
+        schema.clear()
+        schema.update(replacement)
+    return extra
+
+
+def refused(schema: Dict[str, Any], cls: Any = None) -> None:
+    """``json_schema_extra`` of a model the server understands but refuses
+    (a clear 400): the document accepts no instance of it."""
+    schema.clear()
+    schema["not"] = {}
+
+
+def absent_or(name: str, when: Dict[str, Any], then: Dict[str, Any]) -> Dict[str, Any]:
+    """JSON Schema: if property ``name`` is present and matches ``when``, the
+    object must also match ``then``."""
+    return {"anyOf": [{"not": {"required": [name], "properties": {name: when}}}, then]}
 
 
 class Strict(BaseModel):
@@ -37,7 +70,7 @@ class SamplingFields(Strict):
     model: str = Field(..., min_length=1)
     max_tokens: Optional[int] = Field(None, ge=1)
     temperature: Optional[float] = Field(None, ge=0, le=2)
-    top_p: Optional[float] = Field(None, ge=0, le=1)
+    top_p: Optional[float] = Field(None, ge=1e-6, le=1)  # > 0 as a float32
     n: Optional[int] = Field(1, ge=1, le=16)
     stream: Optional[bool] = False
     stream_options: Optional[StreamOptions] = None
@@ -45,33 +78,17 @@ class SamplingFields(Strict):
     seed: Optional[int] = None
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
     frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
-    logit_bias: Optional[Dict[str, float]] = None
+    logit_bias: Optional[Dict[Annotated[str, Field(pattern=r"^(0|[1-9][0-9]*)$")],
+                              Annotated[float, Field(ge=-100, le=100)]]] = None  # token id -> bias
     user: Optional[str] = None  # accepted, ignored
     # extensions
     top_k: Optional[int] = Field(None, ge=0)
     min_p: Optional[float] = Field(None, ge=0, le=1)
-    typical_p: Optional[float] = Field(None, ge=0, le=1)
-    repeat_penalty: Optional[float] = Field(None, ge=0)
+    typical_p: Optional[float] = Field(None, ge=1e-6, le=1)
+    repeat_penalty: Optional[float] = Field(None, ge=1e-6)
     repeat_last_n: Optional[int] = Field(None, ge=-1)
     grammar: Optional[str] = Field(None, min_length=1)
     ignore_eos: Optional[bool] = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_limit(cls, v: Optional[Union[str, List[str]]]) -> Optional[Union[str, List[str]]]:
-        if isinstance(v, list) and len(v) > 16:
-            raise ValueError("at most 16 stop sequences")
-        return v
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _bias_keys(cls, v: Optional[Dict[str, float]]) -> Optional[Dict[str, float]]:
-        for key, bias in (v or {}).items():
-            if not key.lstrip("-").isdigit():
-                raise ValueError(f"keys must be token ids, got '{key}'")
-            if not -100 <= bias <= 100:
-                raise ValueError("biases must be between -100 and 100")
-        return v
 
 
 class Usage(BaseModel):

@@ -5,15 +5,15 @@ from typing import Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, field_validator
 
-from .common import FinishReason, SamplingFields, Usage
+from .common import FinishReason, NonEmpty, SamplingFields, TokenIds, Usage
 
 
 class CompletionRequest(SamplingFields):
-    prompt: Union[str, List[str], List[int], List[List[int]]]
+    prompt: Union[NonEmpty[str], NonEmpty[List[NonEmpty[str]]], TokenIds, NonEmpty[List[TokenIds]]]
     echo: Optional[bool] = False
     logprobs: Optional[int] = Field(None, ge=0, le=20)
     best_of: Optional[int] = Field(None, ge=1, le=1)
-    suffix: Optional[str] = None
+    suffix: Optional[str] = Field(None, json_schema_extra={"maxLength": 0})  # no fill-in-the-middle
 
     @field_validator("prompt")
     @classmethod

@@ -5,12 +5,12 @@ from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, field_validator
 
-from .common import Strict
+from .common import NonEmpty, Strict, TokenIds
 
 
 class EmbeddingRequest(Strict):
     model: str = Field(..., min_length=1)
-    input: Union[str, List[str], List[int], List[List[int]]]
+    input: Union[NonEmpty[str], NonEmpty[List[NonEmpty[str]]], TokenIds, NonEmpty[List[TokenIds]]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Optional[int] = Field(None, ge=1)
     user: Optional[str] = None

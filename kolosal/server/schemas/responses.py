@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
+from pydantic import ConfigDict, BaseModel, Discriminator, Field, Tag, model_validator
 from typing_extensions import Annotated
 
-from .common import Lenient, Strict
+from .common import Lenient, Strict, absent_or, documented, null_only, refused
 
 
 class InputText(Lenient):
@@ -24,8 +24,9 @@ class InputRefusal(Lenient):
 
 
 class InputOther(Lenient):
-    """Images, files and audio: understood, but not supported (501)."""
+    """Images, files and audio: understood, but not supported (400 unsupported_content)."""
 
+    model_config = ConfigDict(extra="allow", json_schema_extra=refused)
     type: Literal["input_image", "input_file", "input_audio"]
 
 
@@ -99,6 +100,8 @@ class NamedFunction(Strict):
 
 
 class TextFormat(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=absent_or(
+        "type", {"const": "json_schema"}, {"required": ["schema"], "properties": {"schema": {"type": "object"}}}))
     type: Literal["text", "json_object", "json_schema"]
     name: Optional[str] = None
     description: Optional[str] = None
@@ -121,13 +124,30 @@ class StreamOptions(Strict):
     include_obfuscation: Optional[bool] = None  # accepted, ignored
 
 
+_ANSWERABLE = {"anyOf": [
+    {"required": ["role"], "properties": {"role": {"enum": ["user", "assistant", "developer"]},
+                                          "type": {"enum": ["message", None]}}},
+    {"required": ["type"], "properties": {"type": {"enum": ["function_call", "function_call_output"]}}}]}
+
+
 class ResponseRequest(Strict):
+    # What the validator and the route check, for /openapi.json: a list input is not empty and holds
+    # something to answer besides system messages; tool_choice needs tools.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
+        {"properties": {"input": {"anyOf": [{"type": "string"}, {"type": "array", "minItems": 1,
+                                                                 "contains": _ANSWERABLE}]}}},
+        absent_or("tool_choice", {"not": {"enum": [None, "none"]}},
+                  {"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}}),
+        {"not": {"required": ["tools", "text"], "properties": {
+            "tools": {"type": "array", "minItems": 1}, "tool_choice": {"not": {"const": "none"}},
+            "text": {"type": "object", "required": ["format"], "properties": {"format": {
+                "type": "object", "required": ["type"], "properties": {"type": {"enum": ["json_object", "json_schema"]}}}}}}}}]})
     model: str = Field(..., min_length=1)
     input: Input
     instructions: Optional[str] = None
     max_output_tokens: Optional[int] = Field(None, ge=1)
     temperature: Optional[float] = Field(None, ge=0, le=2)
-    top_p: Optional[float] = Field(None, ge=0, le=1)
+    top_p: Optional[float] = Field(None, ge=1e-6, le=1)  # > 0 as a float32
     tools: Optional[List[FunctionTool]] = None
     tool_choice: Optional[Union[Literal["none", "auto", "required"], NamedFunction]] = None
     parallel_tool_calls: Optional[bool] = None
@@ -136,11 +156,11 @@ class ResponseRequest(Strict):
     stream: Optional[bool] = False
     stream_options: Optional[StreamOptions] = None
     # Answered with 400 unless null (see the route).
-    previous_response_id: Optional[str] = None
-    conversation: Optional[Any] = None
-    background: Optional[bool] = None
-    prompt: Optional[Dict[str, Any]] = None
-    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
+    previous_response_id: Optional[str] = Field(None, json_schema_extra=null_only)
+    conversation: Optional[Any] = Field(None, json_schema_extra=null_only)
+    background: Optional[bool] = Field(None, json_schema_extra=documented({"enum": [False, None]}))
+    prompt: Optional[Dict[str, Any]] = Field(None, json_schema_extra=null_only)
+    top_logprobs: Optional[int] = Field(None, json_schema_extra=documented({"enum": [0, None]}))
     # Accepted and ignored (docs/server.md).
     store: Optional[bool] = None
     metadata: Optional[Dict[str, str]] = None

@@ -9,7 +9,7 @@ from kolosal.engine import Engine, Generation
 
 from ...openapi import api_route, parse_body
 from ...runner import Watch, cancel_all, completion_logprobs, finish_reason, usage
-from ...sampling import fit_max_tokens, per_choice, sampling_kwargs
+from ...sampling import capped_default, fit_max_tokens, per_choice, sampling_kwargs
 from ...schemas.completions import CompletionRequest, CompletionResponse
 from ...sse import DONE, PING, event, sse_response
 from ...state import get_state
@@ -34,8 +34,8 @@ def completions():  # type: ignore[no-untyped-def]
     prompts = _prompts(engine, req.prompt)
     runs = []
     for tokens in prompts:
-        max_tokens = fit_max_tokens(engine, len(tokens), req.max_tokens if req.max_tokens is not None else 16,
-                                    "prompt")
+        max_tokens = fit_max_tokens(engine, len(tokens), req.max_tokens if req.max_tokens is not None else
+                                    capped_default(16), "prompt")
         kw = sampling_kwargs(req, engine, max_tokens)
         if req.grammar:
             kw["grammar"] = req.grammar

@@ -28,9 +28,9 @@ def embeddings():  # type: ignore[no-untyped-def]
     if isinstance(raw, str):
         texts: List[str] = [raw]
     elif all(isinstance(x, int) for x in raw):
-        texts = [engine.detokenize(raw)]  # type: ignore[arg-type]
+        texts = [engine.detokenize(raw, special=True)]  # type: ignore[arg-type]  # control tokens kept
     else:
-        texts = [x if isinstance(x, str) else engine.detokenize(x) for x in raw]  # type: ignore[arg-type]
+        texts = [x if isinstance(x, str) else engine.detokenize(x, special=True) for x in raw]  # type: ignore[arg-type]
     n_embd = engine.metadata.get("n_embd")
     if req.dimensions is not None and req.dimensions != n_embd:
         raise ApiError(400, f"'dimensions' must be {n_embd} for this model (reduced dimensions are not supported).",

@@ -1,0 +1,123 @@
+"""The published contract: schemathesis, driven by ``/openapi.json`` alone,
+against a live Waitress server with a user key and with an admin key. Every
+check it has (conformance of statuses, content types, headers and bodies;
+schema-valid requests accepted, schema-violating ones refused; 405 with
+Allow for undeclared methods; keys enforced) must pass, and no answer may be
+a 5xx. The server's limits are set small so that generated requests stay
+cheap: the document states them (``max_tokens`` at most 4, ``n`` at most 2)
+and the generator keeps to what the document says."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Dict
+
+import pytest
+import schemathesis
+from hypothesis import strategies as st
+from schemathesis.engine import from_schema
+from schemathesis.engine.events import FatalError, NonFatalError, ScenarioFinished
+
+from .conftest import free_port, server_config, start_server
+
+KEYS = {"user": "contract-user-key", "admin": "contract-admin-key"}
+EXAMPLES = 6  # per operation, phase and key
+
+# "format": "gbnf" strings are grammars; the document cannot say what makes one valid, the generator is told.
+schemathesis.openapi.format("gbnf", st.sampled_from(['root ::= "ok"', "root ::= [a-z]+", 'root ::= ("yes" | "no")']))
+
+
+@schemathesis.hook
+def map_case(ctx: Any, case: Any) -> Any:
+    """References between fields, which JSON Schema cannot state (the server
+    answers 400 for them, as OpenAI does): a named ``tool_choice`` names one
+    of ``tools``; a Responses ``function_call_output`` answers a
+    ``function_call`` earlier in ``input``. Schema-valid bodies are made to keep them."""
+    meta = case.meta
+    if isinstance(case.body, dict) and meta is not None and meta.generation.mode.is_positive:
+        case.body = _answer_known_calls(_name_a_tool(case.body)) if case.path.endswith("/responses") \
+            else _name_a_tool(case.body)
+    return case
+
+
+def _answer_known_calls(body: Dict[str, Any]) -> Dict[str, Any]:
+    if not isinstance(body.get("input"), list):
+        return body
+    items, seen = [], set()
+    for item in body["input"]:
+        if isinstance(item, dict) and item.get("type") == "function_call" and isinstance(item.get("call_id"), str):
+            seen.add(item["call_id"])
+        elif isinstance(item, dict) and item.get("type") == "function_call_output" and \
+                isinstance(item.get("call_id"), str) and item["call_id"] and item["call_id"] not in seen:
+            items.append({"type": "function_call", "call_id": item["call_id"], "name": "lookup", "arguments": "{}"})
+            seen.add(item["call_id"])
+        items.append(item)
+    return {**body, "input": items}
+
+
+def _name_a_tool(body: Dict[str, Any]) -> Dict[str, Any]:
+    choice, tools = body.get("tool_choice"), body.get("tools")
+    if not (isinstance(choice, dict) and isinstance(tools, list) and tools and isinstance(tools[0], dict)):
+        return body
+    first = tools[0].get("function", tools[0])
+    name = first.get("name") if isinstance(first, dict) else None
+    if not isinstance(name, str):
+        return body
+    if isinstance(choice.get("function"), dict):  # chat: {"type": "function", "function": {"name": ...}}
+        return {**body, "tool_choice": {**choice, "function": {**choice["function"], "name": name}}}
+    return {**body, "tool_choice": {**choice, "name": name}}  # responses: {"type": "function", "name": ...}
+
+
+@pytest.fixture(scope="module")
+def contract_server(model_path, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("contract")
+    (tmp / "models").mkdir()
+    cfg = server_config(model_path, port=free_port(), max_tokens_limit=4, max_generations_per_request=2,
+                        max_prompts=2, max_embedding_inputs=4, max_request_body_mb=1)
+    cfg["models"][0]["load_params"].update(n_ctx=4096, n_parallel=2)
+    cfg["security"] = {"api_keys": [KEYS["user"]], "admin_api_keys": [KEYS["admin"]],
+                       "model_directories": [str(tmp / "models")]}  # empty: POST /engines loads nothing
+    server = start_server(cfg, tmp)
+    yield server
+    assert server.stop() == 0, server.log()
+    assert "Traceback" not in server.log()
+
+
+def run_schemathesis(base_url: str, key: str) -> Dict[str, Any]:
+    """What ``schemathesis run URL/openapi.json --checks all`` does (every phase, every check; no response time
+    limit: speed is not the contract), through its Python engine; returns the failures, errors and statuses."""
+    config = schemathesis.Config.from_dict({
+        "headers": {"Authorization": f"Bearer {key}"},
+        "request-timeout": 120,
+        "generation": {"max-examples": EXAMPLES, "deterministic": True},
+    })
+    # every route is served with and without /v1: one prefix covers the code
+    schema = schemathesis.openapi.from_url(base_url + "/openapi.json", config=config).include(path_regex="^/v1/")
+    failures, errors, statuses, cases = [], [], Counter(), 0
+    for event in from_schema(schema).execute():
+        if isinstance(event, NonFatalError):
+            errors.append(f"{event.label}: {event.info.format() if hasattr(event.info, 'format') else event.value}")
+        elif isinstance(event, FatalError):
+            errors.append(f"fatal: {event.exception!r}")
+        elif isinstance(event, ScenarioFinished):
+            for case_id, nodes in event.recorder.checks.items():
+                for node in nodes:
+                    if node.failure_info is not None:
+                        f = node.failure_info.failure
+                        answer = getattr(event.recorder.interactions.get(case_id), "response", None)
+                        seen = f"{answer.status_code} {answer.content[:300]!r}" if answer is not None else ""
+                        failures.append(f"{event.label} [{node.name}] {f.title}: {f.message[:600]}\n  -> {seen}\n"
+                                        f"  {node.failure_info.code_sample[:800]}")
+            for interaction in event.recorder.interactions.values():
+                cases += 1
+                if interaction.response is not None:
+                    statuses[interaction.response.status_code // 100 * 100] += 1
+    return {"failures": sorted(set(failures)), "errors": errors, "statuses": statuses, "cases": cases}
+
+
+@pytest.mark.parametrize("role", ["user", "admin"])
+def test_openapi_contract(contract_server, role: str) -> None:
+    result = run_schemathesis(contract_server.base_url, KEYS[role])
+    assert result["cases"] > 500, result  # it ran: every operation, phase and check
+    assert not result["failures"], "\n\n".join(result["failures"])
+    assert not result["errors"], "\n".join(result["errors"])
+    assert result["statuses"][500] == 0 and result["statuses"][200] > 0, result["statuses"]

@@ -448,10 +448,10 @@ PYBIND11_MODULE(_native, m) {
         .def("apply_chat_template", &Engine::apply_chat_template, py::arg("messages_json"), py::arg("tools_json") = "",
              py::arg("tool_choice") = "", py::arg("parallel_tool_calls") = false, py::arg("add_generation_prompt") = true,
              py::arg("json_schema") = "", py::arg("grammar") = "", py::call_guard<py::gil_scoped_release>())
-        .def("parse_chat_output", [](const Engine & e, const std::string & text, const ChatPrompt & cp) {
-            const ChatResult r = e.parse_chat_output(text, cp);
+        .def("parse_chat_output", [](const Engine & e, const std::string & text, const ChatPrompt & cp, bool partial) {
+            const ChatResult r = e.parse_chat_output(text, cp, partial);
             return py::make_tuple(to_str(r.content), to_str(r.reasoning_content), r.tool_calls_json);
-        })
+        }, py::arg("text"), py::arg("chat"), py::arg("partial") = false)
         .def("chat_template_caps", &Engine::chat_template_caps)
         .def("embed", &Engine::embed, py::arg("texts"), py::arg("normalize") = true,
              py::call_guard<py::gil_scoped_release>());

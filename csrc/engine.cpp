@@ -321,17 +321,18 @@ std::map<std::string, bool> Engine::chat_template_caps() const {
     return common_chat_templates_get_caps(templates_.get());
 }
 
-ChatResult Engine::parse_chat_output(const std::string & text, const ChatPrompt & cp) const {
+ChatResult Engine::parse_chat_output(const std::string & text, const ChatPrompt & cp, bool partial) const {
     ChatResult r;
     common_chat_parser_params pp(cp.params);
     pp.parse_tool_calls = cp.parse_tool_calls;
     if (!cp.params.parser.empty()) pp.parser.load(cp.params.parser);
     common_chat_msg msg;
     try {
-        msg = common_chat_parse(text, false, pp);
+        msg = common_chat_parse(text, partial, pp);
     } catch (const std::exception &) {
-        // The model's output does not follow the expected format: return it as plain content.
-        r.content = text;
+        // The model's output does not follow the expected format: return it as plain content
+        // (a prefix that cannot be read yet: nothing).
+        r.content = partial ? std::string() : text;
         r.tool_calls_json = "[]";
         return r;
     }

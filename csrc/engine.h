@@ -142,7 +142,9 @@ private:
                                    bool add_generation_prompt, const std::string & json_schema,
                                    const std::string & grammar);
     std::map<std::string, bool> chat_template_caps() const;
-    ChatResult parse_chat_output(const std::string & text, const ChatPrompt & cp) const;
+    // With ``partial`` the text is a prefix of the answer (streaming): a tool
+    // call being written comes back with the arguments generated so far.
+    ChatResult parse_chat_output(const std::string & text, const ChatPrompt & cp, bool partial = false) const;
 
     std::vector<std::vector<float>> embed(const std::vector<std::string> & texts, bool normalize);
 

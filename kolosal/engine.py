@@ -198,6 +198,13 @@ class ChatGeneration(Generation):
             self._message = msg
         return self._message
 
+    def partial_message(self, text: str) -> Dict[str, Any]:
+        """The message so far in ``text``, a prefix of this answer, read by the
+        model's chat format (for streaming): content, reasoning and the tool
+        calls begun, with the arguments generated so far."""
+        content, reasoning, calls_json = self._engine._native.parse_chat_output(text, self._chat_prompt, True)
+        return {"content": content, "reasoning_content": reasoning, "tool_calls": json.loads(calls_json)}
+
     @property
     def tool_calls(self) -> List[Dict[str, Any]]:
         return self.message.get("tool_calls", [])

@@ -1,14 +1,17 @@
-"""kolosal.tool_calls.AnswerStream: the constrained JSON answer turned into
-OpenAI's streaming deltas, whatever pieces the text arrives in."""
+"""Streamed tool calls: the constrained JSON answer (``AnswerStream``) and a
+template's own tool-call format (the native parser in partial mode) turned
+into OpenAI's streaming deltas, whatever pieces the text arrives in."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import kolosal
 from kolosal.tool_calls import AnswerStream, parse_answer
 
 ANSWERS = [
@@ -79,3 +82,48 @@ def test_truncated_call_streams_as_far_as_it_went():
 def test_text_that_is_not_the_json_answer_is_reported(text):
     stream = AnswerStream()
     assert stream.feed(text) == [] and stream.broken
+
+
+# -- a template's own tool-call format, read by the native parser as it grows --
+
+QWEN_TEMPLATE = Path(__file__).resolve().parents[1] / "vendor/llama.cpp/models/templates/Qwen-Qwen2.5-7B-Instruct.jinja"
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+@pytest.fixture(scope="module")
+def tool_template_engine(model_path):
+    """The demo model with a chat template that has its own tool-call format (<tool_call> tags)."""
+    with kolosal.Engine(model_path, n_ctx=512, n_parallel=1, n_threads=1,
+                        chat_template=QWEN_TEMPLATE.read_text()) as e:
+        yield e
+
+
+def test_text_before_a_native_tool_call_streams_first(tool_template_engine):
+    from kolosal.server.routes.openai.chat import StreamDeltas, plan_chat
+    from kolosal.server.schemas.chat import ChatCompletionRequest
+
+    req = ChatCompletionRequest.model_validate({"model": "m", "stream": True, "tools": [WEATHER], "max_tokens": 4,
+                                                "messages": [{"role": "user", "content": "Weather in Paris?"}]})
+    plan = plan_chat(tool_template_engine, req)
+    assert not plan.rendered.generic_tools and plan.buffers_output
+    gen = plan.start(0)
+    gen.wait()
+    # What a model that explains itself before calling writes, token by token:
+    answer = 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    deltas = StreamDeltas(plan, gen)
+    out = []
+    for ch in answer:
+        out.append(deltas.feed(ch))
+    flat = [d for ds in out for d in ds]
+    first_call = next(i for i, d in enumerate(flat) if "tool_calls" in d)
+    assert "".join(d.get("content", "") for d in flat[:first_call]).strip() == "Let me check."
+    # the text was sent as it was written, long before the call's tag arrived
+    said = len("Let me check.")
+    assert "".join(d.get("content", "") for ds in out[:said] for d in ds) == "Let me check."
+    head = flat[first_call]["tool_calls"][0]
+    assert head["index"] == 0 and head["id"] and head["type"] == "function"
+    assert head["function"] == {"name": "get_weather", "arguments": ""}
+    fragments = [d["tool_calls"][0]["function"]["arguments"] for d in flat[first_call + 1:] if "tool_calls" in d]
+    assert len(fragments) > 3 and json.loads("".join(fragments)) == {"city": "Paris"}
+    assert all("content" not in d for d in flat[first_call:])

@@ -15,7 +15,9 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from .conftest import MODEL_ID, chat_body, server_config, start_server
+from .conftest import MODEL_ID, REPO, chat_body, server_config, start_server
+
+QWEN_TEMPLATE = REPO / "vendor/llama.cpp/models/templates/Qwen-Qwen2.5-7B-Instruct.jinja"
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
@@ -267,12 +269,17 @@ def test_async_client_create_stream_and_concurrency(live_server):
 @pytest.fixture(scope="module")
 def named_server(model_path, tmp_path_factory):
     """``smollm2`` with the alias ``gpt-4o-mini``; ``fallback`` (the same file,
-    loaded on first use) answers any other name as ``server.default_model``."""
+    loaded on first use) answers any other name as ``server.default_model``;
+    ``native-tools`` is the same model with a template that has its own
+    tool-call format (``<tool_call>`` tags, read by llama.cpp's parser)."""
     cfg = server_config(model_path, default_model="fallback")
     main = cfg["models"][0]  # type: ignore[index]
     main["aliases"] = ["gpt-4o-mini"]
     cfg["models"].append({"id": "fallback", "path": str(model_path), "load_at_startup": False,  # type: ignore[union-attr]
                           "load_params": dict(main["load_params"], n_parallel=1, n_ctx=512)})
+    cfg["models"].append({"id": "native-tools", "path": str(model_path), "load_at_startup": False,  # type: ignore[union-attr]
+                          "load_params": dict(main["load_params"], n_parallel=1, n_ctx=1024,
+                                              chat_template=QWEN_TEMPLATE.read_text())})
     server = start_server(cfg, tmp_path_factory.mktemp("named"))
     yield server
     assert server.stop() == 0, server.log()
@@ -301,3 +308,22 @@ def test_aliases_and_default_model(named_server):
                                       max_tokens=2)
         assert r.choices[0].message.content is not None
         assert _states(named_server)["fallback"] == "loaded"
+
+
+def test_native_tool_format_streams_text_as_it_is_written(named_server):
+    """With a template's own tool format the answer is read as it grows: text
+    streams token by token (it used to arrive in one piece at the end), a
+    call would follow as a name delta and argument fragments."""
+    with httpx.Client(base_url=named_server.base_url, timeout=120) as http:
+        body = {"model": "native-tools", "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                "tools": [WEATHER], "max_tokens": 24, "temperature": 0, "stream": True}
+        with http.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            chunks = sse_json(r)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]][1:]
+    texts = [d["content"] for d in deltas if d.get("content")]
+    assert len(texts) > 3, deltas
+    calls = [tc for d in deltas for tc in d.get("tool_calls") or []]
+    if calls:  # the model chose to call after its text
+        assert calls[0]["function"]["name"] == "get_weather" and calls[0]["function"]["arguments"] == ""
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length", "tool_calls")

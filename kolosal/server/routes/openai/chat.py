@@ -161,43 +161,71 @@ def chat_completions():  # type: ignore[no-untyped-def]
 
 
 class StreamDeltas:
-    """The deltas of one streamed choice. Plain text streams as generated;
-    tools offered through the JSON fallback stream as OpenAI streams tool
-    calls (``AnswerStream``); a template's own tool-call format is parsed once
-    the answer is complete, then sent in the same shape."""
+    """The deltas of one streamed choice, as OpenAI streams them. Plain text
+    streams as generated. With tools, the text is read as it grows: through
+    the JSON fallback by ``AnswerStream``, in a template's own tool-call
+    format by the native parser (partial mode); both give text, then for each
+    call a first delta with id, type and name, then argument fragments."""
 
-    def __init__(self, plan: ChatPlan) -> None:
+    def __init__(self, plan: ChatPlan, gen: Generation) -> None:
         self.mode = "json" if plan.rendered.generic_tools else "parsed" if plan.buffers_output else "text"
+        self._gen = gen
         self._answer = tool_calls.AnswerStream() if self.mode == "json" else None
+        self._text = ""  # "parsed": the answer so far
+        self._partial = True  # "parsed": False with a _native built before partial parsing
+        self._sent: Dict[str, Any] = {"content": "", "reasoning_content": "", "calls": []}
 
     def feed(self, text: str) -> List[Dict[str, Any]]:
         if self.mode == "text":
             return [{"content": text}] if text else []
         if self._answer is not None:
             return self._answer.feed(text)
-        return []
+        self._text += text
+        if not (text and self._partial):
+            return []
+        try:
+            msg = self._gen.partial_message(self._text)  # type: ignore[attr-defined]
+        except TypeError:  # an older build of the native module: the answer is sent once complete
+            self._partial = False
+            return []
+        return self._news(msg)
 
-    def finish(self, gen: Generation) -> List[Dict[str, Any]]:
-        """What the parsed message holds beyond what was streamed."""
-        if self.mode == "text" or (self._answer is not None and not self._answer.broken):
-            return []  # the JSON answer streamed whole (or, cut short, as far as it went)
-        msg = assistant_message(gen)
-        sent_content = self._answer.content if self._answer is not None else ""
-        sent_calls = self._answer.calls if self._answer is not None else []
+    def _news(self, msg: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """Deltas for what ``msg`` holds beyond what was sent (text that a later
+        reading changed rather than extended is not sent again)."""
         out: List[Dict[str, Any]] = []
-        if msg.get("reasoning_content"):
-            out.append({"reasoning_content": msg["reasoning_content"]})
-        content = msg.get("content") or ""
-        if content.startswith(sent_content) and len(content) > len(sent_content):
-            out.append({"content": content[len(sent_content):]})
+        for key in ("reasoning_content", "content"):
+            now, sent = msg.get(key) or "", self._sent[key]
+            if len(now) > len(sent) and now.startswith(sent):
+                out.append({key: now[len(sent):]})
+                self._sent[key] = now
+        calls = self._sent["calls"]
         for k, call in enumerate(msg.get("tool_calls") or []):
-            if k < len(sent_calls):
-                continue
-            fn = call["function"]
-            out.append({"tool_calls": [{"index": k, "id": call["id"], "type": "function",
-                                        "function": {"name": fn["name"], "arguments": ""}}]})
-            out.append({"tool_calls": [{"index": k, "function": {"arguments": fn["arguments"]}}]})
+            fn = call.get("function") or {}
+            if k == len(calls):
+                if not fn.get("name"):
+                    break
+                calls.append({"id": call.get("id") or f"call_{k}", "arguments": ""})
+                out.append({"tool_calls": [{"index": k, "id": calls[k]["id"], "type": "function",
+                                            "function": {"name": fn["name"], "arguments": ""}}]})
+            args = fn.get("arguments") or ""
+            args = args if isinstance(args, str) else json.dumps(args)
+            if len(args) > len(calls[k]["arguments"]) and args.startswith(calls[k]["arguments"]):
+                out.append({"tool_calls": [{"index": k, "function": {"arguments": args[len(calls[k]["arguments"]):]}}]})
+                calls[k]["arguments"] = args
         return out
+
+    def finish(self) -> List[Dict[str, Any]]:
+        """What the finished message holds beyond what was streamed."""
+        if self.mode == "text":
+            return []
+        if self._answer is not None:
+            if not self._answer.broken:
+                return []  # the JSON answer streamed whole (or, cut short, as far as it went)
+            self._sent["content"] = self._answer.content
+            self._sent["calls"] = [{"id": c["id"], "arguments": c["function"]["arguments"]}
+                                   for c in self._answer.calls]
+        return self._news(assistant_message(self._gen))
 
 
 def _stream(req: ChatCompletionRequest, plan: ChatPlan, gens: List[Generation], w: Watch, rid: str,
@@ -213,7 +241,7 @@ def _stream(req: ChatCompletionRequest, plan: ChatPlan, gens: List[Generation], 
     for i in range(len(gens)):
         yield chunk(i, {"role": "assistant", "content": ""})
     for i, g in enumerate(gens):
-        deltas = StreamDeltas(plan)
+        deltas = StreamDeltas(plan, g)
         pending: List[Any] = []  # logprobs not yet sent (they ride on the next delta)
         for c in w.chunks(g):
             if c is None:
@@ -227,7 +255,7 @@ def _stream(req: ChatCompletionRequest, plan: ChatPlan, gens: List[Generation], 
             for d in out:
                 yield chunk(i, d, None, logprobs(pending))
                 pending = []
-        for d in deltas.finish(g):
+        for d in deltas.finish():
             yield chunk(i, d, None, logprobs(pending))
             pending = []
         yield chunk(i, {}, finish_reason(g), logprobs(pending))

@@ -271,7 +271,7 @@ def _stream(req: ResponseRequest, plan: ChatPlan, gen: Generation, w: Watch, rid
     ev = _Events(req, rid, created)
     yield ev.emit("response.created", response=ev.response("in_progress"))
     yield ev.emit("response.in_progress", response=ev.response("in_progress"))
-    deltas = StreamDeltas(plan)
+    deltas = StreamDeltas(plan, gen)
     limit = req.max_tool_calls
 
     def handle(d: Dict[str, Any]) -> Iterator[str]:
@@ -292,7 +292,7 @@ def _stream(req: ResponseRequest, plan: ChatPlan, gen: Generation, w: Watch, rid
             continue
         for d in deltas.feed(c[0]):
             yield from handle(d)
-    for d in deltas.finish(gen):
+    for d in deltas.finish():
         yield from handle(d)
     status = "incomplete" if finish_reason(gen) == "length" else "completed"
     yield from ev.close_text(status)

@@ -134,3 +134,83 @@ def test_generate_many_admits_prompts_together(engine8):
 def test_generate_many_rejects_an_empty_list(engine8):
     with pytest.raises(kolosal.errors.InvalidParameterError):
         engine8.generate_many([])
+
+
+# -- defects found in review, each pinned by a test ------------------------------------------
+
+REPEATING = "The cat sat on the mat. The cat sat on the mat. The cat sat on the mat. The cat sat on the"
+
+
+def test_repeat_last_n_minus_one_covers_the_whole_context(engine):
+    plain = engine.complete(REPEATING, max_tokens=8, temperature=0, repeat_penalty=1.5, repeat_last_n=0)
+    whole = engine.complete(REPEATING, max_tokens=8, temperature=0, repeat_penalty=1.5, repeat_last_n=-1)
+    explicit = engine.complete(REPEATING, max_tokens=8, temperature=0, repeat_penalty=1.5,
+                               repeat_last_n=engine.n_ctx_slot)
+    assert whole.tokens == explicit.tokens
+    assert whole.tokens != plain.tokens
+
+
+@pytest.mark.parametrize("penalty", [{"repeat_penalty": 1.5}, {"frequency_penalty": 2.0}])
+def test_penalties_see_the_prompt(engine, penalty):
+    prompt = engine.tokenize(REPEATING)
+    free = engine.complete(prompt, max_tokens=1, temperature=0)
+    assert free.tokens[0] in prompt  # the model would repeat " mat"
+    # The very first token is already penalised for occurring in the prompt.
+    penalised = engine.complete(prompt, max_tokens=1, temperature=0, **penalty)
+    assert penalised.tokens[0] != free.tokens[0]
+
+
+def test_preserved_control_tokens_keep_their_text(engine):
+    im_start = engine.tokenize("<|im_start|>", add_special=False)
+    assert len(im_start) == 1
+    forced = {im_start[0]: 100.0}
+    hidden = engine.complete("Hello", max_tokens=1, temperature=0, logit_bias=forced)
+    assert hidden.tokens == im_start and hidden.text == ""
+    shown = engine.complete("Hello", max_tokens=1, temperature=0, logit_bias=forced,
+                            preserved_tokens=["<|im_start|>"])
+    assert shown.tokens == im_start and shown.text == "<|im_start|>"
+
+
+@pytest.mark.parametrize("stop_from", [" seven", " seven, eig"])
+def test_stop_string_trims_its_tokens_and_logprobs(engine, stop_from):
+    prompt = "Count: one, two, three, four,"
+    full = engine.complete(prompt, max_tokens=12, temperature=0, logprobs=True)
+    assert full.text.startswith(" five, six, seven, eight")
+    cut_at = full.text.index(" seven")
+    g = engine.generate(prompt, max_tokens=12, temperature=0, logprobs=True, stop=stop_from).wait()
+    assert g.finish_reason == "stop" and g.text == full.text[:cut_at]
+    # Only the tokens whose text was returned: " five", ",", " six", ",".
+    n = 0
+    while len(engine.detokenize(full.tokens[:n])) < cut_at:
+        n += 1
+    assert engine.detokenize(full.tokens[:n]) == g.text
+    assert g.tokens == full.tokens[:n]
+    assert [lp.token for lp in g.logprobs] == g.tokens
+
+
+def test_cancelled_request_leaves_the_queue_at_once(model_path):
+    with kolosal.Engine(model_path, n_ctx=1024, n_parallel=1) as e:
+        busy = e.generate("Write a long essay.", max_tokens=500, ignore_eos=True)
+        first = e.generate("Waits its turn", max_tokens=5)
+        last = e.generate("Never runs", max_tokens=5)
+        next(iter(busy))
+        last.cancel()
+        last.wait()
+        # It did not wait for the request before it in the queue (nor for the busy slot).
+        assert last.finish_reason == "cancelled"
+        assert not busy.done and not first.done
+        assert e.stats()["queued"] == 1
+        busy.cancel()
+        first.wait()
+        assert first.finish_reason in ("stop", "length")
+
+
+def test_logprob_bytes_of_a_partial_utf8_token(engine):
+    # A byte-level token holding one byte of a multi-byte character.
+    tok = next(t for t in range(engine.metadata["n_vocab"])
+               if engine._native.token_to_piece(t) == b"\xa1")
+    g = engine.generate("Hi", max_tokens=1, temperature=0, logit_bias={tok: 100.0}, top_logprobs=3).wait()
+    assert g.tokens == [tok]
+    lp = g.logprobs[0]
+    assert lp.bytes == b"\xa1"
+    assert all(t.bytes == engine._native.token_to_piece(t.token) for t in lp.top)

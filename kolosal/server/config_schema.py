@@ -148,6 +148,9 @@ class LoadParams(_Section):
     seed: Optional[int] = None
     flash_attn: Optional[Literal["auto", "on", "off"]] = None
     chat_template: Optional[str] = None
+    kv_unified: Optional[bool] = None  # all slots share one KV pool
+    cache_ram_mib: Optional[int] = Field(None, ge=-1)  # host-memory prompt cache (0: off, -1: no limit)
+    slot_prompt_similarity: Optional[float] = Field(None, ge=0, le=1)  # prompt share a slot's cache must cover to be reused
 
     def engine_kwargs(self) -> Dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

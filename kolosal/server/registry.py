@@ -106,13 +106,28 @@ class EngineRecord:
     def busy(self) -> bool:
         return self.requests_in_flight() > 0
 
+    def prompt_cache_bytes(self) -> int:
+        """Host memory the engine's prompt cache holds now (saved conversation states)."""
+        eng = self.engine
+        if eng is None:
+            return 0
+        try:
+            return int(eng.stats().get("prompt_cache_bytes", 0))
+        except kerr.EngineClosedError:
+            return 0
+
+    def memory_bytes(self) -> int:
+        """What the loaded model holds: weights, KV cache and its prompt cache."""
+        return (self.measured_bytes or 0) + self.prompt_cache_bytes()
+
     def describe(self, detail: bool = False) -> Dict[str, Any]:
         out: Dict[str, Any] = {"engine_id": self.engine_id, "model_path": self.model_path, "status": self.state,
                                "created": self.created, "loading_parameters": dict(self.params),
                                "priority": self.priority if self.priority is not None else "medium",
                                "pinned": self.pinned, "last_used": self.last_used,
                                "requests_in_flight": self.requests_in_flight(),
-                               "memory": {"estimated_bytes": self.estimate_bytes, "measured_bytes": self.measured_bytes},
+                               "memory": {"estimated_bytes": self.estimate_bytes, "measured_bytes": self.measured_bytes,
+                                          "prompt_cache_bytes": self.prompt_cache_bytes()},
                                "load_seconds": self.load_seconds}
         if self.error:
             out["error"] = self.error
@@ -260,7 +275,7 @@ class EngineRegistry:
         """Unload idle models until ``need`` more bytes fit; ApiError 503 if they cannot."""
         while True:
             loaded = [r for r in self.records() if r is not rec and r.state == LOADED and r.engine is not None]
-            used = sum(r.measured_bytes or 0 for r in loaded)
+            used = sum(r.memory_bytes() for r in loaded)
             reasons = []
             budget = self.policy.budget_bytes
             if budget is not None and used + need > budget:
@@ -274,7 +289,7 @@ class EngineRegistry:
             victims = sorted((r for r in loaded if not r.pinned and not r.busy()),
                              key=lambda r: (priority_rank(r.priority), r.last_used or 0.0))
             if not victims:
-                held = ", ".join(f"{r.engine_id} ({(r.measured_bytes or 0) >> 20} MiB, "
+                held = ", ".join(f"{r.engine_id} ({r.memory_bytes() >> 20} MiB, "
                                  f"{'pinned' if r.pinned else 'busy'})" for r in loaded) or "nothing"
                 raise ApiError(503, f"Not enough memory to load '{rec.engine_id}' ({need >> 20} MiB needed): "
                                     f"{'; '.join(reasons)}. Loaded: {held}.", param="model", code="insufficient_memory")

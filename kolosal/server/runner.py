@@ -100,7 +100,8 @@ def usage(gens: Sequence[Generation], prompts: int = 1) -> Dict[str, Any]:
 
 
 def _top(lp: TokenLogprob) -> Dict[str, Any]:
-    return {"token": lp.text, "logprob": lp.logprob, "bytes": list(lp.text.encode("utf-8"))}
+    # The raw bytes: a byte-level token may hold part of a UTF-8 character ("token" shows U+FFFD).
+    return {"token": lp.text, "logprob": lp.logprob, "bytes": list(lp.bytes)}
 
 
 def chat_logprobs(lps: Sequence[TokenLogprob], top_n: int) -> Dict[str, Any]:

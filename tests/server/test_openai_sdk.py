@@ -45,6 +45,10 @@ def test_explicit_null_means_default(http):
     data = r.json()
     assert data["object"] == "chat.completion" and len(data["choices"]) == 1
     assert data["choices"][0]["logprobs"] is None
+    fmt = {"type": "json_schema", "json_schema": {"name": None, "schema": None, "strict": None, "description": None}}
+    r = http.post("/v1/chat/completions", json=chat_body(response_format=fmt, max_tokens=24))
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"].lstrip().startswith("{")
     r = http.post("/v1/completions", json={"model": MODEL_ID, "prompt": "Hello", "max_tokens": 3, "n": None,
                                            "stream": None, "echo": None, "logprobs": None, "best_of": None,
                                            "suffix": None, "stream_options": None})

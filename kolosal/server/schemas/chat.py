@@ -111,9 +111,9 @@ class NamedToolChoice(Strict):
 
 
 class JsonSchemaFormat(Strict):
-    name: str = "response"
+    name: Optional[str] = "response"
     description: Optional[str] = None
-    schema_: Dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    schema_: Optional[Dict[str, Any]] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
     strict: Optional[bool] = None
 
 

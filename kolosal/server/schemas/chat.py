@@ -102,7 +102,7 @@ class Tool(Strict):
 
 
 class NamedFunction(Strict):
-    name: str
+    name: str = Field(..., min_length=1, max_length=64)
 
 
 class NamedToolChoice(Strict):

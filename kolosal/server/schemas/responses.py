@@ -96,7 +96,7 @@ class FunctionTool(Strict):
 
 class NamedFunction(Strict):
     type: Literal["function"]
-    name: str
+    name: str = Field(..., min_length=1, max_length=64)
 
 
 class TextFormat(Strict):

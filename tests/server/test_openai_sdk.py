@@ -54,6 +54,13 @@ def test_explicit_null_means_default(http):
                                            "suffix": None, "stream_options": None})
     assert r.status_code == 200, r.text
     assert r.json()["object"] == "text_completion" and len(r.json()["choices"]) == 1
+    r = http.post("/v1/embeddings", json={"model": MODEL_ID, "input": "Hello", "encoding_format": None,
+                                          "dimensions": None, "user": None})
+    assert r.status_code == 200, r.text
+    assert isinstance(r.json()["data"][0]["embedding"], list)  # the default, float
+    r = http.post("/tokenize", json={"content": "Hello", "model": None, "add_special": None, "parse_special": None,
+                                     "with_pieces": None})
+    assert r.status_code == 200 and r.json()["tokens"], r.text
 
 
 def test_fields_without_local_meaning_are_accepted(oai):

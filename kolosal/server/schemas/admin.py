@@ -12,13 +12,13 @@ from .common import Strict
 class CreateEngineRequest(Strict):
     engine_id: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/@+-]+$")
     model_path: str = Field(..., min_length=1)
-    load_immediately: bool = True
+    load_immediately: Optional[bool] = True
     main_gpu_id: Optional[int] = Field(None, ge=0)
     priority: Optional[Union[Literal["high", "medium", "low"], int]] = None
-    pinned: bool = False
+    pinned: Optional[bool] = False
     sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    replace: bool = Field(False, description="swap the model of an existing engine_id without failing requests")
-    loading_parameters: LoadParams = Field(default_factory=LoadParams)
+    replace: Optional[bool] = Field(False, description="swap the model of an existing engine_id without failing requests")
+    loading_parameters: Optional[LoadParams] = Field(default_factory=LoadParams)
 
 
 class EngineInfo(BaseModel):
@@ -46,9 +46,9 @@ class EngineDeleted(BaseModel):
 class TokenizeRequest(Strict):
     content: str
     model: Optional[str] = None
-    add_special: bool = False
-    parse_special: bool = True
-    with_pieces: bool = False
+    add_special: Optional[bool] = False
+    parse_special: Optional[bool] = True
+    with_pieces: Optional[bool] = False
 
 
 class TokenPiece(BaseModel):

@@ -11,7 +11,7 @@ from .common import NonEmpty, Strict, TokenIds
 class EmbeddingRequest(Strict):
     model: str = Field(..., min_length=1)
     input: Union[NonEmpty[str], NonEmpty[List[NonEmpty[str]]], TokenIds, NonEmpty[List[TokenIds]]]
-    encoding_format: Literal["float", "base64"] = "float"
+    encoding_format: Optional[Literal["float", "base64"]] = "float"
     dimensions: Optional[int] = Field(None, ge=1)
     user: Optional[str] = None
 

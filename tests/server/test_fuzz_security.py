@@ -128,3 +128,39 @@ def test_fuzz_unknown_paths_and_methods(fuzz_client):
         assert r.status_code < 500, (method, path, r.get_data(as_text=True)[:300])
         r.close()
     run()
+
+
+def test_fuzz_hostile_bodies_are_clean_4xx(fuzz_client):
+    """Deep nesting, huge prompt arrays, stop lists and grammars: a 4xx envelope every time, before any work."""
+    key = {"X-API-Key": KEYS["admin"]}  # past every key check, POST /engines included
+
+    def nest(depth: int, obj: bool) -> str:
+        return ('{"a":' * depth + "1" + "}" * depth) if obj else ("[" * depth + "]" * depth)
+
+    @settings(max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(path=st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/tokenize",
+                                 "/engines", "/v1/responses"]),
+           depth=st.integers(60, 20_000), obj=st.booleans(), where=st.sampled_from(["top", "field", "unclosed"]))
+    def deep(path, depth, obj, where):
+        inner = nest(depth, obj)
+        body = {"top": inner, "field": '{"model": "smollm2", "prompt": ' + inner + "}",
+                "unclosed": "[" * depth}[where]
+        r = fuzz_client.post(path, data=body, content_type="application/json", headers=key)
+        assert 400 <= r.status_code < 500, (path, depth, r.status_code)
+        if depth > 64 or where == "unclosed":
+            assert r.get_json()["error"]["code"] in ("invalid_json", "request_entity_too_large"), r.get_json()
+        r.close()
+
+    @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(prompts=st.integers(65, 5000), n=st.integers(1, 16), stops=st.integers(0, 40),
+           grammar_depth=st.integers(0, 2000))
+    def costly(prompts, n, stops, grammar_depth):
+        body = {"model": MODEL_ID, "prompt": ["hi"] * prompts, "n": n, "max_tokens": 2,
+                "stop": ["x"] * stops or None,
+                "grammar": "root ::= " + "(" * grammar_depth + '"a"' + ")" * grammar_depth}
+        r = fuzz_client.post("/v1/completions", data=json.dumps(body), content_type="application/json", headers=key)
+        assert r.status_code in (400, 413), r.get_json()
+        r.close()
+
+    deep()
+    costly()

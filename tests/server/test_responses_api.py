@@ -160,6 +160,15 @@ def test_bad_input_is_400_naming_the_param(http, body: Dict[str, Any], param):
         assert err["param"] == param, err
 
 
+def test_limits_name_the_responses_parameters(http):
+    r = http.post("/v1/responses", json={"model": MODEL_ID, "input": "word " * 5000, "max_output_tokens": 4})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert r.json()["error"]["param"] == "input"
+    r = http.post("/v1/responses", json={"model": MODEL_ID, "input": "Hi", "max_output_tokens": 10 ** 6})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert r.json()["error"]["param"] in ("input", "max_output_tokens")
+
+
 def test_image_input_is_400_naming_the_part(http):
     r = http.post("/v1/responses", json={"model": MODEL_ID, "input": [{"role": "user", "content": [
         {"type": "input_text", "text": "What is this?"}, {"type": "input_image", "image_url": "data:,"}]}]})

@@ -161,6 +161,11 @@ def _envelope(req: ResponseRequest, rid: str, created: int, status: str, output:
     return out
 
 
+# Chat parameters that errors may name, and their Responses spelling.
+_PARAMS = {"messages": "input", "max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens",
+           "response_format": "text.format"}
+
+
 def _limit_calls(calls: List[Dict[str, Any]], req: ResponseRequest) -> List[Dict[str, Any]]:
     return calls[:req.max_tool_calls] if req.max_tool_calls else calls
 
@@ -174,7 +179,11 @@ def create_response():  # type: ignore[no-untyped-def]
     _refuse(req)
     chat_req = _chat_request(req)
     engine = admit(state, req.model)
-    plan = plan_chat(engine, chat_req)
+    try:
+        plan = plan_chat(engine, chat_req)
+    except ApiError as e:  # name the parameter as this request spells it
+        e.param = _PARAMS.get((e.param or "").split("[")[0], e.param)
+        raise
     gens: List[Generation] = []
     try:
         gens.append(plan.start(0))

@@ -319,6 +319,10 @@ def test_aliases_and_default_model(named_server):
                                       max_tokens=2)
         assert r.choices[0].message.content is not None
         assert _states(named_server)["fallback"] == "loaded"
+        assert c.models.retrieve("gpt-4o-mini").id == MODEL_ID
+        listed = {m.id: m for m in c.models.list()}
+        assert listed[MODEL_ID].model_extra["aliases"] == ["gpt-4o-mini"]
+        assert listed["fallback"].model_extra["aliases"] == []
 
 
 def test_native_tool_format_streams_text_as_it_is_written(named_server):

@@ -48,6 +48,7 @@ class ModelCard(BaseModel):
     owned_by: str = "kolosal"
     status: str
     context_length: Optional[int] = Field(None, description="tokens of context one request can use (per slot)")
+    aliases: List[str] = Field(default_factory=list, description="other names requests may use for this model")
     meta: Optional[Dict[str, Any]] = None
 
 

@@ -188,3 +188,20 @@ def test_async_client_stream(live_server):
             assert final.output[0].type == "function_call" and json.loads(final.output[0].arguments)["city"]
 
     asyncio.run(main())
+
+
+def test_logprobs_when_included(oai):
+    kw = dict(model=MODEL_ID, input="Say hi.", max_output_tokens=6, temperature=0, top_logprobs=2,
+              include=["message.output_text.logprobs"])
+    r = oai.responses.create(**kw)
+    part = r.output[0].content[0]
+    assert len(part.logprobs) == r.usage.output_tokens
+    assert "".join(lp.token for lp in part.logprobs) == part.text
+    assert all(lp.logprob <= 0 and len(lp.top_logprobs) == 2 for lp in part.logprobs)
+    with oai.responses.stream(**kw) as stream:
+        events = list(stream)
+    streamed = [lp for e in events if e.type == "response.output_text.delta" for lp in e.logprobs]
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert [lp.token for lp in streamed] == [lp.token for lp in done.logprobs] == [lp.token for lp in part.logprobs]
+    plain = oai.responses.create(model=MODEL_ID, input="Say hi.", max_output_tokens=2)
+    assert plain.output[0].content[0].logprobs == []

@@ -152,6 +152,7 @@ class ResponseRequest(Strict):
     tool_choice: Optional[Union[Literal["none", "auto", "required"], NamedFunction]] = None
     parallel_tool_calls: Optional[bool] = None
     max_tool_calls: Optional[int] = Field(None, ge=1)
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20)  # with include: ["message.output_text.logprobs"]
     text: Optional[TextOptions] = None
     stream: Optional[bool] = False
     stream_options: Optional[StreamOptions] = None
@@ -160,7 +161,6 @@ class ResponseRequest(Strict):
     conversation: Optional[Any] = Field(None, json_schema_extra=null_only)
     background: Optional[bool] = Field(None, json_schema_extra=documented({"enum": [False, None]}))
     prompt: Optional[Dict[str, Any]] = Field(None, json_schema_extra=null_only)
-    top_logprobs: Optional[int] = Field(None, json_schema_extra=documented({"enum": [0, None]}))
     # Accepted and ignored (docs/server.md).
     store: Optional[bool] = None
     metadata: Optional[Dict[str, str]] = None
@@ -169,7 +169,7 @@ class ResponseRequest(Strict):
     safety_identifier: Optional[str] = None
     prompt_cache_key: Optional[str] = None
     truncation: Optional[Literal["auto", "disabled"]] = None
-    include: Optional[List[str]] = None
+    include: Optional[List[str]] = None  # "message.output_text.logprobs" is honoured
     reasoning: Optional[Dict[str, Any]] = None
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from kolosal.engine import Generation
 
 from ...errors import ApiError
 from ...openapi import api_route, parse_body
-from ...runner import Watch, cancel_all, finish_reason, usage
+from ...runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
 from ...schemas.chat import ChatCompletionRequest
 from ...schemas.responses import (FunctionCallItem, FunctionCallOutputItem, InputOther, InputRefusal, MessageItem,
                                   ReasoningItem, Response, ResponseRequest, ResponseStreamEvent)
@@ -41,8 +41,6 @@ def _refuse(req: ResponseRequest) -> None:
         raise no("background", "is not supported: this server answers in the foreground only.")
     if req.prompt is not None:
         raise no("prompt", "(a stored prompt template) is not supported; send 'instructions' and 'input'.")
-    if req.top_logprobs:
-        raise no("top_logprobs", "is not supported on /v1/responses; use /v1/chat/completions with 'logprobs'.")
 
 
 def _text(content: Any, param: str) -> str:
@@ -107,6 +105,9 @@ def _chat_request(req: ResponseRequest) -> ChatCompletionRequest:
     if req.tool_choice is not None:
         body["tool_choice"] = req.tool_choice if isinstance(req.tool_choice, str) else \
             {"type": "function", "function": {"name": req.tool_choice.name}}
+    if _wants_logprobs(req):
+        body["logprobs"] = True
+        body["top_logprobs"] = req.top_logprobs
     fmt = req.text.format if req.text else None
     if fmt is not None and fmt.type != "text":
         rf: Dict[str, Any] = {"type": fmt.type}
@@ -120,6 +121,18 @@ def _chat_request(req: ResponseRequest) -> ChatCompletionRequest:
                        param="input", code="invalid_value") from None
 
 
+LOGPROBS = "message.output_text.logprobs"
+
+
+def _wants_logprobs(req: ResponseRequest) -> bool:
+    return LOGPROBS in (req.include or [])
+
+
+def _logprobs(req: ResponseRequest, lps: List[Any]) -> List[Dict[str, Any]]:
+    """Log-probabilities of the tokens in OpenAI's Responses shape (when asked for)."""
+    return chat_logprobs(lps, req.top_logprobs or 0)["content"] if _wants_logprobs(req) and lps else []
+
+
 def _usage(gens: List[Generation]) -> Dict[str, Any]:
     u = usage(gens)
     return {"input_tokens": u["prompt_tokens"],
@@ -128,9 +141,9 @@ def _usage(gens: List[Generation]) -> Dict[str, Any]:
             "total_tokens": u["total_tokens"]}
 
 
-def _message_item(item_id: str, text: str, status: str) -> Dict[str, Any]:
+def _message_item(item_id: str, text: str, status: str, logprobs: Optional[List[Any]] = None) -> Dict[str, Any]:
     return {"type": "message", "id": item_id, "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}]}
 
 
 def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> Dict[str, Any]:
@@ -199,7 +212,7 @@ def create_response():  # type: ignore[no-untyped-def]
     status = "incomplete" if finish_reason(gens[0]) == "length" else "completed"
     output: List[Dict[str, Any]] = []
     if msg.get("content"):
-        output.append(_message_item(new_id("msg"), msg["content"], status))
+        output.append(_message_item(new_id("msg"), msg["content"], status, _logprobs(req, gens[0].logprobs)))
     for call in _limit_calls(msg.get("tool_calls") or [], req):
         fn = call["function"]
         output.append(_call_item(new_id("fc"), call["id"], fn["name"], fn["arguments"], "completed"))
@@ -224,7 +237,7 @@ class _Events:
     def response(self, status: str, gen: Optional[Generation] = None) -> Dict[str, Any]:
         return _envelope(self.req, self.rid, self.created, status, self.output, gen)
 
-    def text(self, delta: str) -> Iterator[str]:
+    def text(self, delta: str, logprobs: List[Any]) -> Iterator[str]:
         if self.text_item is None:
             self.text_item = len(self.output)
             item = _message_item(new_id("msg"), "", "in_progress")
@@ -237,8 +250,9 @@ class _Events:
                             content_index=0, part=part)
         item = self.output[self.text_item]
         item["content"][0]["text"] += delta
+        item["content"][0]["logprobs"] += logprobs
         yield self.emit("response.output_text.delta", item_id=item["id"], output_index=self.text_item,
-                        content_index=0, delta=delta, logprobs=[])
+                        content_index=0, delta=delta, logprobs=logprobs)
 
     def close_text(self, status: str) -> Iterator[str]:
         if self.text_item is None:
@@ -247,7 +261,7 @@ class _Events:
         item = self.output[k]
         part = item["content"][0]
         yield self.emit("response.output_text.done", item_id=item["id"], output_index=k, content_index=0,
-                        text=part["text"], logprobs=[])
+                        text=part["text"], logprobs=part["logprobs"])
         yield self.emit("response.content_part.done", item_id=item["id"], output_index=k, content_index=0, part=part)
         item["status"] = status
         yield self.emit("response.output_item.done", output_index=k, item=item)
@@ -282,10 +296,13 @@ def _stream(req: ResponseRequest, plan: ChatPlan, gen: Generation, w: Watch, rid
     yield ev.emit("response.in_progress", response=ev.response("in_progress"))
     deltas = StreamDeltas(plan, gen)
     limit = req.max_tool_calls
+    pending: List[Any] = []  # token log-probabilities not yet sent: they ride on the next text delta
 
     def handle(d: Dict[str, Any]) -> Iterator[str]:
+        nonlocal pending
         if d.get("content"):
-            yield from ev.text(d["content"])
+            lps, pending = _logprobs(req, pending), []
+            yield from ev.text(d["content"], lps)
         for tc in d.get("tool_calls") or []:
             index = tc["index"]
             if limit is not None and index >= limit:
@@ -299,6 +316,7 @@ def _stream(req: ResponseRequest, plan: ChatPlan, gen: Generation, w: Watch, rid
         if c is None:
             yield PING
             continue
+        pending.extend(c[2] or [])
         for d in deltas.feed(c[0]):
             yield from handle(d)
     for d in deltas.finish():

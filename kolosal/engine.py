@@ -362,6 +362,12 @@ class Engine:
         ``prompt_cache_limit_bytes``, ``prompt_cache_saves``/``_restores``)."""
         return self._native.stats()
 
+    @property
+    def supports_tool_calls(self) -> bool:
+        """Whether the chat template renders tools and tool calls itself (else
+        ``chat`` offers tools through a system message and a JSON answer)."""
+        return bool(self._chat_caps.get("supports_tool_calls", False))
+
     # -- tokenizer -----------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> List[int]:
         if not isinstance(text, str):

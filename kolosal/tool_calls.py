@@ -12,7 +12,7 @@ import re
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["render_messages", "answer_schema", "parse_answer", "AnswerStream"]
+__all__ = ["render_messages", "history_as_text", "answer_schema", "parse_answer", "AnswerStream"]
 
 
 def _functions(tools: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
@@ -38,6 +38,26 @@ def _arguments(text: Any) -> Any:
         return text
 
 
+def _as_text(m: Mapping[str, Any]) -> Dict[str, Any]:
+    """An earlier tool call or tool result as ordinary text; other messages as they are."""
+    role = m.get("role")
+    if role == "assistant" and m.get("tool_calls"):
+        calls = [{"name": c["function"]["name"], "arguments": _arguments(c["function"].get("arguments"))}
+                 for c in m["tool_calls"]]
+        return {"role": "assistant", "content": json.dumps({"tool_calls": calls})}
+    if role == "tool":
+        name = m.get("name") or m.get("tool_call_id") or "tool"
+        return {"role": "user", "content": f"Result of {name}: {m.get('content')}"}
+    return dict(m)
+
+
+def history_as_text(messages: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Messages a template without tool support can render when no tools are
+    offered (``tool_choice: "none"``): earlier calls and their results stay in
+    the conversation as text instead of vanishing."""
+    return [_as_text(m) for m in messages]
+
+
 def render_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
                     required: bool) -> List[Dict[str, Any]]:
     """Messages the plain template can render: the tool list joins the system
@@ -45,20 +65,10 @@ def render_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mappi
     out: List[Dict[str, Any]] = []
     system = _system_text(tools, required)
     for m in messages:
-        role = m.get("role")
-        if role in ("system", "developer") and not out:
+        if m.get("role") in ("system", "developer") and not out:
             out.append({"role": "system", "content": f"{m.get('content') or ''}\n\n{system}".strip()})
             continue
-        if role == "assistant" and m.get("tool_calls"):
-            calls = [{"name": c["function"]["name"], "arguments": _arguments(c["function"].get("arguments"))}
-                     for c in m["tool_calls"]]
-            out.append({"role": "assistant", "content": json.dumps({"tool_calls": calls})})
-            continue
-        if role == "tool":
-            name = m.get("name") or m.get("tool_call_id") or "tool"
-            out.append({"role": "user", "content": f"Result of {name}: {m.get('content')}"})
-            continue
-        out.append(dict(m))
+        out.append(_as_text(m))
     if not out or out[0]["role"] != "system":
         out.insert(0, {"role": "system", "content": system})
     return out

@@ -127,3 +127,20 @@ def test_text_before_a_native_tool_call_streams_first(tool_template_engine):
     fragments = [d["tool_calls"][0]["function"]["arguments"] for d in flat[first_call + 1:] if "tool_calls" in d]
     assert len(fragments) > 3 and json.loads("".join(fragments)) == {"city": "Paris"}
     assert all("content" not in d for d in flat[first_call:])
+
+
+def test_tool_history_stays_in_the_prompt_when_no_tools_are_offered(engine):
+    """A template without tool support, tool_choice "none": the earlier call and its result are text."""
+    from kolosal.server.routes.openai.chat import plan_chat
+    from kolosal.server.schemas.chat import ChatCompletionRequest
+
+    assert not engine.supports_tool_calls
+    messages = [{"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
+    for extra in ({"tools": [WEATHER], "tool_choice": "none"}, {}):
+        req = ChatCompletionRequest.model_validate({"model": "m", "messages": messages, "max_tokens": 4, **extra})
+        prompt = plan_chat(engine, req).rendered.prompt
+        assert '"name": "get_weather"' in prompt and '"city": "Paris"' in prompt
+        assert "Result of get_weather: sunny" in prompt

@@ -96,6 +96,8 @@ def plan_chat(engine: Engine, req: ChatCompletionRequest) -> ChatPlan:
         if m["role"] == "tool" and "name" not in m and m.get("tool_call_id") in names:
             m["name"] = names[m["tool_call_id"]]
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools and req.tool_choice != "none" else None
+    if not tools and not engine.supports_tool_calls:
+        messages = tool_calls.history_as_text(messages)
     tool_choice = req.tool_choice.model_dump() if hasattr(req.tool_choice, "model_dump") else req.tool_choice
     json_schema: Any = None
     rf = req.response_format

@@ -19,7 +19,7 @@ from .config import ConfigError
 from .config_schema import ConfigFile
 from .errors import ApiError
 from .limits import install_limits
-from .model_paths import allowed_directories
+from .models.paths import allowed_directories
 from .rate_limit import Network, client_address, install_rate_limit, trusted_networks
 from .token_quota import install_token_quota
 

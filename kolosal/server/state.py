@@ -8,7 +8,8 @@ from typing import Any, Callable, Dict, Iterable, List
 from flask import current_app
 
 from .config_schema import ConfigFile
-from .registry import EngineRegistry, MemoryPolicy
+from .models.memory_policy import MemoryPolicy
+from .models.registry import EngineRegistry
 
 EXT = "kolosal"
 

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from kolosal.server.errors import ApiError
-from kolosal.server.registry import FAILED, LOADED, REGISTERED, EngineRegistry, MemoryPolicy
+from kolosal.server.models.memory_policy import MemoryPolicy
+from kolosal.server.models.registry import FAILED, LOADED, REGISTERED, EngineRegistry
 
 PARAMS = {"n_ctx": 512, "n_parallel": 1, "n_threads": 1}
 

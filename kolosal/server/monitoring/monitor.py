@@ -10,7 +10,7 @@ from flask import Flask, Response, g, request
 
 import kolosal
 
-from ..registry import LOADED, EngineRecord
+from ..models.registry import LOADED, EngineRecord
 from ..state import ServerState
 from .completions import CompletionStats, RequestTrack
 from .prometheus import PrometheusMetrics

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from ..registry import FAILED, LOADED, LOADING, REGISTERED, UNLOADING
+from ..models.registry import FAILED, LOADED, LOADING, REGISTERED, UNLOADING
 
 if TYPE_CHECKING:
     from .monitor import Monitoring

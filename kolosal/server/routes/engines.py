@@ -7,7 +7,7 @@ from typing import Any, Dict
 from flask import Blueprint, current_app, jsonify
 
 from ..errors import REDACT, ApiError
-from ..model_paths import resolve_model_path
+from ..models.paths import resolve_model_path
 from ..openapi import api_route, parse_body
 from ..security import security_of
 from ..schemas.admin import CreateEngineRequest, EngineDeleted, EngineInfo, EngineList

@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify
 
 from .._version import server_version
 from ..openapi import api_route
-from ..registry import FAILED, LOADED, LOADING, REGISTERED
+from ..models.registry import FAILED, LOADED, LOADING, REGISTERED
 from ..schemas.admin import HealthResponse
 from ..state import engines_summary, get_state
 

@@ -5,7 +5,7 @@ from typing import Any, Dict, List
 
 from flask import jsonify
 
-from ...registry import EngineRecord
+from ...models.registry import EngineRecord
 from ...openapi import api_route
 from ...schemas.embeddings import ModelCard, ModelList
 from ...state import ServerState, get_state

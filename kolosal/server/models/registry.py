@@ -1,19 +1,16 @@
 """EngineRegistry: the models a server knows, keyed by engine id (= model id),
-and the policy that keeps the loaded ones within a memory budget.
+one ``EngineRecord`` each.
 
 A model is ``registered`` until first needed (or loaded at start-up), then
 ``loading`` → ``loaded``; eviction and idle unloading pass through
 ``unloading`` back to ``registered``; a failed load leaves ``error`` with a
 code saying why. Before a load, its footprint is estimated from the GGUF
-header (weights + KV for ``n_ctx``); if that would exceed the budget
-(``inference.model_cache_size_gb``) or push system memory use past
-``inference.swap_threshold``, idle models are unloaded in order: low before
-medium before high priority, least recently used first. Models with requests
-in flight and pinned models are never unloaded.
+header and ``memory_policy`` decides which idle models to unload to make
+room; ``upkeep`` runs the background thread that unloads idle models and
+reloads changed files.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -21,16 +18,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .. import errors as kerr
-from .._native import MemoryManager
-from ..engine import Engine
-from .errors import ApiError
+from ... import errors as kerr
+from ..._native import MemoryManager
+from ...engine import Engine
+from ..errors import ApiError
+from .memory_policy import MemoryPolicy, choose_victim, priority_rank
+from .paths import file_sha256, file_stamp
+from .upkeep import ModelUpkeep
 
 log = logging.getLogger("kolosal.server.registry")
 
 REGISTERED, LOADING, LOADED, UNLOADING, FAILED = "registered", "loading", "loaded", "unloading", "error"
-
-_PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
 # Why a load failed: one code per cause, in the record, the log and the HTTP error.
 _LOAD_ERROR_CODES: Tuple[Tuple[type, str], ...] = (
@@ -46,28 +44,6 @@ _LOAD_ERROR_CODES: Tuple[Tuple[type, str], ...] = (
 
 class ChecksumMismatch(kerr.ModelLoadError):
     """The model file's SHA-256 is not the configured one."""
-
-
-def priority_rank(priority: Any) -> int:
-    if isinstance(priority, int):
-        return priority
-    return _PRIORITY_RANK.get(str(priority or "medium").lower(), 1)
-
-
-def file_stamp(path: str) -> Optional[Tuple[int, int]]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -146,16 +122,6 @@ class EngineRecord:
 
 
 @dataclass
-class MemoryPolicy:
-    budget_bytes: Optional[int] = None     # weights + KV of all loaded models
-    swap_threshold: Optional[float] = None  # highest system memory use (0..1) a load may cause
-    keep_alive_seconds: Optional[float] = None  # unload models idle this long
-    load_wait_seconds: float = 300.0  # how long a request waits for a model another request is loading
-    watch_files: bool = False  # reload a loaded model when its file changes on disk
-    poll_seconds: float = 2.0  # how often model files are checked
-
-
-@dataclass
 class RegistryCounters:
     loads: int = 0
     load_failures: int = 0
@@ -177,10 +143,9 @@ class EngineRegistry:
         # called with the engine id before a request loads a model on demand; raises to refuse
         self.load_guard: Optional[Callable[[str], None]] = None
         self._checksums: Dict[Tuple[str, int, int], str] = {}
-        self._stop = threading.Event()
-        self._upkeep: Optional[threading.Thread] = None
-        if self.policy.keep_alive_seconds or self.policy.watch_files:
-            self._upkeep = threading.Thread(target=self._maintain, name="kolosal-model-upkeep", daemon=True)
+        self._upkeep: Optional[ModelUpkeep] = None
+        if ModelUpkeep.needed(self.policy):
+            self._upkeep = ModelUpkeep(self, self.policy)
             self._upkeep.start()
 
     # -- registration --------------------------------------------------------
@@ -204,6 +169,10 @@ class EngineRegistry:
         if rec is None:
             raise ApiError(404, f"The model '{engine_id}' does not exist", param="model", code="model_not_found")
         return rec
+
+    def loaded(self) -> List[EngineRecord]:
+        """The records whose model is loaded now."""
+        return [r for r in self.records() if r.state == LOADED and r.engine is not None]
 
     # -- loading -------------------------------------------------------------
     def estimate(self, rec: EngineRecord) -> int:
@@ -274,29 +243,15 @@ class EngineRegistry:
     def _make_room(self, rec: EngineRecord, need: int) -> None:
         """Unload idle models until ``need`` more bytes fit; ApiError 503 if they cannot."""
         while True:
-            loaded = [r for r in self.records() if r is not rec and r.state == LOADED and r.engine is not None]
-            used = sum(r.memory_bytes() for r in loaded)
-            reasons = []
-            budget = self.policy.budget_bytes
-            if budget is not None and used + need > budget:
-                reasons.append(f"the model budget is {budget >> 20} MiB and {used >> 20} MiB are in use")
-            if self.policy.swap_threshold is not None:
-                sysmem = MemoryManager.system()
-                if sysmem["total_bytes"] and (sysmem["used_bytes"] + need) / sysmem["total_bytes"] > self.policy.swap_threshold:
-                    reasons.append(f"system memory use would pass {self.policy.swap_threshold:.0%}")
-            if not reasons:
+            victim = choose_victim(self.policy, rec.engine_id, need,
+                                   [r for r in self.loaded() if r is not rec])
+            if victim is None:
                 return
-            victims = sorted((r for r in loaded if not r.pinned and not r.busy()),
-                             key=lambda r: (priority_rank(r.priority), r.last_used or 0.0))
-            if not victims:
-                held = ", ".join(f"{r.engine_id} ({r.memory_bytes() >> 20} MiB, "
-                                 f"{'pinned' if r.pinned else 'busy'})" for r in loaded) or "nothing"
-                raise ApiError(503, f"Not enough memory to load '{rec.engine_id}' ({need >> 20} MiB needed): "
-                                    f"{'; '.join(reasons)}. Loaded: {held}.", param="model", code="insufficient_memory")
-            self._unload(victims[0], "evicted")
+            self.unload(victim, "evicted")
             self.counters.evictions += 1
 
-    def _unload(self, rec: EngineRecord, why: str) -> None:
+    def unload(self, rec: EngineRecord, why: str) -> None:
+        """Close ``rec``'s engine; the record stays, ``registered``, to load again on demand."""
         with rec.lock:
             if rec.engine is None:
                 return
@@ -386,38 +341,6 @@ class EngineRegistry:
         engine.close()
         self.counters.unloads += 1
 
-    # -- upkeep: idle unloading and file changes ------------------------------
-    def _maintain(self) -> None:
-        keep = self.policy.keep_alive_seconds
-        period = min(self.policy.poll_seconds, max(keep / 4, 0.05)) if keep else self.policy.poll_seconds
-        while not self._stop.wait(period):
-            if keep:
-                self._unload_idle(keep)
-            if self.policy.watch_files:
-                self._reload_changed()
-
-    def _unload_idle(self, keep: float) -> None:
-        now = time.time()
-        for rec in self.records():
-            if (rec.state == LOADED and not rec.pinned and rec.last_used is not None
-                    and now - rec.last_used > keep and not rec.busy()):
-                self._unload(rec, f"idle for more than {keep:g}s")
-                self.counters.idle_unloads += 1
-
-    def _reload_changed(self) -> None:
-        for rec in self.records():
-            if rec.state != LOADED or rec.file_stamp is None:
-                continue
-            stamp = file_stamp(rec.model_path)
-            if stamp is None or stamp == rec.file_stamp:
-                continue
-            log.info("the file of %s changed: reloading it", rec.engine_id)
-            try:
-                self.replace(rec.engine_id, rec.model_path, rec.params)
-            except Exception as e:  # the old model keeps serving
-                rec.file_stamp = stamp  # do not retry the same file again and again
-                log.error("reloading %s failed, the loaded model keeps serving: %s", rec.engine_id, e)
-
     # -- removal -------------------------------------------------------------
     def remove(self, engine_id: str) -> EngineRecord:
         with self._lock:
@@ -434,6 +357,7 @@ class EngineRegistry:
             rec.engine, rec.state = None, REGISTERED
 
     def close_all(self) -> None:
-        self._stop.set()
+        if self._upkeep is not None:
+            self._upkeep.stop()
         for rec in self.records():
             self._close(rec)

@@ -12,7 +12,7 @@ from ._version import server_version
 from .config import load_config
 from .config_schema import ConfigFile
 from .errors import REDACT, register_error_handlers
-from .monitoring import install_monitoring
+from .monitoring import Monitoring
 from .openapi import build_openapi
 from .request_log import RequestLogMiddleware
 from .routes import register_blueprints
@@ -55,9 +55,9 @@ def create_app(config: Union[ConfigFile, Dict[str, Any], str, Path, None] = None
     app.extensions[EXT] = state
 
     register_error_handlers(app)
-    register_blueprints(app)
+    register_blueprints(app, metrics=cfg.features.metrics)
     security = install_security(app, cfg)
-    install_monitoring(app, state)
+    Monitoring(state).init_app(app)
     state.registry.load_guard = security.check_load
     app.extensions[REDACT] = lambda text: security.redact(text, [r.model_path for r in state.registry.records()])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, current_app, request
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
@@ -26,15 +26,22 @@ class RouteSpec:
     response: Optional[Type[BaseModel]] = None
     status: int = 200
     streams: Optional[Type[BaseModel]] = None  # SSE event model when "stream": true
+    generation: Optional[str] = None  # a generation endpoint of this kind ("chat", "completion")
 
 
 def api_route(bp: Blueprint, rule: str, methods: Sequence[str], *, summary: str, request_model=None,
-              response_model=None, status: int = 200, streams=None) -> Callable:
+              response_model=None, status: int = 200, streams=None, generation: Optional[str] = None) -> Callable:
     def deco(fn: Callable) -> Callable:
-        fn._api_spec = RouteSpec(summary, bp.name, request_model, response_model, status, streams)  # type: ignore[attr-defined]
+        fn._api_spec = RouteSpec(summary, bp.name, request_model, response_model, status, streams,  # type: ignore[attr-defined]
+                                 generation)
         bp.add_url_rule(rule, view_func=fn, methods=list(methods))
         return fn
     return deco
+
+
+def route_spec(endpoint: Optional[str]) -> Optional[RouteSpec]:
+    """The declaration of the current app's view ``endpoint`` (``request.endpoint``), if it has one."""
+    return getattr(current_app.view_functions.get(endpoint or ""), "_api_spec", None)
 
 
 def parse_body(model: Type[BaseModel]) -> Any:

@@ -1,5 +1,5 @@
 """Monitoring: host and completion metrics as JSON and Prometheus, and the
 engines' profiler timings."""
-from .monitor import EXT, Monitoring, current_track, get_monitoring, install_monitoring
+from .monitor import EXT, Monitoring, current_track, get_monitoring
 
-__all__ = ["EXT", "Monitoring", "current_track", "get_monitoring", "install_monitoring"]
+__all__ = ["EXT", "Monitoring", "current_track", "get_monitoring"]

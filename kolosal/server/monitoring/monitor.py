@@ -1,5 +1,11 @@
 """``Monitoring``: the per-app monitoring state, and the request hooks that
-account generation requests (``g.completion_track``) and count every request."""
+account generation requests (``g.completion_track``) and count every request.
+
+A Flask extension: ``Monitoring(state).init_app(app)`` keeps it in
+``app.extensions``. A request is a generation request when its view was
+declared with ``api_route(..., generation=...)``; the metrics endpoints are
+registered by the routes package, which reads this object through
+``get_monitoring``."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +17,7 @@ from flask import Flask, Response, g, request
 import kolosal
 
 from ..models.registry import LOADED, EngineRecord
+from ..openapi import route_spec
 from ..state import ServerState
 from .completions import CompletionStats, RequestTrack
 from .prometheus import PrometheusMetrics
@@ -19,9 +26,6 @@ from .system import shared_sampler
 EXT = "kolosal_monitoring"
 log = logging.getLogger("kolosal.server.monitoring")
 
-# view endpoints whose requests are generation requests, by their label
-_GENERATION_VIEWS = {"chat_completions": "/chat/completions", "completions": "/completions"}
-
 
 def timer_stats(stats: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     return {name: {"count": t.count, "total_ms": t.total_ms, "min_ms": t.min_ms, "max_ms": t.max_ms,
@@ -29,12 +33,55 @@ def timer_stats(stats: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
 
 
 class Monitoring:
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, app: Optional[Flask] = None) -> None:
         self.state = state
         self.system = shared_sampler()
         self.completions = CompletionStats()
         self.profiler = kolosal.Profiler()  # the server's own timers (HTTP serialization)
         self.prometheus = PrometheusMetrics(self)
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Keep this object in ``app.extensions``; add the hooks that count
+        every request and account generation requests, and a timer around
+        JSON serialization."""
+        app.extensions[EXT] = self
+        app.before_request(self._begin)
+        app.after_request(self._count)
+        app.teardown_request(self._unfinished)
+        dumps = app.json.dumps
+
+        def timed_dumps(obj: Any, **kwargs: Any) -> str:
+            t0 = time.perf_counter()
+            out = dumps(obj, **kwargs)
+            ms = (time.perf_counter() - t0) * 1000.0
+            self.profiler.record("http_serialize", ms)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("Timer http_serialize: %.3f ms", ms, extra={"timer": "http_serialize", "ms": round(ms, 3)})
+            return out
+
+        app.json.dumps = timed_dumps  # type: ignore[method-assign]
+
+    # -- request hooks --------------------------------------------------------
+    def _begin(self) -> None:
+        spec = route_spec(request.endpoint)
+        if spec is not None and spec.generation:
+            g.completion_track = self.begin(_endpoint_label())
+
+    def _count(self, resp: Response) -> Response:
+        track = current_track()
+        if track is None:
+            self.prometheus.requests.labels("none", _endpoint_label(), str(resp.status_code)).inc()
+        elif not (track.streaming and resp.status_code == 200):
+            track.finish(resp.status_code)  # a stream records itself when it ends
+        return resp
+
+    @staticmethod
+    def _unfinished(exc: Optional[BaseException]) -> None:
+        track = current_track()
+        if track is not None and not track.streaming:
+            track.finish(500)  # no-op when after_request recorded it
 
     # -- generation requests --------------------------------------------------
     def begin(self, endpoint: str) -> RequestTrack:
@@ -127,51 +174,7 @@ def current_track() -> Optional[RequestTrack]:
     return g.get("completion_track") if g else None
 
 
-def install_monitoring(app: Flask, state: ServerState) -> Monitoring:
-    """Hooks that count every request and account generation requests, and a
-    timer around JSON serialization."""
-    mon = Monitoring(state)
-    app.extensions[EXT] = mon
-    if state.config.features.metrics:
-        from ..routes.metrics import register_metrics
-        register_metrics(app)
-
-    @app.before_request
-    def _begin() -> None:
-        view = (request.endpoint or "").rpartition(".")[2]
-        if request.blueprint in ("openai", "openai_root") and view in _GENERATION_VIEWS:
-            g.completion_track = mon.begin(_GENERATION_VIEWS[view])
-
-    @app.after_request
-    def _count(resp: Response) -> Response:
-        track = current_track()
-        if track is None:
-            mon.prometheus.requests.labels("none", _endpoint_label(), str(resp.status_code)).inc()
-        elif not (track.streaming and resp.status_code == 200):
-            track.finish(resp.status_code)  # a stream records itself when it ends
-        return resp
-
-    @app.teardown_request
-    def _unfinished(exc: Optional[BaseException]) -> None:
-        track = current_track()
-        if track is not None and not track.streaming:
-            track.finish(500)  # no-op when after_request recorded it
-
-    dumps = app.json.dumps
-
-    def timed_dumps(obj: Any, **kwargs: Any) -> str:
-        t0 = time.perf_counter()
-        out = dumps(obj, **kwargs)
-        ms = (time.perf_counter() - t0) * 1000.0
-        mon.profiler.record("http_serialize", ms)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("Timer http_serialize: %.3f ms", ms, extra={"timer": "http_serialize", "ms": round(ms, 3)})
-        return out
-
-    app.json.dumps = timed_dumps  # type: ignore[method-assign]
-    return mon
-
-
 def _endpoint_label() -> str:
+    """The matched rule without ``/v1`` (``/chat/completions``), or ``unmatched``."""
     rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
     return rule[3:] if rule.startswith("/v1/") else rule

@@ -2,7 +2,7 @@
 the Prometheus exposition, completion metrics and profiler timings."""
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..monitoring import get_monitoring
 from ..openapi import api_route
@@ -73,8 +73,3 @@ def metrics_completion():  # type: ignore[no-untyped-def]
                                                     "decode, sample) and of the server (http_serialize)")
 def metrics_profile():  # type: ignore[no-untyped-def]
     return jsonify(get_monitoring(current_app).profile())
-
-
-def register_metrics(app: Flask) -> None:
-    app.register_blueprint(bp, url_prefix="/v1")
-    app.register_blueprint(bp, url_prefix="", name=f"{bp.name}_root")

@@ -134,7 +134,8 @@ def _tool_call(call: Dict[str, Any], i: int) -> Dict[str, Any]:
 
 
 @api_route(bp, "/chat/completions", ["POST"], summary="Create a chat completion (streaming with \"stream\": true)",
-           request_model=ChatCompletionRequest, response_model=ChatCompletionResponse, streams=ChatCompletionChunk)
+           request_model=ChatCompletionRequest, response_model=ChatCompletionResponse, streams=ChatCompletionChunk,
+           generation="chat")
 def chat_completions():  # type: ignore[no-untyped-def]
     state = get_state()
     req: ChatCompletionRequest = parse_body(ChatCompletionRequest)

@@ -26,7 +26,8 @@ def _prompts(engine: Engine, prompt: Union[str, List[Any]]) -> List[List[int]]:
 
 
 @api_route(bp, "/completions", ["POST"], summary="Create a text completion (streaming with \"stream\": true)",
-           request_model=CompletionRequest, response_model=CompletionResponse, streams=CompletionResponse)
+           request_model=CompletionRequest, response_model=CompletionResponse, streams=CompletionResponse,
+           generation="completion")
 def completions():  # type: ignore[no-untyped-def]
     state = get_state()
     req: CompletionRequest = parse_body(CompletionRequest)

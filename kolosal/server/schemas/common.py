@@ -85,7 +85,7 @@ class SamplingFields(Strict):
     top_k: Optional[int] = Field(None, ge=0)
     min_p: Optional[float] = Field(None, ge=0, le=1)
     typical_p: Optional[float] = Field(None, ge=1e-6, le=1)
-    repeat_penalty: Optional[float] = Field(None, ge=1e-6)
+    repeat_penalty: Optional[float] = Field(None, ge=1e-6, le=3.4e38)  # a finite float32
     repeat_last_n: Optional[int] = Field(None, ge=-1)
     grammar: Optional[str] = Field(None, min_length=1)
     ignore_eos: Optional[bool] = None

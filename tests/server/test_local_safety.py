@@ -141,3 +141,16 @@ def test_paths_and_load_errors_with_paths_for_admin_keys_only(model_path, tmp_pa
         assert (paths["m"] == str(model_path)) == shows and paths["m"].endswith(os.path.basename(model_path))
         status = c.get("/engines/gone/status", headers=bearer(key)).get_json()
         assert (secret_dir in status["model_path"] + status["error"]) == shows, status
+
+
+def test_a_request_may_wait_for_a_start_up_load_whatever_the_policy(model_path):
+    from kolosal.server import create_app
+    app = create_app({"logging": {"level": "WARNING"}, "security": {"api_keys": ["user"]},
+                      "inference": {"load_on_demand": "off"},
+                      "models": [{"id": "m", "path": str(model_path), "load_at_startup": True}]},
+                     load_models="background")
+    try:
+        r = app.test_client().post("/tokenize", json={"content": "hi", "model": "m"}, headers=bearer("user"))
+        assert r.status_code == 200, r.get_json()  # sent while the model loads: it waits, nothing new is loaded
+    finally:
+        app.extensions["kolosal"].registry.close_all()

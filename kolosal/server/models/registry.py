@@ -290,7 +290,7 @@ class EngineRegistry:
             engine = rec.engine
             if rec.state == LOADED and engine is not None:
                 return engine
-            if self.load_guard is not None:
+            if self.load_guard is not None and rec.state != LOADING:  # waiting for a load under way is fine
                 self.load_guard(rec.engine_id)
             try:
                 return self.load(rec)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from flask import request
 
-from .runner import usage
+from .serving.runner import usage
 from .state import ClosingBody
 
 log_access = logging.getLogger("kolosal.access")

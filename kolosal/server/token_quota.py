@@ -26,7 +26,7 @@ from .config_schema import ConfigFile
 from .errors import ApiError, error_response
 from .rate_limit import Network, request_identity, storage_uri
 from .request_log import ENV_GENS
-from .runner import usage
+from .serving.runner import usage
 
 GENERATION_PATHS = ("/chat/completions", "/completions", "/responses")
 EXT = "kolosal_token_quota"

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..runner import usage as response_usage
+from ..serving.runner import usage as response_usage
 
 
 @dataclass

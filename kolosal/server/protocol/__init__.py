@@ -1,1 +1,2 @@
-"""Request and response models; the OpenAPI document is generated from them."""
+"""Request and response models; the OpenAPI document is generated from them,
+and responses are built as them."""

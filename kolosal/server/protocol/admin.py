@@ -6,7 +6,7 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 from pydantic import BaseModel, Field
 
 from ..config_schema import LoadParams
-from .common import Strict
+from .base import Strict
 
 
 class CreateEngineRequest(Strict):

@@ -10,7 +10,7 @@ from ..errors import REDACT, ApiError
 from ..models.paths import resolve_model_path
 from ..openapi import api_route, parse_body
 from ..security import security_of
-from ..schemas.admin import CreateEngineRequest, EngineDeleted, EngineInfo, EngineList
+from ..protocol.admin import CreateEngineRequest, EngineDeleted, EngineInfo, EngineList
 from ..state import get_state
 
 bp = Blueprint("engines", __name__)

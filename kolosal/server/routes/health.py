@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 from .._version import server_version
 from ..openapi import api_route
 from ..models.registry import FAILED, LOADED, LOADING, REGISTERED
-from ..schemas.admin import HealthResponse
+from ..protocol.admin import HealthResponse
 from ..state import engines_summary, get_state
 
 bp = Blueprint("health", __name__)

@@ -8,10 +8,10 @@ from typing import Any, Iterator, Sequence
 
 from flask import Response
 
-from ..engine import Generation
-from .errors import from_engine_error
-from .monitoring import current_track
-from .runner import ClientGone, cancel_all
+from ...engine import Generation
+from ..errors import from_engine_error
+from ..monitoring import current_track
+from ..serving.runner import ClientGone, cancel_all
 
 log = logging.getLogger("kolosal.server.sse")
 

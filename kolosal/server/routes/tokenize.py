@@ -5,7 +5,7 @@ from flask import Blueprint, jsonify
 
 from ..errors import ApiError
 from ..openapi import api_route, parse_body
-from ..schemas.admin import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
+from ..protocol.admin import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from ..state import get_state
 
 bp = Blueprint("tokenize", __name__)

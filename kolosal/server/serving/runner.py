@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-from ..engine import Generation, TokenLogprob
-from ..errors import GenerationError
-from .errors import ApiError, ClientGone
+from ...engine import Generation, TokenLogprob
+from ...errors import GenerationError
+from ..errors import ApiError, ClientGone
 
 __all__ = ["ClientGone", "Watch", "cancel_all", "finish_reason", "usage", "chat_logprobs", "completion_logprobs"]
 

@@ -5,10 +5,10 @@ from typing import Any, Dict, Optional
 
 from flask import current_app, has_app_context
 
-from ..engine import Engine
-from .errors import ApiError
-from .schemas.common import SamplingFields
-from .token_quota import fit_to_quota
+from ...engine import Engine
+from ..errors import ApiError
+from ..protocol.openai.common import SamplingFields
+from ..token_quota import fit_to_quota
 
 _PASS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "repeat_last_n",
          "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos")

@@ -5,7 +5,8 @@ from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .common import ChoiceLogprobs, FinishReason, Lenient, SamplingFields, Strict, Usage, absent_or, documented, null_only, refused
+from ..base import Lenient, Strict, absent_or, documented, null_only, refused
+from .common import ChoiceLogprobs, FinishReason, SamplingFields, Usage
 
 
 class TextPart(Strict):

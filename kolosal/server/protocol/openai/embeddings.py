@@ -1,11 +1,12 @@
-"""POST /v1/embeddings and GET /v1/models shapes."""
+"""POST /v1/embeddings request and response."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import List, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, field_validator
 
-from .common import NonEmpty, Strict, TokenIds
+from ..base import Strict
+from .common import NonEmpty, TokenIds
 
 
 class EmbeddingRequest(Strict):
@@ -39,19 +40,3 @@ class EmbeddingResponse(BaseModel):
     data: List[EmbeddingItem]
     model: str
     usage: EmbeddingUsage
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "kolosal"
-    status: str
-    context_length: Optional[int] = Field(None, description="tokens of context one request can use (per slot)")
-    aliases: List[str] = Field(default_factory=list, description="other names requests may use for this model")
-    meta: Optional[Dict[str, Any]] = None
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: List[ModelCard]

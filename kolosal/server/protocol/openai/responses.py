@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from pydantic import ConfigDict, BaseModel, Discriminator, Field, Tag, model_validator
 from typing_extensions import Annotated
 
-from .common import Lenient, Strict, absent_or, documented, null_only, refused
+from ..base import Lenient, Strict, absent_or, documented, null_only, refused
 
 
 class InputText(Lenient):

@@ -12,11 +12,11 @@ from kolosal.engine import Engine, Generation, RenderedChat
 
 from ...errors import ApiError
 from ...openapi import api_route, parse_body
-from ...runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
-from ...sampling import fit_max_tokens, per_choice, sampling_kwargs
-from ...schemas.chat import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Message, RefusalPart,
+from ...serving.runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
+from ...serving.sampling import fit_max_tokens, per_choice, sampling_kwargs
+from ...protocol.openai.chat import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Message, RefusalPart,
                              TextPart)
-from ...sse import DONE, PING, event, sse_response
+from ..sse import DONE, PING, event, sse_response
 from ...state import get_state
 from . import bp
 from .common import admit, base, chunk_head, include_usage, new_id, now, watch

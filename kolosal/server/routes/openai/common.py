@@ -15,7 +15,7 @@ from ...errors import ApiError
 from ...limits import check_queue
 from ...monitoring import current_track
 from ...request_log import track_generations
-from ...runner import Watch
+from ...serving.runner import Watch
 from ...state import ServerState
 
 FINGERPRINT = f"kolosal-{_version}"

@@ -8,10 +8,10 @@ from flask import jsonify
 from kolosal.engine import Engine, Generation
 
 from ...openapi import api_route, parse_body
-from ...runner import Watch, cancel_all, completion_logprobs, finish_reason, usage
-from ...sampling import capped_default, fit_max_tokens, per_choice, sampling_kwargs
-from ...schemas.completions import CompletionRequest, CompletionResponse
-from ...sse import DONE, PING, event, sse_response
+from ...serving.runner import Watch, cancel_all, completion_logprobs, finish_reason, usage
+from ...serving.sampling import capped_default, fit_max_tokens, per_choice, sampling_kwargs
+from ...protocol.openai.completions import CompletionRequest, CompletionResponse
+from ..sse import DONE, PING, event, sse_response
 from ...state import get_state
 from . import bp
 from .common import admit, base, chunk_head, include_usage, new_id, now, watch

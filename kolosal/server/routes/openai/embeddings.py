@@ -8,7 +8,7 @@ from flask import jsonify
 
 from ...errors import ApiError
 from ...openapi import api_route, parse_body
-from ...schemas.embeddings import EmbeddingRequest, EmbeddingResponse
+from ...protocol.openai.embeddings import EmbeddingRequest, EmbeddingResponse
 from ...state import get_state
 from . import bp
 from .common import admit

@@ -7,7 +7,7 @@ from flask import jsonify
 
 from ...models.registry import EngineRecord
 from ...openapi import api_route
-from ...schemas.embeddings import ModelCard, ModelList
+from ...protocol.openai.models import ModelCard, ModelList
 from ...state import ServerState, get_state
 from . import bp
 from .common import resolve_model

@@ -17,11 +17,11 @@ from kolosal.engine import Generation
 
 from ...errors import ApiError
 from ...openapi import api_route, parse_body
-from ...runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
-from ...schemas.chat import ChatCompletionRequest
-from ...schemas.responses import (FunctionCallItem, FunctionCallOutputItem, InputOther, InputRefusal, MessageItem,
+from ...serving.runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
+from ...protocol.openai.chat import ChatCompletionRequest
+from ...protocol.openai.responses import (FunctionCallItem, FunctionCallOutputItem, InputOther, InputRefusal, MessageItem,
                                   ReasoningItem, Response, ResponseRequest, ResponseStreamEvent)
-from ...sse import PING, sse_response
+from ..sse import PING, sse_response
 from ...state import get_state
 from . import bp
 from .chat import ChatPlan, StreamDeltas, assistant_message, plan_chat

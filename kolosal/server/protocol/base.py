@@ -1,0 +1,54 @@
+"""Bases and JSON Schema helpers shared by every request and response model."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+def null_only(schema: Dict[str, Any]) -> None:
+    """``json_schema_extra`` of a field accepted only as null (or left out)."""
+    schema.clear()
+    schema["type"] = "null"
+
+
+def documented(replacement: Dict[str, Any]) -> Any:
+    """``json_schema_extra`` replacing a field's schema by what a validator or
+    the route actually accepts."""
+    def extra(schema: Dict[str, Any]) -> None:
+        schema.clear()
+        schema.update(replacement)
+    return extra
+
+
+def refused(schema: Dict[str, Any], cls: Any = None) -> None:
+    """``json_schema_extra`` of a model the server understands but refuses
+    (a clear 400): the document accepts no instance of it."""
+    schema.clear()
+    schema["not"] = {}
+
+
+def absent_or(name: str, when: Dict[str, Any], then: Dict[str, Any]) -> Dict[str, Any]:
+    """JSON Schema: if property ``name`` is present and matches ``when``, the
+    object must also match ``then``."""
+    return {"anyOf": [{"not": {"required": [name], "properties": {name: when}}}, then]}
+
+
+class Strict(BaseModel):
+    """Unknown fields are rejected (400 naming the field). An explicit
+    ``null`` for an optional field means its default, as in OpenAI's API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _null_means_default(self):  # type: ignore[no-untyped-def]
+        for name, info in type(self).model_fields.items():
+            if getattr(self, name) is None and not info.is_required():
+                default = info.get_default(call_default_factory=True)
+                if default is not None:
+                    object.__setattr__(self, name, default)
+        return self
+
+
+class Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")

@@ -1,0 +1,22 @@
+"""GET /v1/models and /v1/models/{id} responses."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Literal, Optional
+
+from pydantic import BaseModel, Field
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "kolosal"
+    status: str
+    context_length: Optional[int] = Field(None, description="tokens of context one request can use (per slot)")
+    aliases: List[str] = Field(default_factory=list, description="other names requests may use for this model")
+    meta: Optional[Dict[str, Any]] = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: List[ModelCard]

@@ -24,6 +24,9 @@ SEED_FIELDS = {"timestamp", "level", "component", "message", "request_id", "mode
 def restore_root_logging():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    # a test-client response nobody closed leaves its request id set on this thread
+    from kolosal.server.request_log import _request_id
+    _request_id.set(None)
     yield
     for h in list(root.handlers):
         root.removeHandler(h)

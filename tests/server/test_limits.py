@@ -364,3 +364,15 @@ def test_body_at_the_limit_is_read(small_body_server):
     r = httpx.post(small_body_server.v1 + "/completions", content=body + b" ",
                    headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_entity_too_large"
+
+
+def test_waitress_own_refusals_use_the_error_envelope(small_body_server):
+    big_header = b"X-Filler: " + b"a" * (300 * 1024) + b"\r\n"  # over Waitress' 256 KiB of headers
+    req = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n" + big_header + b"Connection: close\r\n\r\n"
+    status, head, body = _status_and_body(raw_request(small_body_server.port, req))
+    assert status == 431 and "application/json" in head
+    assert json.loads(body)["error"]["code"] == "request_header_fields_too_large"
+    req = (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\nnot-hex\r\n")
+    status, head, body = _status_and_body(raw_request(small_body_server.port, req))
+    assert status == 400 and json.loads(body)["error"]["type"] == "invalid_request_error"

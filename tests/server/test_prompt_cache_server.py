@@ -47,6 +47,13 @@ def test_conversation_that_lost_its_slot_comes_back_cached(server):
     assert status["memory"]["prompt_cache_bytes"] > 0
     assert status["memory"]["prompt_cache_bytes"] == status["stats"]["prompt_cache_bytes"]
     assert status["stats"]["prompt_cache_entries"] == 1
+    held = status["memory"]["prompt_cache_bytes"]
+    per_engine = {e["engine_id"]: e for e in
+                  http.get("/completion-metrics").json()["completion_metrics"]["per_engine"]}
+    assert per_engine["m"]["prompt_cache_bytes"] == held
+    prom = [line.split() for line in http.get("/metrics/prometheus").text.splitlines()
+            if line.startswith('kolosal_prompt_cache_bytes{engine="m"}')]
+    assert len(prom) == 1 and float(prom[0][1]) == held
     again = chat(http, a)
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] >= first["usage"]["prompt_tokens"]
 

@@ -162,7 +162,8 @@ class Monitoring:
                 "queued_requests": stats["queued"] if stats else None,
                 "slots_busy": stats["slots_busy"] if stats else None,
                 "slots_total": stats["n_slots"] if stats else None,
-                "prompt_cache_hit_tokens": stats["cached_tokens"] if stats else None}
+                "prompt_cache_hit_tokens": stats["cached_tokens"] if stats else None,
+                "prompt_cache_bytes": stats.get("prompt_cache_bytes", 0) if stats else None}
 
 
 def get_monitoring(app: Flask) -> Monitoring:

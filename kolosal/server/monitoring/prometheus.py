@@ -91,6 +91,7 @@ class _ScrapeCollector:
         queued = _gauge("kolosal_queued_requests", "Generations waiting for a slot", ("engine",))
         busy = _gauge("kolosal_slots_busy", "Slots generating", ("engine",))
         slots = _gauge("kolosal_slots_total", "Slots (parallel sequences)", ("engine",))
+        cache_bytes = _gauge("kolosal_prompt_cache_bytes", "Host memory held by saved prompt states", ("engine",))
         cached = CounterMetricFamily("kolosal_prompt_cache_hit_tokens", "Prompt tokens reused from the KV cache",
                                      labels=["engine"])
         prof_s = CounterMetricFamily("kolosal_profile_seconds", "Time in each profiled phase", labels=["engine", "timer"])
@@ -103,10 +104,11 @@ class _ScrapeCollector:
                 busy.add_metric([rec.engine_id], stats["slots_busy"])
                 slots.add_metric([rec.engine_id], stats["n_slots"])
                 cached.add_metric([rec.engine_id], stats["cached_tokens"])
+                cache_bytes.add_metric([rec.engine_id], stats.get("prompt_cache_bytes", 0))
             for name, t in (timers or {}).items():
                 prof_s.add_metric([rec.engine_id, name], t["total_ms"] / 1000.0)
                 prof_n.add_metric([rec.engine_id, name], t["count"])
-        yield from (state, queued, busy, slots, cached, prof_s, prof_n)
+        yield from (state, queued, busy, slots, cached, cache_bytes, prof_s, prof_n)
         c = self.m.state.registry.counters
         for name, value, doc in (("kolosal_model_loads", c.loads, "Models loaded"),
                                  ("kolosal_model_load_failures", c.load_failures, "Model loads that failed"),

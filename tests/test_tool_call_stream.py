@@ -100,7 +100,7 @@ def tool_template_engine(model_path):
 
 
 def test_text_before_a_native_tool_call_streams_first(tool_template_engine):
-    from kolosal.server.routes.openai.chat import StreamDeltas, plan_chat
+    from kolosal.server.serving.chat import StreamDeltas, plan_chat
     from kolosal.server.protocol.openai.chat import ChatCompletionRequest
 
     req = ChatCompletionRequest.model_validate({"model": "m", "stream": True, "tools": [WEATHER], "max_tokens": 4,
@@ -131,7 +131,7 @@ def test_text_before_a_native_tool_call_streams_first(tool_template_engine):
 
 def test_tool_history_stays_in_the_prompt_when_no_tools_are_offered(engine):
     """A template without tool support, tool_choice "none": the earlier call and its result are text."""
-    from kolosal.server.routes.openai.chat import plan_chat
+    from kolosal.server.serving.chat import plan_chat
     from kolosal.server.protocol.openai.chat import ChatCompletionRequest
 
     assert not engine.supports_tool_calls

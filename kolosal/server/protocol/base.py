@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 
 def null_only(schema: Dict[str, Any]) -> None:
@@ -52,3 +52,28 @@ class Strict(BaseModel):
 
 class Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+class Reply(BaseModel):
+    """A response model: every answer is built as one, so what is sent is what
+    ``/openapi.json`` states. Unknown fields are an error (a shape cannot
+    drift silently). A field left at its ``None`` default is left out of the
+    JSON; a field given ``None`` is sent as ``null`` (``"usage": null`` on
+    streamed chunks, ``"logprobs": null``); fields always sent are declared
+    without a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        data = handler(self)
+        for name, info in type(self).model_fields.items():
+            if name not in self.model_fields_set and getattr(self, name) is None:
+                data.pop(name, None)
+                if info.alias:
+                    data.pop(info.alias, None)
+        return data
+
+    def wire(self) -> Dict[str, Any]:
+        """The JSON-ready dict (floats stay floats: ``-Infinity`` is not turned into null)."""
+        return self.model_dump(by_alias=True)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from flask import Response
 
 from ...engine import Generation
 from ..errors import from_engine_error
 from ..monitoring import current_track
+from ..protocol.base import Reply
 from ..serving.runner import ClientGone, cancel_all
 
 log = logging.getLogger("kolosal.server.sse")
@@ -21,6 +22,20 @@ DONE = "data: [DONE]\n\n"
 
 def event(obj: Any) -> str:
     return "data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+def data_events(chunks: Iterator[Optional[Reply]], done: bool = True) -> Iterator[str]:
+    """Each chunk as a ``data:`` event, ``None`` as a keep-alive comment, then ``[DONE]``."""
+    for c in chunks:
+        yield PING if c is None else event(c.wire())
+    if done:
+        yield DONE
+
+
+def typed_events(events: Iterator[Optional[Reply]]) -> Iterator[str]:
+    """Events named by their ``type`` (``event:`` line, then ``data:``), as the Responses API sends them."""
+    for e in events:
+        yield PING if e is None else f"event: {e.type}\n" + event(e.wire())  # type: ignore[attr-defined]
 
 
 def sse_response(events: Iterator[str], gens: Sequence[Generation]) -> Response:

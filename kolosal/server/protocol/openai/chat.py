@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from ..base import Lenient, Strict, absent_or, documented, null_only, refused
+from ..base import Lenient, Reply, Strict, absent_or, documented, null_only, refused
 from .common import ChoiceLogprobs, FinishReason, SamplingFields, Usage
 
 
@@ -180,50 +180,82 @@ class ChatCompletionRequest(SamplingFields):
         return self
 
 
-class ResponseMessage(BaseModel):
+# -- the response -------------------------------------------------------------
+
+
+class CalledFunction(Reply):
+    name: str
+    arguments: str  # JSON text
+
+
+class AssistantToolCall(Reply):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
+class ResponseMessage(Reply):
     role: Literal["assistant"] = "assistant"
-    content: Optional[str] = None
-    reasoning_content: Optional[str] = None
-    tool_calls: Optional[List[ToolCall]] = None
+    content: Optional[str]
+    reasoning_content: Optional[str] = None  # left out unless the model reasoned
+    tool_calls: Optional[List[AssistantToolCall]] = None  # left out unless it called tools
 
 
-class ChatChoice(BaseModel):
+class ChatChoice(Reply):
     index: int
     message: ResponseMessage
     finish_reason: FinishReason
-    logprobs: Optional[ChoiceLogprobs] = None
+    logprobs: Optional[ChoiceLogprobs]
 
 
-class ChatCompletionResponse(BaseModel):
+class ChatCompletionResponse(Reply):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
     model: str
-    system_fingerprint: Optional[str] = None
+    system_fingerprint: str
     choices: List[ChatChoice]
     usage: Usage
 
 
-class ChunkDelta(BaseModel):
+class DeltaFunction(Reply):
+    name: Optional[str] = None  # in a call's first delta
+    arguments: Optional[str] = None  # a fragment of the JSON text
+
+
+class DeltaToolCall(Reply):
+    """A call's first delta has ``id``, ``type`` and ``function.name``; later
+    ones carry fragments of ``function.arguments``."""
+
+    index: int
+    id: Optional[str] = None
+    type: Optional[Literal["function"]] = None
+    function: DeltaFunction
+
+
+class ChunkDelta(Reply):
     role: Optional[Literal["assistant"]] = None
     content: Optional[str] = None
     reasoning_content: Optional[str] = None
-    tool_calls: Optional[List[Dict[str, Any]]] = None
+    tool_calls: Optional[List[DeltaToolCall]] = None
 
 
-class ChatChunkChoice(BaseModel):
+class ChatChunkChoice(Reply):
     index: int
     delta: ChunkDelta
-    finish_reason: FinishReason = None
-    logprobs: Optional[ChoiceLogprobs] = None
+    logprobs: Optional[ChoiceLogprobs]
+    finish_reason: FinishReason
 
 
-class ChatCompletionChunk(BaseModel):
-    """One SSE ``data:`` event of a streamed chat completion."""
+class ChatCompletionChunk(Reply):
+    """One SSE ``data:`` event of a streamed chat completion. With
+    ``stream_options.include_usage`` every chunk has ``usage``: null but the
+    last, which has no choices and the usage of the request."""
 
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
     model: str
+    system_fingerprint: str
     choices: List[ChatChunkChoice]
     usage: Optional[Usage] = None

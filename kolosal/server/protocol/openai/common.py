@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Dict, List, Literal, Optional, TypeVar, Union
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from ..base import Strict
+from ..base import Reply, Strict
 
 T = TypeVar("T")
 NonEmpty = Annotated[T, Field(min_length=1)]
@@ -45,25 +45,25 @@ class SamplingFields(Strict):
     ignore_eos: Optional[bool] = None
 
 
-class Usage(BaseModel):
+class Usage(Reply):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: Dict[str, int] = Field(default_factory=dict)
 
 
-class TopLogprob(BaseModel):
+class TopLogprob(Reply):
     token: str
     logprob: float
-    bytes: Optional[List[int]] = None
+    bytes: Optional[List[int]]  # the raw bytes: a token may hold part of a UTF-8 character
 
 
 class TokenLogprobOut(TopLogprob):
     top_logprobs: List[TopLogprob] = Field(default_factory=list)
 
 
-class ChoiceLogprobs(BaseModel):
-    content: Optional[List[TokenLogprobOut]] = None
+class ChoiceLogprobs(Reply):
+    content: Optional[List[TokenLogprobOut]]
 
 
 FinishReason = Optional[Literal["stop", "length", "tool_calls", "content_filter", "cancelled", "error"]]

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
+
+from ..base import Reply
 
 from .common import FinishReason, NonEmpty, SamplingFields, TokenIds, Usage
 
@@ -30,27 +32,29 @@ class CompletionRequest(SamplingFields):
         return v
 
 
-class CompletionLogprobs(BaseModel):
+class CompletionLogprobs(Reply):
     tokens: List[str]
     token_logprobs: List[float]
-    top_logprobs: Optional[List[Dict[str, float]]] = None
+    top_logprobs: Optional[List[Dict[str, float]]]
     text_offset: List[int]
 
 
-class CompletionChoice(BaseModel):
+class CompletionChoice(Reply):
     index: int
     text: str
+    logprobs: Optional[CompletionLogprobs]
     finish_reason: FinishReason
-    logprobs: Optional[CompletionLogprobs] = None
 
 
-class CompletionResponse(BaseModel):
-    """Also the shape of each streamed chunk (``usage`` only on the last)."""
+class CompletionResponse(Reply):
+    """Also the shape of each streamed chunk: with
+    ``stream_options.include_usage`` every chunk has ``usage``: null but the
+    last, which has no choices and the usage of the request."""
 
     id: str
     object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
-    system_fingerprint: Optional[str] = None
+    system_fingerprint: str
     choices: List[CompletionChoice]
     usage: Optional[Usage] = None

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import List, Literal, Optional, Union
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
-from ..base import Strict
+from ..base import Reply, Strict
 from .common import NonEmpty, TokenIds
 
 
@@ -24,18 +24,18 @@ class EmbeddingRequest(Strict):
         return v
 
 
-class EmbeddingItem(BaseModel):
+class EmbeddingItem(Reply):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: Union[List[float], str]
 
 
-class EmbeddingUsage(BaseModel):
+class EmbeddingUsage(Reply):
     prompt_tokens: int
     total_tokens: int
 
 
-class EmbeddingResponse(BaseModel):
+class EmbeddingResponse(Reply):
     object: Literal["list"] = "list"
     data: List[EmbeddingItem]
     model: str

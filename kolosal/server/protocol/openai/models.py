@@ -3,20 +3,22 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from ..base import Reply
 
 
-class ModelCard(BaseModel):
+class ModelCard(Reply):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "kolosal"
     status: str
-    context_length: Optional[int] = Field(None, description="tokens of context one request can use (per slot)")
+    context_length: Optional[int] = Field(description="tokens of context one request can use (per slot)")
     aliases: List[str] = Field(default_factory=list, description="other names requests may use for this model")
-    meta: Optional[Dict[str, Any]] = None
+    meta: Optional[Dict[str, Any]] = None  # in GET /v1/models/{id} only
 
 
-class ModelList(BaseModel):
+class ModelList(Reply):
     object: Literal["list"] = "list"
     data: List[ModelCard]

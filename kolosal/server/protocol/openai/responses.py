@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import ConfigDict, BaseModel, Discriminator, Field, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 from typing_extensions import Annotated
 
-from ..base import Lenient, Strict, absent_or, documented, null_only, refused
+from ..base import Lenient, Reply, Strict, absent_or, documented, null_only, refused
+from .common import TokenLogprobOut
 
 
 class InputText(Lenient):
@@ -184,14 +185,14 @@ class ResponseRequest(Strict):
 # -- the response -------------------------------------------------------------
 
 
-class OutputText(BaseModel):
+class OutputText(Reply):
     type: Literal["output_text"] = "output_text"
     text: str
     annotations: List[Any] = Field(default_factory=list)
-    logprobs: List[Any] = Field(default_factory=list)
+    logprobs: List[TokenLogprobOut] = Field(default_factory=list)  # with include: ["message.output_text.logprobs"]
 
 
-class OutputMessage(BaseModel):
+class OutputMessage(Reply):
     type: Literal["message"] = "message"
     id: str
     status: Literal["in_progress", "completed", "incomplete"]
@@ -199,7 +200,7 @@ class OutputMessage(BaseModel):
     content: List[OutputText]
 
 
-class OutputFunctionCall(BaseModel):
+class OutputFunctionCall(Reply):
     type: Literal["function_call"] = "function_call"
     id: str
     call_id: str
@@ -208,7 +209,10 @@ class OutputFunctionCall(BaseModel):
     status: Literal["in_progress", "completed", "incomplete"]
 
 
-class ResponseUsage(BaseModel):
+OutputItem = Union[OutputMessage, OutputFunctionCall]
+
+
+class ResponseUsage(Reply):
     input_tokens: int
     input_tokens_details: Dict[str, int]
     output_tokens: int
@@ -216,41 +220,44 @@ class ResponseUsage(BaseModel):
     total_tokens: int
 
 
-class Response(BaseModel):
+class Response(Reply):
     id: str
     object: Literal["response"] = "response"
     created_at: int
     status: Literal["completed", "incomplete", "in_progress", "failed"]
-    error: Optional[Dict[str, Any]] = None
-    incomplete_details: Optional[Dict[str, Any]] = None
-    instructions: Optional[str] = None
-    max_output_tokens: Optional[int] = None
+    error: Optional[Dict[str, Any]]
+    incomplete_details: Optional[Dict[str, Any]]
+    instructions: Optional[str]
+    max_output_tokens: Optional[int]
     model: str
-    output: List[Union[OutputMessage, OutputFunctionCall]]
+    output: List[OutputItem]
     parallel_tool_calls: bool
-    previous_response_id: Optional[str] = None
+    previous_response_id: Optional[str]
     store: bool = False
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
+    temperature: Optional[float]
+    top_p: Optional[float]
     text: Dict[str, Any]
     tool_choice: Any
     tools: List[Dict[str, Any]]
     truncation: str = "disabled"
-    usage: Optional[ResponseUsage] = None
+    usage: Optional[ResponseUsage]
     metadata: Dict[str, str] = Field(default_factory=dict)
 
 
-class ResponseStreamEvent(BaseModel):
-    """One SSE event of a streamed response (``event:`` names the type)."""
+class ResponseStreamEvent(Reply):
+    """One SSE event of a streamed response (``event:`` names the type); the
+    fields after ``sequence_number`` are those of its type."""
 
     type: str
     sequence_number: int
     response: Optional[Response] = None
+    item_id: Optional[str] = None
     output_index: Optional[int] = None
     content_index: Optional[int] = None
-    item_id: Optional[str] = None
-    item: Optional[Dict[str, Any]] = None
-    part: Optional[Dict[str, Any]] = None
+    item: Optional[OutputItem] = None
+    part: Optional[OutputText] = None
     delta: Optional[str] = None
     text: Optional[str] = None
+    name: Optional[str] = None
     arguments: Optional[str] = None
+    logprobs: Optional[List[TokenLogprobOut]] = None

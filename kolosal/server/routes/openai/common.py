@@ -1,13 +1,10 @@
-"""Helpers shared by the generation routes."""
+"""Admission of a generation request: the model it names, the queue, its limits."""
 from __future__ import annotations
 
-import time
-import uuid
-from typing import Any, Dict, Sequence
+from typing import Sequence
 
 from flask import g, request
 
-from kolosal._native import __version__ as _version
 from kolosal.engine import Engine, Generation
 from kolosal.errors import EngineClosedError
 
@@ -17,16 +14,6 @@ from ...monitoring import current_track
 from ...request_log import track_generations
 from ...serving.runner import Watch
 from ...state import ServerState
-
-FINGERPRINT = f"kolosal-{_version}"
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def now() -> int:
-    return int(time.time())
 
 
 def resolve_model(state: ServerState, name: str) -> str:
@@ -78,20 +65,3 @@ def watch(state: ServerState, gens: Sequence[Generation], prompts: int = 1) -> W
     if track is not None:
         track.set_generations(gens, prompts)
     return Watch(request.environ, timeout, s.sse_ping_seconds, track.first_token if track is not None else None)
-
-
-def include_usage(req: Any) -> bool:
-    return bool(req.stream and req.stream_options and req.stream_options.include_usage)
-
-
-def base(kind: str, rid: str, model: str, created: int) -> Dict[str, Any]:
-    return {"id": rid, "object": kind, "created": created, "model": model, "system_fingerprint": FINGERPRINT}
-
-
-def chunk_head(kind: str, rid: str, req: Any, created: int) -> Dict[str, Any]:
-    """Fields of every streamed chunk; with ``stream_options.include_usage``
-    all but the last carry ``"usage": null``, as OpenAI's do."""
-    head = base(kind, rid, req.model, created)
-    if include_usage(req):
-        head["usage"] = None
-    return head

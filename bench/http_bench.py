@@ -14,68 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import psutil
 
-import kolosal
+import servers
 from kolosal import demo_model
 
-ROOT = Path(__file__).resolve().parent.parent
-LLAMA_SERVER = ROOT / "build" / "llama-tools" / "bin" / "llama-server"
 N_SLOTS = 8
 CTX_PER_SLOT = 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited early with status {proc.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    sys.exit(f"server at {url} did not become ready")
-
-
-def start_llama_server(model: str, threads: int):
-    port = free_port()
-    cmd = [str(LLAMA_SERVER), "-m", model, "-np", str(N_SLOTS), "-c", str(N_SLOTS * CTX_PER_SLOT), "-t", str(threads),
-           "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port, "model"
-
-
-def start_kolosal(model: str, threads: int, tmp: Path):
-    port = free_port()
-    cfg = {
-        "server": {"host": "127.0.0.1", "port": port, "worker_threads": 32},
-        "logging": {"level": "WARNING"},
-        "models": [{"id": "bench", "path": model, "load_at_startup": True,
-                    "load_params": {"n_ctx": N_SLOTS * CTX_PER_SLOT, "n_parallel": N_SLOTS, "n_threads": threads}}],
-    }
-    path = tmp / "bench.json"
-    path.write_text(json.dumps(cfg))
-    cmd = [sys.executable, "-m", "kolosal.server", "--config", str(path)]
-    # Serve the same kolosal this script imported.
-    env = dict(os.environ, PYTHONPATH=str(Path(kolosal.__file__).resolve().parent.parent))
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp, env=env), port, "bench"
 
 
 def one_request(client: httpx.Client, url: str, model: str, prompt: str, max_tokens: int):
@@ -131,23 +82,16 @@ def load(url: str, model: str, clients: int, seconds: float, max_tokens: int):
             "ttft_p95_ms": q[18] * 1000, "requests": len(ttfts), "transport_errors": len(errors)}
 
 
-def bench_server(name, start, model, args, tmp):
-    proc, port, model_name = start(model, args.threads, tmp) if name == "kolosal" else start(model, args.threads)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc)
-        one_request(httpx.Client(timeout=60), url, model_name, "warm up", 8)
+def bench_server(kind, model, args, tmp):
+    with servers.running(kind, model, threads=args.threads, slots=N_SLOTS, ctx=N_SLOTS * CTX_PER_SLOT,
+                         workdir=tmp) as server:
+        url = server.url
+        one_request(httpx.Client(timeout=60), url, server.model, "warm up", 8)
         results = {}
         for c in args.clients:
-            results[c] = load(url, model_name, c, args.seconds, args.max_tokens)
-        results["rss_mb"] = psutil.Process(proc.pid).memory_info().rss / 2**20
+            results[c] = load(url, server.model, c, args.seconds, args.max_tokens)
+        results["rss_mb"] = server.rss_mib()
         return results
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def main() -> None:
@@ -159,12 +103,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
-    if not LLAMA_SERVER.exists():
-        sys.exit("build llama.cpp's tools first: bash bench/build_llama_tools.sh")
+    servers.require_llama_server()
     model = args.model or str(demo_model.ensure(quiet=True))
     with tempfile.TemporaryDirectory() as tmp:
-        ref = bench_server("llama-server", start_llama_server, model, args, Path(tmp))
-        ours = bench_server("kolosal", start_kolosal, model, args, Path(tmp))
+        ref = bench_server("llama-server", model, args, Path(tmp))
+        ours = bench_server("kolosal", model, args, Path(tmp))
     if args.markdown:
         print("| clients | llama-server tok/s | kolosal tok/s | ratio | TTFT p50 ms (llama-server / kolosal) | TTFT p95 ms (llama-server / kolosal) |")
         print("| ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..config_schema import LoadParams
-from .base import Strict
+from .base import Reply, Strict
 
 
 class CreateEngineRequest(Strict):
@@ -21,26 +21,39 @@ class CreateEngineRequest(Strict):
     loading_parameters: Optional[LoadParams] = Field(default_factory=LoadParams)
 
 
-class EngineInfo(BaseModel):
+class EngineMemory(Reply):
+    estimated_bytes: Optional[int]
+    measured_bytes: Optional[int]
+    prompt_cache_bytes: int
+
+
+class EngineInfo(Reply):
     engine_id: str
-    model_path: str
+    model_path: str = Field(..., description="the file; its name only, for keys other than admin keys")
     status: str
     created: int
     loading_parameters: Dict[str, Any]
-    context_length: Optional[int] = None
-    error: Optional[str] = None
-    metadata: Optional[Dict[str, Any]] = None
+    priority: Union[str, int]
+    pinned: bool
+    last_used: Optional[float]
+    requests_in_flight: int
+    memory: EngineMemory
+    load_seconds: Optional[float]
+    error: Optional[str] = None  # when the last load failed
+    error_code: Optional[str] = None
+    context_length: Optional[int] = None  # when loaded
+    metadata: Optional[Dict[str, Any]] = None  # when loaded, in the detailed answers
     stats: Optional[Dict[str, int]] = None
 
 
-class EngineList(BaseModel):
-    object: str = "list"
+class EngineList(Reply):
+    object: Literal["list"] = "list"
     engines: List[EngineInfo]
 
 
-class EngineDeleted(BaseModel):
+class EngineDeleted(Reply):
     engine_id: str
-    status: str = "removed"
+    status: Literal["removed"] = "removed"
 
 
 class TokenizeRequest(Strict):
@@ -51,12 +64,12 @@ class TokenizeRequest(Strict):
     with_pieces: Optional[bool] = False
 
 
-class TokenPiece(BaseModel):
+class TokenPiece(Reply):
     id: int
     piece: str
 
 
-class TokenizeResponse(BaseModel):
+class TokenizeResponse(Reply):
     tokens: List[Union[int, TokenPiece]]
 
 
@@ -65,16 +78,16 @@ class DetokenizeRequest(Strict):
     model: Optional[str] = None
 
 
-class DetokenizeResponse(BaseModel):
+class DetokenizeResponse(Reply):
     content: str
 
 
-class EngineHealth(BaseModel):
+class EngineHealth(Reply):
     engine_id: str
     status: str
 
 
-class HealthResponse(BaseModel):
+class HealthResponse(Reply):
     status: str = Field(..., description="ok, loading, draining or error")
     version: str
     uptime_seconds: float

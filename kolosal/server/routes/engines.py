@@ -18,7 +18,7 @@ bp = Blueprint("engines", __name__)
 
 @api_route(bp, "/engines", ["GET"], summary="List engines", response_model=EngineList)
 def list_engines():  # type: ignore[no-untyped-def]
-    return jsonify({"object": "list", "engines": [_shown(r.describe()) for r in get_state().registry.records()]})
+    return jsonify(EngineList(engines=[_shown(r.describe()) for r in get_state().registry.records()]).wire())
 
 
 @api_route(bp, "/engines", ["POST"], summary="Register (and by default load) an engine", request_model=CreateEngineRequest,
@@ -46,7 +46,7 @@ def create_engine():  # type: ignore[no-untyped-def]
         except Exception as e:
             raise ApiError(422, f"the new model could not be loaded (the old one keeps serving): {e}",
                            param="model_path", code="model_load_failed") from None
-        return jsonify(rec.describe(detail=True))
+        return jsonify(EngineInfo.model_validate(rec.describe(detail=True)).wire())
     rec = state.registry.add(req.engine_id, path, params, req.priority, req.sha256, req.pinned)
     if req.load_immediately:
         try:
@@ -58,7 +58,7 @@ def create_engine():  # type: ignore[no-untyped-def]
             code = rec.error_code or "model_load_failed"
             state.registry.remove(req.engine_id)
             raise ApiError(422, f"the model could not be loaded: {e}", param="model_path", code=code) from None
-    resp = jsonify(rec.describe(detail=True))
+    resp = jsonify(EngineInfo.model_validate(rec.describe(detail=True)).wire())
     resp.status_code = 201
     return resp
 
@@ -67,7 +67,7 @@ def create_engine():  # type: ignore[no-untyped-def]
            response_model=EngineInfo)
 def engine_status(engine_id: str):  # type: ignore[no-untyped-def]
     rec = _record(engine_id)
-    return jsonify(_shown(rec.describe(detail=True)))
+    return jsonify(EngineInfo.model_validate(_shown(rec.describe(detail=True))).wire())
 
 
 @api_route(bp, "/engines/<path:engine_id>", ["DELETE"], summary="Unload and remove an engine",
@@ -75,7 +75,7 @@ def engine_status(engine_id: str):  # type: ignore[no-untyped-def]
 def delete_engine(engine_id: str):  # type: ignore[no-untyped-def]
     _record(engine_id)
     get_state().registry.remove(engine_id)
-    return jsonify({"engine_id": engine_id, "status": "removed"})
+    return jsonify(EngineDeleted(engine_id=engine_id).wire())
 
 
 def _shown(info: Dict[str, Any]) -> Dict[str, Any]:

@@ -26,8 +26,9 @@ def health():  # type: ignore[no-untyped-def]
         status = "error"
     else:
         status = "ok"
-    body = {"status": status, "version": server_version(), "uptime_seconds": round(time.monotonic() - state.started, 3),
-            "active_requests": state.inflight, "engines": engines_summary(state)}
-    resp = jsonify(body)
+    body = HealthResponse(status=status, version=server_version(),
+                          uptime_seconds=round(time.monotonic() - state.started, 3), active_requests=state.inflight,
+                          engines=engines_summary(state))
+    resp = jsonify(body.wire())
     resp.status_code = 200 if status == "ok" else 503
     return resp

@@ -5,7 +5,7 @@ from flask import Blueprint, jsonify
 
 from ..errors import ApiError
 from ..openapi import api_route, parse_body
-from ..protocol.admin import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
+from ..protocol.admin import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse, TokenPiece
 from ..state import get_state
 
 bp = Blueprint("tokenize", __name__)
@@ -18,8 +18,9 @@ def tokenize():  # type: ignore[no-untyped-def]
     engine = get_state().registry.engine(req.model)
     tokens = engine.tokenize(req.content, add_special=req.add_special, parse_special=req.parse_special)
     if req.with_pieces:
-        return jsonify({"tokens": [{"id": t, "piece": engine.detokenize([t], special=True)} for t in tokens]})
-    return jsonify({"tokens": tokens})
+        return jsonify(TokenizeResponse(tokens=[TokenPiece(id=t, piece=engine.detokenize([t], special=True))
+                                                for t in tokens]).wire())
+    return jsonify(TokenizeResponse(tokens=tokens).wire())
 
 
 @api_route(bp, "/detokenize", ["POST"], summary="Detokenize token ids", request_model=DetokenizeRequest,
@@ -32,4 +33,4 @@ def detokenize():  # type: ignore[no-untyped-def]
     if bad:
         raise ApiError(400, f"token id {bad[0]} is outside the vocabulary (0..{n_vocab - 1})", param="tokens",
                        code="invalid_value")
-    return jsonify({"content": engine.detokenize(req.tokens)})
+    return jsonify(DetokenizeResponse(content=engine.detokenize(req.tokens)).wire())

@@ -86,6 +86,19 @@ class Outcome:
     cached_tokens: int = 0
     completion_tokens: List[int] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
+    rounds: List[float] = field(default_factory=list)   # total time of each round
+
+    def merge(self, other: "Outcome") -> None:
+        """Pool another round: TTFTs and tokens add up, the total is the median round."""
+        self.rounds.append(other.total_s)
+        self.total_s = statistics.median(self.rounds)
+        self.ttft += other.ttft
+        for turn, ts in other.ttft_by_turn.items():
+            self.ttft_by_turn.setdefault(turn, []).extend(ts)
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_tokens += other.cached_tokens
+        self.completion_tokens += other.completion_tokens
+        self.errors += other.errors
 
 
 def stream_chat(client: httpx.Client, server: servers.Server, messages: list, max_tokens: int):
@@ -251,6 +264,8 @@ def main() -> None:
     ap.add_argument("--points", nargs="+", metavar="CONVxSLOTS",
                     help="measure only these points (e.g. 8x4 32x8) instead of conversations x slots")
     ap.add_argument("--quick", action="store_true", help="only 8 conversations on 4 slots")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds per point, alternating which server goes first; the median total is reported")
     ap.add_argument("--servers", nargs="+", choices=servers.KINDS, default=list(servers.KINDS))
     ap.add_argument("--kolosal-param", action="append", default=[], metavar="KEY=VALUE",
                     help="extra load_params for kolosal's model (JSON values), repeatable")
@@ -280,12 +295,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n_conv, slots in points:
             run_id = f"{n_conv}x{slots}"
-            res = {}
-            for kind in kinds:
-                res[kind] = measure(kind, model, n_conv, slots, args, Path(tmp), run_id)
-                print(describe(kind, n_conv, slots, res[kind], args), file=sys.stderr)
+            res = {kind: Outcome() for kind in kinds}
+            for rnd in range(args.repeat):
+                # Rounds alternate which server goes first.
+                for kind in (kinds if rnd % 2 == 0 else kinds[::-1]):
+                    one = measure(kind, model, n_conv, slots, args, Path(tmp), run_id)
+                    print(describe(kind, n_conv, slots, one, args), file=sys.stderr)
+                    res[kind].merge(one)
             results[(n_conv, slots)] = res
     md = table(results, kinds, args)
+    if args.repeat > 1:
+        md = (f"Totals are the median of {args.repeat} rounds; TTFT and cache shares pool all rounds; "
+              f"totals of each round: " + "; ".join(
+                  f"{n}x{sl} " + ", ".join(f"{k} " + "/".join(f"{t:.1f}" for t in res[k].rounds) for k in kinds)
+                  for (n, sl), res in results.items()) + "\n\n" + md)
     print(md)
     if args.out:
         with args.out.open("a") as f:

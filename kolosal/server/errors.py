@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import errors as kerr
 from .config import clean_loc, format_loc
+from .protocol.errors import ErrorDetail, ErrorResponse
 
 log = logging.getLogger("kolosal.server")
 
@@ -42,8 +43,8 @@ class ApiError(Exception):
 
 
 def error_body(message: str, type: str, param: Optional[str] = None, code: Optional[str] = None) -> Dict[str, Any]:
-    """The envelope itself: ``{"error": {"message", "type", "param", "code"}}``."""
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+    """The envelope itself: ``{"error": {"message", "type", "param", "code"}}`` (``protocol.errors``)."""
+    return ErrorResponse(error=ErrorDetail(message=message, type=type, param=param, code=code)).wire()
 
 
 # app.extensions key of ``message -> message`` hiding file paths from this caller

@@ -16,6 +16,7 @@ from .errors import ApiError
 from .config_schema import ServerSection
 from .limits import EXT as LIMITS_EXT
 from .limits import RequestLimits, check_request, request_json
+from .protocol.errors import ErrorResponse
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,6 @@ def parse_body(model: Type[BaseModel]) -> Any:
         raise from_validation(e) from None
     check_request(req)
     return req
-
-
-_ERROR_SCHEMA = {
-    "type": "object", "required": ["error"],
-    "properties": {"error": {"type": "object", "required": ["message", "type", "param", "code"], "properties": {
-        "message": {"type": "string"}, "type": {"type": "string"},
-        "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}},
-}
 
 
 def int_range_pattern(top: int) -> str:
@@ -212,7 +205,9 @@ def build_openapi(app: Flask, version: str) -> Dict[str, Any]:
     pairs = [(m, "validation") for m in models] + [(m, "serialization") for m in models]
     keys, top = models_json_schema(pairs, ref_template="#/components/schemas/{model}")
     schemas = dict(top.get("$defs", {}))
-    schemas["Error"] = _ERROR_SCHEMA
+    error = ErrorResponse.model_json_schema(mode="serialization", ref_template="#/components/schemas/{model}")
+    schemas.update(error.pop("$defs", {}))
+    schemas["Error"] = error
     n_vocab, names = _vocabulary(app), _model_names(app)
     dims = set(_loaded_metadata(app, "n_embd"))
     for m in models:

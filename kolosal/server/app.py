@@ -13,7 +13,7 @@ from .config import load_config
 from .config_schema import ConfigFile
 from .errors import REDACT, register_error_handlers
 from .monitoring import Monitoring
-from .openapi import build_openapi
+from .openapi import RouteSpec, build_openapi, declare
 from .request_log import RequestLogMiddleware
 from .routes import register_blueprints
 from .security import install_security
@@ -68,6 +68,8 @@ def create_app(config: Union[ConfigFile, Dict[str, Any], str, Path, None] = None
 
     @app.get("/openapi.json")
     @app.get("/v1/openapi.json")
+    @declare(RouteSpec("This OpenAPI document", "docs", auth="public", limit=None, listed=False,
+                       rule="/openapi.json"))
     def openapi():  # type: ignore[no-untyped-def]
         return jsonify(build_openapi(app, state.version))
 

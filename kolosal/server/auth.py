@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
-from flask import Flask, Response, g, request
+from flask import Response, g, request
 
 from .config import ConfigError
 from .config_schema import ConfigFile
@@ -24,7 +24,6 @@ log = logging.getLogger("kolosal.server.auth")
 
 HASH_PREFIX = "sha256:"
 DEFAULT_HEADER = "X-API-Key"
-_DOCS_PATHS = ("/openapi.json", "/v1/openapi.json")
 
 
 @dataclass(frozen=True)
@@ -185,25 +184,6 @@ def current_key(store: KeyStore) -> Tuple[Optional[str], Optional[ApiKey]]:
     return g.kolosal_key
 
 
-def bare_path(path: str) -> str:
-    return path[3:] if path.startswith("/v1/") else path
-
-
-def is_health(path: str) -> bool:
-    return bare_path(path) == "/health"
-
-
-def is_metrics(path: str) -> bool:
-    p = bare_path(path)
-    return p == "/metrics" or p.startswith(("/metrics/", "/completion-metrics"))
-
-
-def needs_admin(method: str, path: str) -> bool:
-    """Engine management and anything else that changes server state."""
-    p = bare_path(path)
-    return method not in ("GET", "HEAD", "OPTIONS") and (p == "/engines" or p.startswith("/engines/"))
-
-
 def _unauthorized(given: Optional[str]) -> Response:
     msg = ("Incorrect API key provided." if given else
            "Missing API key: send 'Authorization: Bearer KEY'.")
@@ -212,25 +192,20 @@ def _unauthorized(given: Optional[str]) -> Response:
     return resp
 
 
-def install_auth(app: Flask, cfg: ConfigFile, store: KeyStore) -> None:
-    if not store.enabled:
-        return
-    sec = cfg.security
-
-    @app.before_request
-    def _check_key() -> Optional[Response]:
-        path = request.path
-        if request.method == "OPTIONS" or path in _DOCS_PATHS:
-            return None
-        if (sec.public_health and is_health(path)) or (sec.public_metrics and is_metrics(path)):
-            return None
-        given, key = current_key(store)
-        if given and key is None:
-            return _unauthorized(given)
-        if key is None and store.required:
-            return _unauthorized(None)
-        if key is not None:
-            request.environ["kolosal.key_id"] = key.key_id
-        if needs_admin(request.method, path) and not (key and key.admin):
-            return error_response(ApiError(403, "This endpoint needs an admin API key.", code="admin_key_required"))
+def check_key(store: KeyStore, level: str) -> Optional[Response]:
+    """The key check of the current request for an endpoint at ``level``
+    (``"public"``, ``"user"`` or ``"admin"``): 401 without a valid key where
+    keys are required, 403 without an admin key where one is needed. Records
+    ``kolosal.key_id`` for the access log."""
+    if not store.enabled or level == "public":
         return None
+    given, key = current_key(store)
+    if given and key is None:
+        return _unauthorized(given)
+    if key is None and store.required:
+        return _unauthorized(None)
+    if key is not None:
+        request.environ["kolosal.key_id"] = key.key_id
+    if level == "admin" and not (key and key.admin):
+        return error_response(ApiError(403, "This endpoint needs an admin API key.", code="admin_key_required"))
+    return None

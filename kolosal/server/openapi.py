@@ -19,25 +19,52 @@ from .limits import RequestLimits, check_request, request_json
 from .protocol.errors import ErrorResponse
 
 
+AUTH_LEVELS = ("public", "health", "metrics", "user", "admin")
+
+
 @dataclass(frozen=True)
 class RouteSpec:
+    """A view's declaration: what ``/openapi.json`` says of it, and the policy
+    the request hook (``policy.py``) applies to it."""
     summary: str
     tag: str
     request: Optional[Type[BaseModel]] = None
     response: Optional[Type[BaseModel]] = None
     status: int = 200
     streams: Optional[Type[BaseModel]] = None  # SSE event model when "stream": true
-    generation: Optional[str] = None  # a generation endpoint of this kind ("chat", "completion")
+    generation: Optional[str] = None  # a generation endpoint of this kind ("chat", "completion"): token quota, tracks
+    auth: str = "user"  # "public", "user", "admin", or "health"/"metrics": public unless security.public_* is false
+    limit: Optional[str] = "default"  # rate-limit class; None: not rate limited
+    listed: bool = True  # an operation of /openapi.json
+    rule: str = ""  # the URL rule as declared, without the /v1 prefix (the monitoring label)
 
 
 def api_route(bp: Blueprint, rule: str, methods: Sequence[str], *, summary: str, request_model=None,
-              response_model=None, status: int = 200, streams=None, generation: Optional[str] = None) -> Callable:
+              response_model=None, status: int = 200, streams=None, generation: Optional[str] = None,
+              auth: str = "user", limit: Optional[str] = "default") -> Callable:
+    """Register the view on ``bp`` with its declaration (documentation and policy)."""
+    spec = RouteSpec(summary, bp.name, request_model, response_model, status, streams, generation, auth, limit,
+                     rule=rule)
+
     def deco(fn: Callable) -> Callable:
-        fn._api_spec = RouteSpec(summary, bp.name, request_model, response_model, status, streams,  # type: ignore[attr-defined]
-                                 generation)
+        declare(spec)(fn)
         bp.add_url_rule(rule, view_func=fn, methods=list(methods))
         return fn
     return deco
+
+
+def declare(spec: RouteSpec) -> Callable:
+    """Attach ``spec`` to a view registered some other way (``app.get``)."""
+    if spec.auth not in AUTH_LEVELS:
+        raise ValueError(f"auth={spec.auth!r}: not one of {AUTH_LEVELS}")
+
+    def deco(fn: Callable) -> Callable:
+        fn._api_spec = spec  # type: ignore[attr-defined]
+        return fn
+    return deco
+
+
+PUBLIC_EXT = "kolosal_public_route"  # set when keys are required: RouteSpec -> needs no key
 
 
 def route_spec(endpoint: Optional[str]) -> Optional[RouteSpec]:
@@ -190,12 +217,12 @@ def build_openapi(app: Flask, version: str) -> Dict[str, Any]:
     """The document of the running server: its routes, their models, and the
     limits, key requirements and error answers it enforces."""
     lim: RequestLimits = app.extensions.get(LIMITS_EXT) or RequestLimits.of(ServerSection())
-    public = app.extensions.get("kolosal_public_paths")  # None: no keys, everything open
+    public = app.extensions.get(PUBLIC_EXT)  # None: no keys, everything open
     ops: List[tuple] = []
     models: Dict[Type[BaseModel], None] = {}
     for rule in app.url_map.iter_rules():
         spec: Optional[RouteSpec] = getattr(app.view_functions.get(rule.endpoint), "_api_spec", None)
-        if spec is None:
+        if spec is None or not spec.listed:
             continue
         for m in (spec.request, spec.response, spec.streams):
             if m is not None:
@@ -249,9 +276,11 @@ def build_openapi(app: Flask, version: str) -> Dict[str, Any]:
                 "413": _error(f"the body is larger than {lim.body_bytes} bytes"),
                 "415": _error("the body was not sent as Content-Type: application/json")})
         if public is not None:
-            op["security"] = [] if public(rule.rule, method.upper()) else [{"bearer": []}]
+            op["security"] = [] if public(spec) else [{"bearer": []}]
             if op["security"]:
                 op["responses"]["401"] = _error("no or a wrong API key")
+            if spec.auth == "admin":
+                op["responses"]["403"] = _error("the API key is not an admin key")
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",

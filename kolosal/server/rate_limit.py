@@ -1,7 +1,9 @@
-"""Rate limiting with Flask-Limiter: per API key when one is presented, else
-per client address (``X-Forwarded-For`` only from trusted proxies).
+"""Rate limiting with the ``limits`` library: per API key when one is
+presented, else per client address (``X-Forwarded-For`` only from trusted
+proxies). The request hook (``policy.py``) checks the routes whose
+declaration has a rate-limit class (``api_route(..., limit="default")``).
 
-Both config forms map onto moving-window limits shared by every endpoint:
+Both config forms map onto moving-window limits shared by every such endpoint:
 
 * ``security.rate_limiting{requests_per_minute: R, burst_size: B}`` (token
   bucket): at most B requests in any ``60*B/R`` seconds, and at most R in any
@@ -10,19 +12,22 @@ Both config forms map onto moving-window limits shared by every endpoint:
   any W seconds.
 
 Storage is in memory, or Redis (``storage_uri: redis://...``) so that several
-instances share one quota."""
+instances share one quota; while Redis cannot be reached the limits are kept
+in memory."""
 from __future__ import annotations
 
 import ipaddress
 import logging
 import math
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from flask import Flask, Response, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask import Flask, Response, g, request
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 
-from .auth import KeyStore, current_key, is_health, is_metrics
+from .auth import KeyStore, current_key
 from .config import ConfigError
 from .config_schema import ConfigFile, RateLimiting
 from .errors import ApiError, error_response
@@ -33,7 +38,7 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 def limit_strings(rl: RateLimiting) -> List[str]:
-    """The limits one config block asks for, in Flask-Limiter's notation."""
+    """The limits one config block asks for, in the notation of the limits library."""
     if not rl.enabled:
         return []
     out = []
@@ -95,37 +100,80 @@ def storage_uri(cfg: ConfigFile) -> str:
     return uris.pop() if uris else "memory://"
 
 
-def install_rate_limit(app: Flask, cfg: ConfigFile, store: KeyStore, nets: List[Network]) -> Optional[Limiter]:
+class RateLimiter:
+    """Moving-window limits per identity, all of them hit by every counted
+    request (in order of their window, the first one exceeded refuses it)."""
+
+    RECHECK_SECONDS = 5.0  # how often a storage that failed is tried again
+    KEY_PREFIX = "kolosal"
+
+    def __init__(self, limits: List[str], uri: str, identity: Callable[[], str]) -> None:
+        self.limits = limits
+        self.identity = identity
+        self.items: List[RateLimitItem] = sorted(parse_many(";".join(limits)))
+        self.storage = storage_from_string(uri)
+        self._primary = MovingWindowRateLimiter(self.storage)
+        self._fallback = MovingWindowRateLimiter(MemoryStorage())
+        self._failed_at: Optional[float] = None
+
+    def _strategy(self) -> MovingWindowRateLimiter:
+        if self._failed_at is None:
+            return self._primary
+        if time.monotonic() - self._failed_at >= self.RECHECK_SECONDS:
+            try:
+                ok = self.storage.check()
+            except Exception:
+                ok = False
+            if ok:
+                log.info("rate limit storage reachable again")
+                self._failed_at = None
+                return self._primary
+            self._failed_at = time.monotonic()
+        return self._fallback
+
+    def _hit_all(self, strategy: MovingWindowRateLimiter, who: str) -> Tuple[bool, RateLimitItem, Any]:
+        for item in self.items:
+            if not strategy.hit(item, self.KEY_PREFIX, who):
+                return False, item, strategy.get_window_stats(item, self.KEY_PREFIX, who)
+        first = self.items[0]
+        return True, first, strategy.get_window_stats(first, self.KEY_PREFIX, who)
+
+    def hit(self, who: str) -> Tuple[bool, RateLimitItem, Any]:
+        """Count one request of ``who``: (allowed, the limit to report, its window stats)."""
+        strategy = self._strategy()
+        try:
+            return self._hit_all(strategy, who)
+        except Exception:
+            if strategy is self._fallback:
+                raise
+            log.warning("rate limit storage unreachable: limits are kept in memory meanwhile")
+            self._failed_at = time.monotonic()
+            return self._hit_all(self._fallback, who)
+
+    def check(self) -> Optional[Response]:
+        """Count the current request; a 429 answer when it is over a limit.
+        The figures for the ``RateLimit-*`` headers wait in ``g``."""
+        allowed, item, stats = self.hit(self.identity())
+        g.kolosal_rate_limit = (item.amount, stats.remaining if allowed else 0, stats.reset_time)
+        if allowed:
+            return None
+        return error_response(ApiError(429, f"Rate limit exceeded ({item}); retry later.",
+                                       code="rate_limit_exceeded"))
+
+
+def install_rate_limit(app: Flask, cfg: ConfigFile, store: KeyStore, nets: List[Network]) -> Optional[RateLimiter]:
+    """The limiter the request hook uses, or None without limits; its headers go on every counted answer."""
     limits = limit_strings(cfg.security.rate_limiting) + limit_strings(cfg.auth.rate_limit)
     if not limits:
         return None
     storage = storage_uri(cfg)
-
-    def identity() -> str:
-        return request_identity(store, nets)
-
-    def exempt() -> bool:
-        p = request.path
-        return request.method == "OPTIONS" or is_health(p) or is_metrics(p) or p.endswith("/openapi.json")
-
-    limiter = Limiter(identity, app=app, application_limits=[";".join(limits)],
-                      application_limits_exempt_when=exempt, storage_uri=storage, strategy="moving-window",
-                      headers_enabled=False, key_prefix="kolosal", in_memory_fallback_enabled=True)
+    limiter = RateLimiter(limits, storage, lambda: request_identity(store, nets))
 
     @app.after_request
     def _headers(resp: Response) -> Response:
-        lim = limiter.current_limit
-        if lim is not None:
-            add_headers(resp, lim.limit.amount, lim.remaining, lim.reset_at)
-        return resp
-
-    @app.errorhandler(RateLimitExceeded)
-    def _exceeded(e: RateLimitExceeded) -> Response:
-        lim = limiter.current_limit
-        resp = error_response(ApiError(429, f"Rate limit exceeded ({e.description}); retry later.",
-                                       code="rate_limit_exceeded"))
-        if lim is not None:
-            add_headers(resp, lim.limit.amount, 0, lim.reset_at)
+        figures = g.pop("kolosal_rate_limit", None)
+        if figures is not None:
+            add_headers(resp, *figures)
         return resp
 
     log.info("rate limiting: %s per API key or client address (storage %s)", "; ".join(limits),

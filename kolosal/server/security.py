@@ -1,8 +1,9 @@
-"""Wiring the security settings into the app: the request rules checked
-before anything else (an allowed ``Host``, a declared method), API keys and
-roles, rate limits, CORS, request limits, who may load models on demand,
-who sees file paths, and the model directories that ``POST /engines`` may
-load from. ``app.extensions["kolosal_security"]`` holds what the routes need."""
+"""Wiring the security settings into the app: allowed ``Host`` names, API
+keys and roles, rate limits and token quotas (applied by the request hook of
+``policy.py`` from each route's declaration), CORS, request limits, who may
+load models on demand, who sees file paths, and the model directories that
+``POST /engines`` may load from. ``app.extensions["kolosal_security"]``
+holds what the routes need."""
 from __future__ import annotations
 
 import ipaddress
@@ -11,15 +12,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from flask import Flask, current_app, has_request_context, request
-from werkzeug.exceptions import MethodNotAllowed
+from flask import Flask, has_request_context
 
-from .auth import KeyStore, current_key, install_auth, is_health, is_metrics, key_store
+from .auth import KeyStore, current_key, key_store
 from .config import ConfigError
 from .config_schema import ConfigFile
 from .errors import ApiError
 from .limits import install_limits
 from .models.paths import allowed_directories
+from .policy import install_policy
 from .rate_limit import Network, client_address, install_rate_limit, trusted_networks
 from .token_quota import install_token_quota
 
@@ -69,6 +70,12 @@ class SecurityState:
                 return True
         return False
 
+    def check_host(self, host: str) -> None:
+        """400 ``host_not_allowed`` unless ``host`` names this server (DNS rebinding)."""
+        if not self.host_allowed(host):
+            raise ApiError(400, f"The Host header '{_host_name(host)[:100]}' is not a name of this server; add it "
+                                f"to server.allowed_hosts to accept it.", code="host_not_allowed")
+
     def check_load(self, model_id: str) -> None:
         """``inference.load_on_demand``: may this caller cause ``model_id`` to be loaded?"""
         policy = self.load_on_demand
@@ -117,21 +124,6 @@ def allowed_hosts(cfg: ConfigFile, keys_required: bool) -> tuple:
     return [("." + n[2:]) if n.startswith("*.") else n for n in names], False  # "*.x" or ".x": x and below
 
 
-def install_request_rules(app: Flask, state: SecurityState) -> None:
-    """Checked first, before keys and rate limits: the Host header names this
-    server (no DNS rebinding), and the method is one the URL accepts (405 with
-    ``Allow``, whatever the key)."""
-
-    @app.before_request
-    def _request_rules() -> None:
-        host = request.headers.get("Host", "")
-        if not state.host_allowed(host):
-            raise ApiError(400, f"The Host header '{_host_name(host)[:100]}' is not a name of this server; add it "
-                                f"to server.allowed_hosts to accept it.", code="host_not_allowed")
-        if isinstance(request.routing_exception, MethodNotAllowed):
-            raise request.routing_exception
-
-
 def security_of(app: Flask) -> SecurityState:
     return app.extensions[EXT]
 
@@ -165,15 +157,10 @@ def install_security(app: Flask, cfg: ConfigFile) -> SecurityState:
                           load_on_demand=cfg.inference.load_on_demand,
                           extra_paths=[os.path.dirname(m.file) for m in cfg.models] + list(cfg.security.model_directories))
     app.extensions[EXT] = state
-    if store.required:  # for /openapi.json: which operations need no key
-        sec = cfg.security
-        app.extensions["kolosal_public_paths"] = lambda path, method: path.endswith("/openapi.json") or (
-            sec.public_health and is_health(path)) or (sec.public_metrics and is_metrics(path))
     install_limits(app, cfg)
-    install_request_rules(app, state)  # first: before keys and rate limits
-    state.limiter = install_rate_limit(app, cfg, store, state.proxies)  # first: counts refused keys too
-    install_auth(app, cfg, store)
-    install_token_quota(app, cfg, store, state.proxies)
+    state.limiter = install_rate_limit(app, cfg, store, state.proxies)
+    quota = install_token_quota(app, cfg, store, state.proxies)
+    install_policy(app, state, cfg.security, state.limiter, quota)  # the first before_request hook
     cors = _cors_settings(cfg)
     if cors is not None:
         from flask_cors import CORS

@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from flask import Flask, Response, current_app, g, has_request_context, request
 from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from .auth import KeyStore, bare_path
+from .auth import KeyStore
 from .config_schema import ConfigFile
 from .errors import ApiError, error_response
 from .rate_limit import Network, request_identity, storage_uri
 from .request_log import ENV_GENS
 from .serving.runner import usage
 
-GENERATION_PATHS = ("/chat/completions", "/completions", "/responses")
 EXT = "kolosal_token_quota"
 _ENV_WHO = "kolosal.quota_identity"
 _ENV_RESERVED = "kolosal.quota_reserved"  # (tokens, window reset time)
@@ -41,11 +40,20 @@ def tokens_per_minute(cfg: ConfigFile) -> Optional[int]:
 
 
 class TokenQuota:
-    def __init__(self, per_minute: int, uri: str) -> None:
+    def __init__(self, per_minute: int, uri: str, identity: Callable[[], str]) -> None:
         self.per_minute = per_minute
+        self.identity = identity
         self.item = parse(f"{per_minute} per 1 minute")
         self.storage = storage_from_string(uri)
         self.strategy = FixedWindowRateLimiter(self.storage)
+
+    def admit(self) -> Optional[Response]:
+        """A generation request: 429 when the caller's quota for this minute is spent."""
+        who = self.identity()
+        request.environ[_ENV_WHO] = who
+        if self.stats(who).remaining > 0:
+            return None
+        return error_response(_exceeded(self, who))
 
     def _key(self, who: str) -> str:
         return self.item.key_for("kolosal_tokens", who)
@@ -107,22 +115,14 @@ def _exceeded(quota: TokenQuota, who: str) -> ApiError:
                     code="token_quota_exceeded", retry_after=retry)
 
 
-def install_token_quota(app: Flask, cfg: ConfigFile, store: KeyStore, nets: List[Network]) -> None:
+def install_token_quota(app: Flask, cfg: ConfigFile, store: KeyStore, nets: List[Network]) -> Optional[TokenQuota]:
+    """The quota the request hook admits generation requests against (None
+    without one); the reservation is settled when the answer's body closes."""
     per_minute = tokens_per_minute(cfg)
     if per_minute is None:
-        return
-    quota = TokenQuota(per_minute, storage_uri(cfg))
+        return None
+    quota = TokenQuota(per_minute, storage_uri(cfg), lambda: request_identity(store, nets))
     app.extensions[EXT] = quota
-
-    @app.before_request
-    def _admit() -> Optional[Response]:
-        if request.method != "POST" or bare_path(request.path) not in GENERATION_PATHS:
-            return None
-        who = request_identity(store, nets)
-        request.environ[_ENV_WHO] = who
-        if quota.stats(who).remaining > 0:
-            return None
-        return error_response(_exceeded(quota, who))
 
     @app.after_request
     def _settle_later(resp: Response) -> Response:
@@ -142,3 +142,5 @@ def install_token_quota(app: Flask, cfg: ConfigFile, store: KeyStore, nets: List
                 used = reserved
         if reserved or used:
             quota.settle(environ[_ENV_WHO], reserved, reset_at, used)
+
+    return quota

@@ -176,6 +176,8 @@ def current_track() -> Optional[RequestTrack]:
 
 
 def _endpoint_label() -> str:
-    """The matched rule without ``/v1`` (``/chat/completions``), or ``unmatched``."""
-    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    return rule[3:] if rule.startswith("/v1/") else rule
+    """The declared rule of the matched view, without ``/v1`` (``/chat/completions``), or ``unmatched``."""
+    spec = route_spec(request.endpoint)
+    if spec is not None and spec.rule:
+        return spec.rule
+    return request.url_rule.rule if request.url_rule is not None else "unmatched"

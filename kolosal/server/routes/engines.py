@@ -22,7 +22,7 @@ def list_engines():  # type: ignore[no-untyped-def]
 
 
 @api_route(bp, "/engines", ["POST"], summary="Register (and by default load) an engine", request_model=CreateEngineRequest,
-           response_model=EngineInfo, status=201)
+           response_model=EngineInfo, status=201, auth="admin")
 def create_engine():  # type: ignore[no-untyped-def]
     state = get_state()
     req: CreateEngineRequest = parse_body(CreateEngineRequest)
@@ -71,7 +71,7 @@ def engine_status(engine_id: str):  # type: ignore[no-untyped-def]
 
 
 @api_route(bp, "/engines/<path:engine_id>", ["DELETE"], summary="Unload and remove an engine",
-           response_model=EngineDeleted)
+           response_model=EngineDeleted, auth="admin")
 def delete_engine(engine_id: str):  # type: ignore[no-untyped-def]
     _record(engine_id)
     get_state().registry.remove(engine_id)

@@ -14,7 +14,8 @@ from ..state import engines_summary, get_state
 bp = Blueprint("health", __name__)
 
 
-@api_route(bp, "/health", ["GET"], summary="Liveness and readiness (503 unless ok)", response_model=HealthResponse)
+@api_route(bp, "/health", ["GET"], summary="Liveness and readiness (503 unless ok)", response_model=HealthResponse,
+           auth="health", limit=None)
 def health():  # type: ignore[no-untyped-def]
     state = get_state()
     states = [r.state for r in state.registry.records()]

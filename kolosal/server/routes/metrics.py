@@ -42,7 +42,8 @@ def _prometheus(accept: str) -> Response:
 
 
 @api_route(bp, "/metrics", ["GET"], summary="Host metrics: JSON, or the Prometheus exposition when Accept asks "
-                                            "for text/plain or OpenMetrics")
+                                            "for text/plain or OpenMetrics",
+           auth="metrics", limit=None)
 def metrics():  # type: ignore[no-untyped-def]
     best = _negotiate(request.headers.get("Accept", ""))
     if best in (_OPENMETRICS, _TEXT):
@@ -53,23 +54,27 @@ def metrics():  # type: ignore[no-untyped-def]
     return resp
 
 
-@api_route(bp, "/metrics/prometheus", ["GET"], summary="The Prometheus exposition (text, or OpenMetrics on request)")
+@api_route(bp, "/metrics/prometheus", ["GET"], summary="The Prometheus exposition (text, or OpenMetrics on request)",
+           auth="metrics", limit=None)
 def metrics_prometheus():  # type: ignore[no-untyped-def]
     accept = request.headers.get("Accept", "")
     return _prometheus(accept if _OPENMETRICS in accept else "")
 
 
-@api_route(bp, "/completion-metrics", ["GET"], summary="Completion metrics, overall and per engine")
+@api_route(bp, "/completion-metrics", ["GET"], summary="Completion metrics, overall and per engine",
+           auth="metrics", limit=None)
 def completion_metrics():  # type: ignore[no-untyped-def]
     return jsonify(get_monitoring(current_app).completion_report())
 
 
-@api_route(bp, "/metrics/completion", ["GET"], summary="Completion metrics, overall and per engine")
+@api_route(bp, "/metrics/completion", ["GET"], summary="Completion metrics, overall and per engine",
+           auth="metrics", limit=None)
 def metrics_completion():  # type: ignore[no-untyped-def]
     return completion_metrics()
 
 
 @api_route(bp, "/metrics/profile", ["GET"], summary="Profiler timings per engine (tokenize, template, prefill, "
-                                                    "decode, sample) and of the server (http_serialize)")
+                                                    "decode, sample) and of the server (http_serialize)",
+           auth="metrics", limit=None)
 def metrics_profile():  # type: ignore[no-untyped-def]
     return jsonify(get_monitoring(current_app).profile())

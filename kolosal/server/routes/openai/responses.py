@@ -14,7 +14,7 @@ from .common import admit, watch
 
 @api_route(bp, "/responses", ["POST"], summary="Create a model response (Responses API; streaming with \"stream\": "
                                                "true)", request_model=ResponseRequest, response_model=Response,
-           streams=ResponseStreamEvent)
+           streams=ResponseStreamEvent, generation="response")
 def create_response():  # type: ignore[no-untyped-def]
     state = get_state()
     req: ResponseRequest = parse_body(ResponseRequest)

@@ -13,8 +13,10 @@ For every point of the grid (conversations x slots) each server is started
 fresh with the same model, slot count, context and threads, used, and
 stopped; the servers never run together. Reported per server: total time
 until the last conversation finished, time to first content token (TTFT)
-p50/p90 over all requests, and the share of prompt tokens the server said
-came from its cache (usage.prompt_tokens_details.cached_tokens).
+p50/p90 over all requests, the share of prompt tokens the server said came
+from its cache (usage.prompt_tokens_details.cached_tokens), and the CPU time
+the server process used (less sensitive than wall time to other load on the
+machine).
 
     python bench/chat_bench.py                       # 8 and 32 conversations on 4 and 8 slots
     python bench/chat_bench.py --quick               # 8 conversations on 4 slots
@@ -86,12 +88,16 @@ class Outcome:
     cached_tokens: int = 0
     completion_tokens: List[int] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
+    cpu_s: float = 0.0       # CPU time the server process used during the workload
     rounds: List[float] = field(default_factory=list)   # total time of each round
+    cpu_rounds: List[float] = field(default_factory=list)
 
     def merge(self, other: "Outcome") -> None:
         """Pool another round: TTFTs and tokens add up, the total is the median round."""
         self.rounds.append(other.total_s)
         self.total_s = statistics.median(self.rounds)
+        self.cpu_rounds.append(other.cpu_s)
+        self.cpu_s = statistics.median(self.cpu_rounds)
         self.ttft += other.ttft
         for turn, ts in other.ttft_by_turn.items():
             self.ttft_by_turn.setdefault(turn, []).extend(ts)
@@ -184,7 +190,9 @@ def measure(kind: str, model: str, n_conv: int, slots: int, args, workdir: Path,
                          http_threads=http_threads, **extra) as server:
         with servers.client() as client:
             stream_chat(client, server, [{"role": "user", "content": "Say hello."}], 4)
+        cpu0 = server.cpu_s()
         outcome = run_workload(server, n_conv, args.turns, args.max_tokens, args.system_words, run_id)
+        outcome.cpu_s = server.cpu_s() - cpu0
         if outcome.errors:
             print(f"{kind}: {len(outcome.errors)} conversation(s) failed, first: {outcome.errors[0]}\n"
                   f"server log tail:\n{server.log_tail()}", file=sys.stderr)
@@ -198,7 +206,7 @@ def describe(kind: str, n_conv: int, slots: int, o: Outcome, args) -> str:
     line = (f"  {kind:12s} {n_conv:3d} conversations / {slots} slots: total {o.total_s:6.1f} s, "
             f"TTFT p50 {quantile(o.ttft, .5) * 1000:6.0f} ms p90 {quantile(o.ttft, .9) * 1000:6.0f} ms "
             f"(turn 1 p50 {quantile(first, .5) * 1000:.0f} ms, later turns p50 {quantile(later, .5) * 1000:.0f} ms), "
-            f"cached {cached_share(o):.0%} of {o.prompt_tokens} prompt tokens")
+            f"cached {cached_share(o):.0%} of {o.prompt_tokens} prompt tokens, server CPU {o.cpu_s:.1f} s")
     if wrong_len:
         line += f"; {len(wrong_len)} answers not {args.max_tokens} tokens: {sorted(set(wrong_len))}"
     if o.errors:
@@ -218,7 +226,8 @@ def table(results: Dict[tuple, Dict[str, Outcome]], kinds: List[str], args) -> s
     if both:
         head.append("speed (llama-server s / kolosal s)")
     names = " / ".join(kinds)
-    head += [f"TTFT p50 ms ({names})", f"TTFT p90 ms ({names})", f"cached prompt tokens ({names})"]
+    head += [f"TTFT p50 ms ({names})", f"TTFT p90 ms ({names})", f"cached prompt tokens ({names})",
+             f"server CPU s ({names})"]
     if both:
         head.append("goal met")
     rows = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---:"] * len(head)) + " |"]
@@ -232,6 +241,7 @@ def table(results: Dict[tuple, Dict[str, Outcome]], kinds: List[str], args) -> s
         cells.append(" / ".join(f"{quantile(res[k].ttft, .5) * 1000:.0f}" for k in kinds))
         cells.append(" / ".join(f"{quantile(res[k].ttft, .9) * 1000:.0f}" for k in kinds))
         cells.append(" / ".join(f"{cached_share(res[k]):.0%}" for k in kinds))
+        cells.append(" / ".join(f"{res[k].cpu_s:.1f}" for k in kinds))
         if both:
             ok = (ref.total_s / ours.total_s >= 1.0 and quantile(ours.ttft, .9) <= quantile(ref.ttft, .9)
                   and not ours.errors)

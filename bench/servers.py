@@ -50,6 +50,11 @@ class Server:
     def rss_mib(self) -> float:
         return psutil.Process(self.proc.pid).memory_info().rss / 2**20
 
+    def cpu_s(self) -> float:
+        """CPU time (user + system) the server process has used so far."""
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
     def log_tail(self, chars: int = 3000) -> str:
         try:
             return self.log.read_text(errors="replace")[-chars:]

@@ -1,7 +1,7 @@
 """Bases and JSON Schema helpers shared by every request and response model."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, ClassVar, Dict, Tuple
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer, model_validator
 
@@ -63,15 +63,21 @@ class Reply(BaseModel):
     without a default."""
 
     model_config = ConfigDict(extra="forbid")
+    _omissible: ClassVar[Tuple[Tuple[str, str], ...]] = ()  # (name, JSON key) of the fields that default to None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._omissible = tuple((name, info.alias or name) for name, info in cls.model_fields.items()
+                               if not info.is_required() and info.default is None)
 
     @model_serializer(mode="wrap")
     def _leave_out_unset(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
         data = handler(self)
-        for name, info in type(self).model_fields.items():
-            if name not in self.model_fields_set and getattr(self, name) is None:
-                data.pop(name, None)
-                if info.alias:
-                    data.pop(info.alias, None)
+        given = self.model_fields_set
+        for name, key in self._omissible:
+            if name not in given and getattr(self, name) is None:
+                data.pop(key, None)
         return data
 
     def wire(self) -> Dict[str, Any]:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, get_args
 
 import jsonschema
 import pytest
-from pydantic import ValidationError
+from pydantic import RootModel, ValidationError
 
 from kolosal.server.protocol.base import Reply
 from kolosal.server.protocol.openai.chat import ChatCompletionChunk, ChatCompletionResponse
+from kolosal.server.protocol.openai.responses import OutputTextDeltaEvent
 
 from .conftest import MODEL_ID, chat_body
 
@@ -54,11 +55,21 @@ def test_chunk_shape_of_an_assistant_delta():
         "usage": None}
 
 
+def _members(model: Any) -> List[Any]:
+    """``model``, or the models a root model (a union of events) may hold."""
+    if issubclass(model, RootModel):
+        root = model.model_fields["root"].annotation
+        return [m for a in get_args(root) for m in (get_args(a) or [a]) if isinstance(m, type)]
+    return [model]
+
+
 def test_every_declared_answer_is_a_reply_model(app):
     declared = [getattr(view, "_api_spec", None) for view in app.view_functions.values()]
     models = [m for spec in declared if spec is not None for m in (spec.response, spec.streams) if m is not None]
     assert ChatCompletionResponse in models and ChatCompletionChunk in models
-    assert all(issubclass(m, Reply) for m in models), [m for m in models if not issubclass(m, Reply)]
+    members = [m for model in models for m in _members(model)]
+    assert OutputTextDeltaEvent in members
+    assert all(issubclass(m, Reply) for m in members), [m for m in members if not issubclass(m, Reply)]
 
 
 def _schema(spec: Dict[str, Any], path: str, kind: str) -> Dict[str, Any]:

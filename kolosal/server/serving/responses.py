@@ -17,9 +17,10 @@ from kolosal.engine import Engine, Generation
 from ..errors import ApiError
 from ..protocol.openai.chat import ChatCompletionRequest
 from ..protocol.openai.common import TokenLogprobOut
-from ..protocol.openai.responses import (FunctionCallItem, FunctionCallOutputItem, InputOther, InputRefusal,
-                                         MessageItem, OutputFunctionCall, OutputItem, OutputMessage, OutputText,
-                                         ReasoningItem, Response, ResponseRequest, ResponseStreamEvent, ResponseUsage)
+from ..protocol.openai.responses import (EVENT_TYPES, FunctionCallItem, FunctionCallOutputItem, InputOther,
+                                         InputRefusal, MessageItem, OutputFunctionCall, OutputItem, OutputMessage,
+                                         OutputText, ReasoningItem, Response, ResponseRequest, ResponseUsage,
+                                         StreamEvent)
 from .chat import ChatPlan, StreamDeltas, assistant_message, plan_chat
 from .common import new_id, now
 from .runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
@@ -220,7 +221,7 @@ class ResponseRun:
             output.append(_call_item(new_id("fc"), call["id"], fn["name"], fn["arguments"], "completed"))
         return _envelope(req, self.id, self.created, "completed", output, gen)
 
-    def events(self, w: Watch) -> Iterator[Optional[ResponseStreamEvent]]:
+    def events(self, w: Watch) -> Iterator[Optional[StreamEvent]]:
         """The streamed answer as OpenAI's typed events; ``None`` marks a
         while without output (a keep-alive for the transport)."""
         return _stream(self.req, self.plan, self.gens[0], w, self.id, self.created)
@@ -234,15 +235,15 @@ class _Events:
         self.text_item: Optional[int] = None  # output index of the open message item
         self.calls: Dict[int, int] = {}  # tool-call index -> output index
 
-    def emit(self, kind: str, **fields: Any) -> ResponseStreamEvent:
-        event = ResponseStreamEvent(type=kind, sequence_number=self.seq, **fields)
+    def emit(self, kind: str, **fields: Any) -> StreamEvent:
+        event = EVENT_TYPES[kind](type=kind, sequence_number=self.seq, **fields)
         self.seq += 1
         return event
 
     def response(self, status: str, gen: Optional[Generation] = None) -> Response:
         return _envelope(self.req, self.rid, self.created, status, self.output, gen)
 
-    def text(self, delta: str, logprobs: List[TokenLogprobOut]) -> Iterator[ResponseStreamEvent]:
+    def text(self, delta: str, logprobs: List[TokenLogprobOut]) -> Iterator[StreamEvent]:
         if self.text_item is None:
             self.text_item = len(self.output)
             item = OutputMessage(id=new_id("msg"), status="in_progress", content=[])
@@ -259,7 +260,7 @@ class _Events:
         yield self.emit("response.output_text.delta", item_id=item.id, output_index=self.text_item,
                         content_index=0, delta=delta, logprobs=logprobs)
 
-    def close_text(self, status: str) -> Iterator[ResponseStreamEvent]:
+    def close_text(self, status: str) -> Iterator[StreamEvent]:
         if self.text_item is None:
             return
         k, self.text_item = self.text_item, None
@@ -272,21 +273,21 @@ class _Events:
         item.status = status  # type: ignore[assignment]
         yield self.emit("response.output_item.done", output_index=k, item=item)
 
-    def call_start(self, index: int, call_id: str, name: str) -> Iterator[ResponseStreamEvent]:
+    def call_start(self, index: int, call_id: str, name: str) -> Iterator[StreamEvent]:
         yield from self.close_text("completed")
         self.calls[index] = len(self.output)
         item = _call_item(new_id("fc"), call_id, name, "", "in_progress")
         self.output.append(item)
         yield self.emit("response.output_item.added", output_index=self.calls[index], item=item)
 
-    def call_arguments(self, index: int, fragment: str) -> Iterator[ResponseStreamEvent]:
+    def call_arguments(self, index: int, fragment: str) -> Iterator[StreamEvent]:
         k = self.calls[index]
         item = self.output[k]
         assert isinstance(item, OutputFunctionCall)
         item.arguments += fragment
         yield self.emit("response.function_call_arguments.delta", item_id=item.id, output_index=k, delta=fragment)
 
-    def close_calls(self) -> Iterator[ResponseStreamEvent]:
+    def close_calls(self) -> Iterator[StreamEvent]:
         for k in self.calls.values():
             item = self.output[k]
             assert isinstance(item, OutputFunctionCall)
@@ -298,7 +299,7 @@ class _Events:
 
 
 def _stream(req: ResponseRequest, plan: ChatPlan, gen: Generation, w: Watch, rid: str,
-            created: int) -> Iterator[Optional[ResponseStreamEvent]]:
+            created: int) -> Iterator[Optional[StreamEvent]]:
     ev = _Events(req, rid, created)
     yield ev.emit("response.created", response=ev.response("in_progress"))
     yield ev.emit("response.in_progress", response=ev.response("in_progress"))
@@ -306,7 +307,7 @@ def _stream(req: ResponseRequest, plan: ChatPlan, gen: Generation, w: Watch, rid
     limit = req.max_tool_calls
     pending: List[Any] = []  # token log-probabilities not yet sent: they ride on the next text delta
 
-    def handle(d: Dict[str, Any]) -> Iterator[ResponseStreamEvent]:
+    def handle(d: Dict[str, Any]) -> Iterator[StreamEvent]:
         nonlocal pending
         if d.get("content"):
             lps, pending = _logprobs(req, pending), []

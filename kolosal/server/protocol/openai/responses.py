@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, RootModel, Tag, model_validator
 from typing_extensions import Annotated
 
 from ..base import Lenient, Reply, Strict, absent_or, documented, null_only, refused
@@ -244,20 +244,76 @@ class Response(Reply):
     metadata: Dict[str, str] = Field(default_factory=dict)
 
 
-class ResponseStreamEvent(Reply):
-    """One SSE event of a streamed response (``event:`` names the type); the
-    fields after ``sequence_number`` are those of its type."""
+# -- the streamed events, one model per type (``event:`` names the type) --------
 
-    type: str
+
+class ResponseLifecycleEvent(Reply):
+    type: Literal["response.created", "response.in_progress", "response.completed", "response.incomplete"]
     sequence_number: int
-    response: Optional[Response] = None
-    item_id: Optional[str] = None
-    output_index: Optional[int] = None
-    content_index: Optional[int] = None
-    item: Optional[OutputItem] = None
-    part: Optional[OutputText] = None
-    delta: Optional[str] = None
-    text: Optional[str] = None
-    name: Optional[str] = None
-    arguments: Optional[str] = None
-    logprobs: Optional[List[TokenLogprobOut]] = None
+    response: Response
+
+
+class OutputItemEvent(Reply):
+    type: Literal["response.output_item.added", "response.output_item.done"]
+    sequence_number: int
+    output_index: int
+    item: OutputItem
+
+
+class ContentPartEvent(Reply):
+    type: Literal["response.content_part.added", "response.content_part.done"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText
+
+
+class OutputTextDeltaEvent(Reply):
+    type: Literal["response.output_text.delta"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    logprobs: List[TokenLogprobOut]
+
+
+class OutputTextDoneEvent(Reply):
+    type: Literal["response.output_text.done"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    logprobs: List[TokenLogprobOut]
+
+
+class FunctionCallArgumentsDeltaEvent(Reply):
+    type: Literal["response.function_call_arguments.delta"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class FunctionCallArgumentsDoneEvent(Reply):
+    type: Literal["response.function_call_arguments.done"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    name: str
+    arguments: str
+
+
+StreamEvent = Union[ResponseLifecycleEvent, OutputItemEvent, ContentPartEvent, OutputTextDeltaEvent,
+                    OutputTextDoneEvent, FunctionCallArgumentsDeltaEvent, FunctionCallArgumentsDoneEvent]
+
+# the model of each event type
+EVENT_TYPES: Dict[str, Any] = {kind: model for model in StreamEvent.__args__  # type: ignore[attr-defined]
+                               for kind in model.model_fields["type"].annotation.__args__}
+
+
+class ResponseStreamEvent(RootModel[Annotated[StreamEvent, Field(discriminator="type")]]):
+    """One SSE event of a streamed response: ``event:`` names its ``type``,
+    ``data:`` holds it."""

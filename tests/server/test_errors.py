@@ -122,7 +122,10 @@ def test_server_busy_503_when_queue_is_full(model_path):
     try:
         hog = app.test_client().post("/v1/chat/completions", buffered=False,
                                      json=chat_body("Tell a story", stream=True, max_tokens=400, ignore_eos=True))
-        next(iter(hog.response))
+        next(iter(hog.response))  # the first chunk is sent once submitted: the slot may not be taken yet
+        deadline = time.monotonic() + 10
+        while engine.stats()["slots_busy"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert engine.stats()["slots_busy"] == 1
         waiter = threading.Thread(target=lambda: app.test_client().post("/v1/completions", json={
             "model": MODEL_ID, "prompt": "x", "max_tokens": 1}))

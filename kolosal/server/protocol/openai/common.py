@@ -1,7 +1,7 @@
-"""Fields shared by the chat and text completion requests."""
+"""Fields shared by the chat and text completion requests, and the usage and log-probability answers."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Dict, List, Literal, Optional, TypeVar, Union
+from typing import Annotated, Dict, List, Literal, Optional, TypeVar, Union
 
 from pydantic import Field
 

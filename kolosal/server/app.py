@@ -55,7 +55,7 @@ def create_app(config: Union[ConfigFile, Dict[str, Any], str, Path, None] = None
     app.extensions[EXT] = state
 
     register_error_handlers(app)
-    register_blueprints(app, metrics=cfg.features.metrics)
+    register_blueprints(app, metrics=cfg.features.metrics, health=cfg.features.health_check)
     security = install_security(app, cfg)
     Monitoring(state).init_app(app)
     state.registry.load_guard = security.check_load

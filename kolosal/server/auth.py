@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from flask import Response, g, request
 
@@ -23,7 +23,6 @@ from .errors import ApiError, error_response
 log = logging.getLogger("kolosal.server.auth")
 
 HASH_PREFIX = "sha256:"
-DEFAULT_HEADER = "X-API-Key"
 
 
 @dataclass(frozen=True)
@@ -143,28 +142,16 @@ class KeyStore:
         return found
 
 
-def _keys_of(values: Iterable[str], admin: bool, where: str) -> List[ApiKey]:
-    return [parse_key(v, admin, f"{where}[{i}]") for i, v in enumerate(values)]
-
-
 def key_store(cfg: ConfigFile) -> KeyStore:
-    """Keys from both config shapes (an empty key is a configuration error). Keys are required when any are configured,
-    unless ``auth.enabled: false`` or ``auth.require_api_key: false`` says otherwise."""
-    a, s = cfg.auth, cfg.security
-    inline = (_keys_of(s.api_keys, False, "security.api_keys") + _keys_of(a.api_keys, False, "auth.api_keys")
-              + _keys_of(s.admin_api_keys, True, "security.admin_api_keys")
-              + _keys_of(a.admin_api_keys, True, "auth.admin_api_keys"))
-    if a.api_key is not None:
-        inline.append(parse_key(a.api_key, False, "auth.api_key"))
-    files = [f for f in (s.api_keys_file, a.api_keys_file) if f]
-    off = "enabled" in a.model_fields_set and not a.enabled
-    if off:
-        inline, files = [], []
-    store = KeyStore(inline, files, required=True, header=a.api_key_header or s.api_key_header or DEFAULT_HEADER)
-    if (a.enabled or a.require_api_key) and not store.enabled:
+    """The keys of ``cfg.settings.keys`` (an empty key is a configuration error). Keys are required when any are
+    configured, unless ``auth.enabled: false`` or ``auth.require_api_key: false`` says otherwise."""
+    ks = cfg.settings.keys
+    store = KeyStore([parse_key(e.text, e.admin, e.where) for e in ks.entries], list(ks.files), required=True,
+                     header=ks.header)
+    if ks.demanded and not store.enabled:
         raise ConfigError(["auth.require_api_key: no API keys are configured (api_keys, admin_api_keys or "
                            "api_keys_file)"])
-    store.required = store.enabled and not ("require_api_key" in a.model_fields_set and not a.require_api_key)
+    store.required = store.enabled and not ks.optional
     return store
 
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from .config_schema import ConfigFile, ModelEntry, ModelsFile
+from .settings import normalise
 
 __all__ = ["ConfigError", "load_config", "read_models_file", "validation_messages", "format_loc", "check_model_files",
            "ConfigFile", "ModelEntry", "clean_loc", "effective_config", "model_entry"]
@@ -169,6 +170,7 @@ def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str
     if cfg.inference.models_file:
         cfg.inference.models_file = _resolve(cfg.inference.models_file, base)
         cfg.models.extend(read_models_file(cfg.inference.models_file))
+    normalise(cfg)  # both vocabularies merge without conflict (ConfigError otherwise)
     return cfg
 
 

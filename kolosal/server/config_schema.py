@@ -4,12 +4,21 @@ Both documented shapes validate against ``ConfigFile``: the JSON one
 (``server``/``logging``/``security``/``inference`` with ``engine_id`` model
 entries) and the YAML one (``server``/``logging``/``features``/``auth`` with
 ``id``/``path``/``load_params`` model entries). Unknown keys are errors.
+
+Two spellings of one setting are folded here, at validation
+(``server.request_timeout`` into ``request_timeout_seconds``,
+``logging.file`` into ``file_path``); settings given in two parallel
+sections (keys, rate limits, CORS) are merged by ``ConfigFile.settings``
+(``settings.py``). The rest of the server reads those, not the raw spellings.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 class _Section(BaseModel):
@@ -21,8 +30,8 @@ class ServerSection(_Section):
     port: int = Field(8080, ge=0, le=65535)
     max_connections: int = Field(100, ge=1)
     worker_threads: int = Field(16, ge=1)
-    request_timeout_seconds: Optional[int] = Field(None, ge=1)
-    request_timeout: Optional[int] = Field(None, ge=1)  # YAML spelling
+    request_timeout_seconds: Optional[int] = Field(None, ge=1)  # unset: inference.job_timeout_seconds alone
+    request_timeout: Optional[int] = Field(None, ge=1)  # YAML spelling, folded into request_timeout_seconds
     keep_alive_timeout_seconds: int = Field(60, ge=1)
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     sse_ping_seconds: float = Field(5.0, gt=0)
@@ -45,21 +54,29 @@ class ServerSection(_Section):
     allowed_hosts: Optional[List[str]] = None
     default_model: Optional[str] = Field(None, min_length=1)  # answers requests naming an unknown model
 
-    @property
-    def effective_request_timeout(self) -> int:
-        return self.request_timeout_seconds or self.request_timeout or 300
+    @model_validator(mode="after")
+    def _fold_spellings(self) -> "ServerSection":
+        if self.request_timeout_seconds is None:
+            self.request_timeout_seconds = self.request_timeout
+        return self
 
 
 class LoggingSection(_Section):
     level: str = "INFO"
     file_path: Optional[str] = None
-    file: Optional[str] = None  # YAML spelling
+    file: Optional[str] = None  # YAML spelling, folded into file_path
     max_file_size_mb: float = Field(100, gt=0)
     max_files: int = Field(10, ge=1)
     console_output: bool = True
     access_log: bool = False
     format: Literal["json", "text"] = "json"
     log_prompts: bool = False
+
+    @model_validator(mode="after")
+    def _fold_spellings(self) -> "LoggingSection":
+        if self.file_path is None:
+            self.file_path = self.file
+        return self
 
 
 class RateLimiting(_Section):
@@ -113,8 +130,8 @@ class CorsSection(_Section):
 
 
 class FeaturesSection(_Section):
-    health_check: bool = True
-    metrics: bool = True
+    health_check: bool = True  # false: no /health endpoint
+    metrics: bool = True  # false: no metrics endpoints
 
 
 class InferenceSection(_Section):
@@ -226,8 +243,7 @@ class ConfigFile(_Section):
     models: List[ModelEntry] = Field(default_factory=list)
 
     @property
-    def api_keys(self) -> List[str]:
-        keys = list(self.security.api_keys) + list(self.auth.api_keys)
-        if self.auth.api_key:
-            keys.append(self.auth.api_key)
-        return [k for k in keys if k]
+    def settings(self) -> "Settings":
+        """Keys, rate limits and CORS from both vocabularies, as one object (ConfigError if they conflict)."""
+        from .settings import normalise
+        return normalise(self)

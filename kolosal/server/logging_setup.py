@@ -70,7 +70,7 @@ def configure_logging(section: LoggingSection) -> None:
         root.removeHandler(h)
     fmt: logging.Formatter = JsonFormatter() if section.format == "json" else TextFormatter(_FORMAT)
     handlers = []
-    path = section.file_path or section.file
+    path = section.file_path
     if path:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         handlers.append(logging.handlers.RotatingFileHandler(

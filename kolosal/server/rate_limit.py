@@ -3,7 +3,8 @@ presented, else per client address (``X-Forwarded-For`` only from trusted
 proxies). The request hook (``policy.py``) checks the routes whose
 declaration has a rate-limit class (``api_route(..., limit="default")``).
 
-Both config forms map onto moving-window limits shared by every such endpoint:
+Both config forms (normalised by ``settings.limit_strings``) map onto
+moving-window limits shared by every such endpoint:
 
 * ``security.rate_limiting{requests_per_minute: R, burst_size: B}`` (token
   bucket): at most B requests in any ``60*B/R`` seconds, and at most R in any
@@ -29,29 +30,12 @@ from limits.strategies import MovingWindowRateLimiter
 
 from .auth import KeyStore, current_key
 from .config import ConfigError
-from .config_schema import ConfigFile, RateLimiting
 from .errors import ApiError, error_response
+from .settings import RateSettings, limit_strings  # noqa: F401  (limit_strings: the notation, for tests and docs)
 
 log = logging.getLogger("kolosal.server.ratelimit")
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-
-
-def limit_strings(rl: RateLimiting) -> List[str]:
-    """The limits one config block asks for, in the notation of the limits library."""
-    if not rl.enabled:
-        return []
-    out = []
-    if rl.requests_per_minute:
-        rate = rl.requests_per_minute
-        burst = rl.burst_size or rate
-        period = max(1, round(60 * burst / rate))
-        out.append(f"{burst} per {period} second")
-        if burst < rate:
-            out.append(f"{rate} per 1 minute")
-    if rl.max_requests and rl.window_size:
-        out.append(f"{rl.max_requests} per {rl.window_size} second")
-    return out
 
 
 def trusted_networks(values: List[str]) -> List[Network]:
@@ -91,13 +75,6 @@ def request_identity(store: KeyStore, nets: List[Network]) -> str:
     if key is not None:
         return key.key_id
     return "addr_" + client_address(request.environ, nets)
-
-
-def storage_uri(cfg: ConfigFile) -> str:
-    uris = {b.storage_uri for b in (cfg.security.rate_limiting, cfg.auth.rate_limit) if b.enabled and b.storage_uri}
-    if len(uris) > 1:
-        raise ConfigError(["rate_limiting.storage_uri: the two rate limit blocks name different storages"])
-    return uris.pop() if uris else "memory://"
 
 
 class RateLimiter:
@@ -161,12 +138,12 @@ class RateLimiter:
                                        code="rate_limit_exceeded"))
 
 
-def install_rate_limit(app: Flask, cfg: ConfigFile, store: KeyStore, nets: List[Network]) -> Optional[RateLimiter]:
+def install_rate_limit(app: Flask, rate: RateSettings, store: KeyStore, nets: List[Network]) -> Optional[RateLimiter]:
     """The limiter the request hook uses, or None without limits; its headers go on every counted answer."""
-    limits = limit_strings(cfg.security.rate_limiting) + limit_strings(cfg.auth.rate_limit)
+    limits = list(rate.limits)
     if not limits:
         return None
-    storage = storage_uri(cfg)
+    storage = rate.storage_uri
     limiter = RateLimiter(limits, storage, lambda: request_identity(store, nets))
 
     @app.after_request

@@ -15,13 +15,13 @@ from typing import Any, Dict, List, Optional
 from flask import Flask, has_request_context
 
 from .auth import KeyStore, current_key, key_store
-from .config import ConfigError
 from .config_schema import ConfigFile
 from .errors import ApiError
 from .limits import install_limits
 from .models.paths import allowed_directories
 from .policy import install_policy
 from .rate_limit import Network, client_address, install_rate_limit, trusted_networks
+from .settings import CorsSettings
 from .token_quota import install_token_quota
 
 log = logging.getLogger("kolosal.server.security")
@@ -132,24 +132,17 @@ def check_security(cfg: ConfigFile) -> None:
     """Raise ConfigError for security settings that cannot work (read keys files, parse networks)."""
     key_store(cfg)
     trusted_networks(cfg.security.trusted_proxies)
-    _cors_settings(cfg)
 
 
-def _cors_settings(cfg: ConfigFile) -> Optional[Dict[str, Any]]:
-    s, c = cfg.security, cfg.cors
-    if not (s.cors_enabled or c.enabled):
+def _cors_options(cors: Optional[CorsSettings]) -> Optional[Dict[str, Any]]:
+    if cors is None:
         return None
-    if c.enabled:
-        origins, credentials, where = c.origins, c.allow_credentials, "cors"
-    else:
-        origins, credentials, where = s.cors_origins, s.cors_allow_credentials, "security"
-    if credentials and "*" in origins:
-        raise ConfigError([f"{where}: credentials cannot be allowed for every origin ('*'); list the origins"])
-    return {"origins": origins, "supports_credentials": credentials, "expose_headers": EXPOSED_HEADERS,
-            "max_age": 600}
+    return {"origins": list(cors.origins), "supports_credentials": cors.allow_credentials,
+            "expose_headers": EXPOSED_HEADERS, "max_age": 600}
 
 
 def install_security(app: Flask, cfg: ConfigFile) -> SecurityState:
+    settings = cfg.settings
     store = key_store(cfg)
     hosts, ip_hosts = allowed_hosts(cfg, store.required)
     state = SecurityState(store, trusted_networks(cfg.security.trusted_proxies),
@@ -158,10 +151,10 @@ def install_security(app: Flask, cfg: ConfigFile) -> SecurityState:
                           extra_paths=[os.path.dirname(m.file) for m in cfg.models] + list(cfg.security.model_directories))
     app.extensions[EXT] = state
     install_limits(app, cfg)
-    state.limiter = install_rate_limit(app, cfg, store, state.proxies)
-    quota = install_token_quota(app, cfg, store, state.proxies)
+    state.limiter = install_rate_limit(app, settings.rate, store, state.proxies)
+    quota = install_token_quota(app, settings.rate, store, state.proxies)
     install_policy(app, state, cfg.security, state.limiter, quota)  # the first before_request hook
-    cors = _cors_settings(cfg)
+    cors = _cors_options(settings.cors)
     if cors is not None:
         from flask_cors import CORS
         CORS(app, **cors)

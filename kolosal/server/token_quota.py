@@ -22,21 +22,15 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from .auth import KeyStore
-from .config_schema import ConfigFile
 from .errors import ApiError, error_response
-from .rate_limit import Network, request_identity, storage_uri
+from .rate_limit import Network, request_identity
 from .request_log import ENV_GENS
+from .settings import RateSettings
 from .serving.runner import usage
 
 EXT = "kolosal_token_quota"
 _ENV_WHO = "kolosal.quota_identity"
 _ENV_RESERVED = "kolosal.quota_reserved"  # (tokens, window reset time)
-
-
-def tokens_per_minute(cfg: ConfigFile) -> Optional[int]:
-    values = [b.tokens_per_minute for b in (cfg.security.rate_limiting, cfg.auth.rate_limit)
-              if b.enabled and b.tokens_per_minute]
-    return min(values) if values else None
 
 
 class TokenQuota:
@@ -115,13 +109,13 @@ def _exceeded(quota: TokenQuota, who: str) -> ApiError:
                     code="token_quota_exceeded", retry_after=retry)
 
 
-def install_token_quota(app: Flask, cfg: ConfigFile, store: KeyStore, nets: List[Network]) -> Optional[TokenQuota]:
+def install_token_quota(app: Flask, rate: RateSettings, store: KeyStore, nets: List[Network]) -> Optional[TokenQuota]:
     """The quota the request hook admits generation requests against (None
     without one); the reservation is settled when the answer's body closes."""
-    per_minute = tokens_per_minute(cfg)
+    per_minute = rate.tokens_per_minute
     if per_minute is None:
         return None
-    quota = TokenQuota(per_minute, storage_uri(cfg), lambda: request_identity(store, nets))
+    quota = TokenQuota(per_minute, rate.storage_uri, lambda: request_identity(store, nets))
     app.extensions[EXT] = quota
 
     @app.after_request

@@ -79,8 +79,8 @@ def test_yaml_shape_with_env_substitution(tmp_path, monkeypatch):
     path = tmp_path / "config.yaml"
     path.write_text(YAML_SEED)
     cfg = load_config(path)
-    assert cfg.server.port == 8080 and cfg.server.effective_request_timeout == 120
-    assert cfg.api_keys == ["s3cret"]
+    assert cfg.server.port == 8080 and cfg.server.request_timeout_seconds == 120
+    assert [k.text for k in cfg.settings.keys.entries] == ["s3cret"]
     m = cfg.models[0]
     assert m.file == str(tmp_path / "models" / "production-model.gguf")
     kw = m.engine_kwargs(cfg.inference)

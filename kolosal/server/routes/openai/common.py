@@ -57,7 +57,7 @@ def watch(state: ServerState, gens: Sequence[Generation], prompts: int = 1) -> W
     prompts) are also noted for the completion metrics."""
     s = state.config.server
     timeout = state.config.inference.job_timeout_seconds
-    explicit = s.request_timeout_seconds or s.request_timeout
+    explicit = s.request_timeout_seconds
     if explicit:
         timeout = min(timeout, float(explicit))
     track_generations(gens, prompts)

@@ -131,8 +131,6 @@ py::list logprobs_list(const std::vector<TokenLogprob> & lps) {
 struct Generation {
     std::shared_ptr<Request> req;
 
-    // Next chunk as (text, token_ids, logprobs); None once generation has ended
-    // and every chunk was taken. Raises TimeoutError after `timeout` seconds.
     explicit Generation(std::shared_ptr<Request> r) : req(std::move(r)) {}
     Generation(Generation &&) noexcept = default;
     Generation(const Generation &) = delete;
@@ -142,6 +140,8 @@ struct Generation {
         if (req) req->cancelled.store(true);
     }
 
+    // Next chunk as (text, token_ids, logprobs); None once generation has ended
+    // and every chunk was taken. Raises TimeoutError after `timeout` seconds.
     py::object next_chunk(std::optional<double> timeout) {
         Chunk c;
         bool have = false, timed_out = false;
@@ -180,8 +180,6 @@ struct Generation {
     }
 };
 
-}  // namespace
-
 // A garbage-collected Engine closes itself, which joins its scheduler
 // thread: other Python threads keep running meanwhile.
 struct EngineDeleter {
@@ -200,6 +198,8 @@ struct EngineDeleter {
     }
 };
 using EngineHolder = std::unique_ptr<Engine, EngineDeleter>;
+
+}  // namespace
 
 PYBIND11_MODULE(_native, m) {
     m.doc() = "Kolosal native core: llama.cpp with continuous batching";

@@ -80,8 +80,6 @@ struct ChatResult {
     std::string tool_calls_json;  // JSON array in OpenAI's shape
 };
 
-class Engine {
-public:
 // The handles below free themselves, so a constructor that throws half-way
 // leaks nothing.
 struct ThreadpoolDeleter {
@@ -113,15 +111,17 @@ private:
 // Every public method may run on any thread, also while another thread
 // closes the engine: calls in flight finish first (a running embedding is
 // interrupted), later ones raise EngineClosedError.
+class Engine {
+public:
     explicit Engine(EngineConfig cfg);
     ~Engine();
     Engine(const Engine &) = delete;
     Engine & operator=(const Engine &) = delete;
 
-    void close();
-    bool closed() const { return closed_; }
     // Cancels generations in flight, interrupts a running decode, waits for
     // the calls in flight and frees the model. A second call waits for the first.
+    void close();
+    bool closed() const { return closed_; }
 
     const ModelInfo & info() const { return info_; }
     const EngineConfig & config() const { return cfg_; }
@@ -148,17 +148,17 @@ private:
 
     std::vector<std::vector<float>> embed(const std::vector<std::string> & texts, bool normalize);
 
-private:
-    std::shared_ptr<Request> make_request(std::vector<int32_t> prompt, GenParams params);
     // Floats in one pooled output of the embedding context: n_cls_out for a
     // rank-pooling (reranker) head, otherwise the embedding width.
     static int32_t pooled_size(enum llama_pooling_type pooling, int32_t n_cls_out, int32_t n_embd_out, int32_t n_embd);
 
+private:
+    std::shared_ptr<Request> make_request(std::vector<int32_t> prompt, GenParams params);
     CallGate::Pass enter() const { return gate_.enter(); }
     void init_embedding_context();
+    static bool abort_embedding(void * engine);
 
     EngineConfig cfg_;
-    static bool abort_embedding(void * engine);
     ModelInfo info_;
     Profiler profiler_;
     mutable CallGate gate_;

@@ -25,7 +25,7 @@ AUTH_LEVELS = ("public", "health", "metrics", "user", "admin")
 @dataclass(frozen=True)
 class RouteSpec:
     """A view's declaration: what ``/openapi.json`` says of it, and the policy
-    the request hook (``policy.py``) applies to it."""
+    the request hook (``policy/__init__.py``) applies to it."""
     summary: str
     tag: str
     request: Optional[Type[BaseModel]] = None

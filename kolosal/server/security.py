@@ -1,6 +1,6 @@
 """Wiring the security settings into the app: allowed ``Host`` names, API
-keys and roles, rate limits and token quotas (applied by the request hook of
-``policy.py`` from each route's declaration), CORS, request limits, who may
+keys and roles, rate limits and token quotas (``policy/``: applied by its
+request hook from each route's declaration), CORS, request limits, who may
 load models on demand, who sees file paths, and the model directories that
 ``POST /engines`` may load from. ``app.extensions["kolosal_security"]``
 holds what the routes need."""
@@ -14,15 +14,15 @@ from typing import Any, Dict, List, Optional
 
 from flask import Flask, has_request_context
 
-from .auth import KeyStore, current_key, key_store
 from .config_schema import ConfigFile
 from .errors import ApiError
 from .limits import install_limits
 from .models.paths import allowed_directories
 from .policy import install_policy
-from .rate_limit import Network, client_address, install_rate_limit, trusted_networks
+from .policy.auth import KeyStore, current_key, key_store
+from .policy.quota import install_token_quota
+from .policy.rate_limit import Network, client_address, install_rate_limit, trusted_networks
 from .settings import CorsSettings
-from .token_quota import install_token_quota
 
 log = logging.getLogger("kolosal.server.security")
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from kolosal.server.auth import KeyStore
+from kolosal.server.policy.auth import KeyStore
 from kolosal.server.config import ConfigError
 
 from .security_support import bare_app, bearer, error_code, sha256_line

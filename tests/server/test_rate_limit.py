@@ -7,7 +7,7 @@ import time
 import pytest
 
 from kolosal.server.config import load_config
-from kolosal.server.rate_limit import client_address, limit_strings, trusted_networks
+from kolosal.server.policy.rate_limit import client_address, limit_strings, trusted_networks
 
 from .security_support import bare_app, bearer, error_code, start_redis
 

@@ -7,8 +7,8 @@ from flask import current_app, has_app_context
 
 from ...engine import Engine
 from ..errors import ApiError
+from ..policy.quota import fit_to_quota
 from ..protocol.openai.common import SamplingFields
-from ..token_quota import fit_to_quota
 
 _PASS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "repeat_last_n",
          "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos")

@@ -1,6 +1,6 @@
 """Rate limiting with the ``limits`` library: per API key when one is
 presented, else per client address (``X-Forwarded-For`` only from trusted
-proxies). The request hook (``policy.py``) checks the routes whose
+proxies). The request hook (``policy/__init__.py``) checks the routes whose
 declaration has a rate-limit class (``api_route(..., limit="default")``).
 
 Both config forms (normalised by ``settings.limit_strings``) map onto
@@ -28,10 +28,10 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from ..config import ConfigError
+from ..errors import ApiError, error_response
+from ..settings import RateSettings, limit_strings  # noqa: F401  (limit_strings: the notation, for tests and docs)
 from .auth import KeyStore, current_key
-from .config import ConfigError
-from .errors import ApiError, error_response
-from .settings import RateSettings, limit_strings  # noqa: F401  (limit_strings: the notation, for tests and docs)
 
 log = logging.getLogger("kolosal.server.ratelimit")
 

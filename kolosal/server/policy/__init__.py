@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Optional
 from flask import Flask, Response, request
 from werkzeug.exceptions import MethodNotAllowed
 
+from ..config_schema import SecuritySection
+from ..openapi import PUBLIC_EXT, RouteSpec, route_spec
 from .auth import check_key
-from .config_schema import SecuritySection
-from .openapi import PUBLIC_EXT, RouteSpec, route_spec
+from .quota import TokenQuota
 from .rate_limit import RateLimiter
-from .token_quota import TokenQuota
 
 if TYPE_CHECKING:
-    from .security import SecurityState
+    from ..security import SecurityState
 
 UNMATCHED = RouteSpec("no route", "none", auth="user", limit="default", listed=False)
 

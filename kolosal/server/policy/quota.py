@@ -21,12 +21,12 @@ from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
+from ..errors import ApiError, error_response
+from ..request_log import ENV_GENS
+from ..serving.runner import usage
+from ..settings import RateSettings
 from .auth import KeyStore
-from .errors import ApiError, error_response
 from .rate_limit import Network, request_identity
-from .request_log import ENV_GENS
-from .settings import RateSettings
-from .serving.runner import usage
 
 EXT = "kolosal_token_quota"
 _ENV_WHO = "kolosal.quota_identity"

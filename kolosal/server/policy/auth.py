@@ -16,9 +16,9 @@ from typing import List, Optional, Tuple
 
 from flask import Response, g, request
 
-from .config import ConfigError
-from .config_schema import ConfigFile
-from .errors import ApiError, error_response
+from ..config import ConfigError
+from ..config_schema import ConfigFile
+from ..errors import ApiError, error_response
 
 log = logging.getLogger("kolosal.server.auth")
 

@@ -219,10 +219,20 @@ class StreamDeltas:
         self._text = ""  # "parsed": the answer so far
         self._partial = True  # "parsed": False with a _native built before partial parsing
         self._sent: Dict[str, Any] = {"content": "", "reasoning_content": "", "calls": []}
+        self._held = ""  # "text": trailing whitespace not sent yet
 
     def feed(self, text: str) -> List[Dict[str, Any]]:
         if self.mode == "text":
-            return [{"content": text}] if text else []
+            # Trailing whitespace waits for more text: the finished message
+            # (the non-streamed answer) drops it at the end, so must the stream.
+            held = self._held + text
+            body = held.rstrip()
+            if not body:
+                self._held = held
+                return []
+            self._held = held[len(body):]
+            self._sent["content"] += body
+            return [{"content": body}]
         if self._answer is not None:
             return self._answer.feed(text)
         self._text += text
@@ -263,7 +273,10 @@ class StreamDeltas:
     def finish(self) -> List[Dict[str, Any]]:
         """What the finished message holds beyond what was streamed."""
         if self.mode == "text":
-            return []
+            final = assistant_message(self._gen).get("content") or ""
+            sent = self._sent["content"]
+            rest = final[len(sent):] if final.startswith(sent) else ""
+            return [{"content": rest}] if rest else []
         if self._answer is not None:
             if not self._answer.broken:
                 return []  # the JSON answer streamed whole (or, cut short, as far as it went)

@@ -217,7 +217,6 @@ class StreamDeltas:
         self._gen = gen
         self._answer = tool_calls.AnswerStream() if self.mode == "json" else None
         self._text = ""  # "parsed": the answer so far
-        self._partial = True  # "parsed": False with a _native built before partial parsing
         self._sent: Dict[str, Any] = {"content": "", "reasoning_content": "", "calls": []}
         self._held = ""  # "text": trailing whitespace not sent yet
 
@@ -236,14 +235,9 @@ class StreamDeltas:
         if self._answer is not None:
             return self._answer.feed(text)
         self._text += text
-        if not (text and self._partial):
+        if not text:
             return []
-        try:
-            msg = self._gen.partial_message(self._text)  # type: ignore[attr-defined]
-        except TypeError:  # an older build of the native module: the answer is sent once complete
-            self._partial = False
-            return []
-        return self._news(msg)
+        return self._news(self._gen.partial_message(self._text))  # type: ignore[attr-defined]
 
     def _news(self, msg: Dict[str, Any]) -> List[Dict[str, Any]]:
         """Deltas for what ``msg`` holds beyond what was sent (text that a later

@@ -8,16 +8,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# prometheus and promtool (Debian package prometheus) are only needed by the
-# tests that check the shipped Prometheus files and scrape a live server.
-if ! command -v promtool >/dev/null && command -v apt-get >/dev/null; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } \
-    || echo "warning: could not install prometheus" >&2
-fi
-# redis-server is only needed by the test that shares a rate-limit quota
-# between two instances; install it where apt-get is available.
-if ! command -v redis-server >/dev/null && command -v apt-get >/dev/null; then
-  { apt-get update -qq && apt-get install -y -qq redis-server; } || echo "warning: could not install redis-server" >&2
+# Programs the tests drive for real, from Debian's packages; installed where
+# apt-get is available and a program is missing:
+#   prometheus/promtool: the shipped Prometheus files and a live scrape;
+#   redis-server: rate limits and quotas shared between instances;
+#   nginx, haproxy: the shipped proxy and load-balancer configurations;
+#   chromium: the web console, driven headless by Playwright.
+missing=()
+for pair in promtool:prometheus redis-server:redis-server nginx:nginx haproxy:haproxy chromium:chromium; do
+  command -v "${pair%%:*}" >/dev/null || missing+=("${pair##*:}")
+done
+if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" fonts-dejavu-core; } || echo "warning: could not install ${missing[*]}" >&2
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -14,6 +14,7 @@ from .config_schema import ConfigFile
 from .errors import REDACT, register_error_handlers
 from .monitoring import Monitoring
 from .openapi import RouteSpec, build_openapi, declare
+from .policy.forwarded import ForwardedMiddleware
 from .request_log import RequestLogMiddleware
 from .routes import register_blueprints
 from .security import install_security
@@ -88,4 +89,5 @@ def create_app(config: Union[ConfigFile, Dict[str, Any], str, Path, None] = None
     app.wsgi_app = InflightMiddleware(app.wsgi_app, state)  # type: ignore[method-assign]
     app.wsgi_app = RequestLogMiddleware(app.wsgi_app, security.client,  # type: ignore[method-assign]
                                         cfg.logging.access_log, cfg.logging.log_prompts)
+    app.wsgi_app = ForwardedMiddleware(app.wsgi_app, security.proxies)  # type: ignore[method-assign]
     return app

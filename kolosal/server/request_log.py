@@ -116,6 +116,7 @@ class RequestLogMiddleware:
                 log_access.info("%s %s %d", method, path, status, extra={
                     "component": "access", "method": method, "path": path, "status": status, "bytes": n_bytes,
                     "duration_ms": round((time.perf_counter() - t0) * 1000, 3), "client": self.client(environ),
+                    "scheme": environ.get("wsgi.url_scheme"),
                     "key_id": environ.get("kolosal.key_id")})
         finally:
             _request_id.set(None)

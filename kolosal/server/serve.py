@@ -57,7 +57,10 @@ def waitress_options(cfg: ConfigFile) -> dict:
         # > 0 so that waitress reports gone clients (waitress.client_disconnected)
         "channel_request_lookahead": 5,
         "cleanup_interval": max(1, min(30, s.keep_alive_timeout_seconds // 2)),
-        "send_bytes": 1, "ident": "kolosal", "clear_untrusted_proxy_headers": True,
+        "send_bytes": 1, "ident": "kolosal",
+        # forwarding headers reach the app, whose ForwardedMiddleware believes them only from
+        # security.trusted_proxies (a list of addresses and networks; Waitress' trusted_proxy takes one)
+        "clear_untrusted_proxy_headers": False,
     }
 
 
@@ -75,6 +78,11 @@ def serve(cfg: ConfigFile) -> int:
     stop = threading.Event()
 
     def drain() -> None:
+        delay = cfg.server.drain_delay_seconds
+        if delay > 0:  # /health answers 503 already: a load balancer takes this instance out meanwhile
+            log.info("draining: /health answers 503; new requests are still taken for %.1fs", delay)
+            stop.wait(delay)
+        state.draining = True
         grace = cfg.server.shutdown_grace_seconds
         log.info("draining: waiting up to %.0fs for %d in-flight request(s)", grace, state.inflight)
         if not state.wait_idle(grace):
@@ -85,13 +93,15 @@ def serve(cfg: ConfigFile) -> int:
         _thread.interrupt_main(signal.SIGINT)
 
     def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set() or state.draining:
+        if stop.is_set() or state.stopping:
             if stop.is_set():
                 raise KeyboardInterrupt
             log.warning("second signal: stopping now")
             stop.set()
             raise KeyboardInterrupt
-        state.draining = True
+        state.stopping = True
+        if cfg.server.drain_delay_seconds <= 0:
+            state.draining = True
         threading.Thread(target=drain, name="kolosal-drain", daemon=True).start()
 
     signals = [signal.SIGINT, signal.SIGTERM]

@@ -18,6 +18,8 @@ def test_waitress_options_from_config():
     opts = waitress_options(cfg)
     assert opts["threads"] == 3 and opts["connection_limit"] == 7 and opts["channel_timeout"] == 9
     assert opts["channel_request_lookahead"] > 0
+    # forwarding headers are judged by the app against security.trusted_proxies, not cleared by Waitress
+    assert opts["clear_untrusted_proxy_headers"] is False and "trusted_proxy" not in opts
 
 
 def test_sigterm_drains_in_flight_request_then_exits_0(model_path, tmp_path):

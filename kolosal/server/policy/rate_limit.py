@@ -1,6 +1,6 @@
 """Rate limiting with the ``limits`` library: per API key when one is
 presented, else per client address (``X-Forwarded-For`` only from trusted
-proxies). The request hook (``policy/__init__.py``) checks the routes whose
+proxies: ``forwarded.py``). The request hook (``policy/__init__.py``) checks the routes whose
 declaration has a rate-limit class (``api_route(..., limit="default")``).
 
 Both config forms (normalised by ``settings.limit_strings``) map onto
@@ -17,56 +17,22 @@ instances share one quota; while Redis cannot be reached the limits are kept
 in memory."""
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple
 
 from flask import Flask, Response, g, request
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from ..config import ConfigError
 from ..errors import ApiError, error_response
 from ..settings import RateSettings, limit_strings  # noqa: F401  (limit_strings: the notation, for tests and docs)
 from .auth import KeyStore, current_key
+from .forwarded import Network, client_address, trusted_networks  # noqa: F401  (re-exported)
 
 log = logging.getLogger("kolosal.server.ratelimit")
-
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-
-
-def trusted_networks(values: List[str]) -> List[Network]:
-    nets = []
-    for i, v in enumerate(values):
-        try:
-            nets.append(ipaddress.ip_network(v, strict=False))
-        except ValueError:
-            raise ConfigError([f"security.trusted_proxies[{i}]: not an IP address or network: {v}"]) from None
-    return nets
-
-
-def _trusted(addr: str, nets: List[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return any(ip in n for n in nets)
-
-
-def client_address(environ: Dict[str, Any], nets: List[Network]) -> str:
-    """The peer address; behind trusted proxies, the right-most untrusted hop of
-    ``X-Forwarded-For`` (hops a client wrote itself are left of it)."""
-    remote = environ.get("REMOTE_ADDR") or "unknown"
-    if not nets or not _trusted(remote, nets):
-        return remote
-    hops = [h.strip() for h in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _trusted(hop, nets):
-            return hop
-    return hops[0] if hops else remote
 
 
 def request_identity(store: KeyStore, nets: List[Network]) -> str:

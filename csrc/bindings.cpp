@@ -319,12 +319,21 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("format", [](const ChatPrompt & c) { return std::string(common_chat_format_name(c.params.format)); })
         .def_property_readonly("parse_tool_calls", [](const ChatPrompt & c) { return c.parse_tool_calls; });
 
+    py::class_<LoadProgress, std::shared_ptr<LoadProgress>>(m, "LoadProgress",
+            "A model load's progress, passed to Engine(progress=...): updated by llama.cpp as the weights are read.")
+        .def(py::init<>())
+        .def_property_readonly("value", [](const LoadProgress & p) { return p.value.load(std::memory_order_relaxed); },
+                               "0..1: share of the weights read so far")
+        .def_property_readonly("updates", [](const LoadProgress & p) { return p.updates.load(std::memory_order_relaxed); },
+                               "how many times llama.cpp reported progress");
+
     py::class_<Engine, EngineHolder>(m, "Engine")
         .def(py::init([](const std::string & model_path, const std::string & model_id, uint32_t n_ctx, int32_t n_parallel,
                          int32_t n_batch, int32_t n_ubatch, int32_t n_threads, int32_t n_threads_batch, int32_t n_gpu_layers,
                          int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool embeddings,
                          std::optional<uint32_t> seed, const std::string & flash_attn, bool kv_unified,
-                         const std::string & chat_template, float slot_prompt_similarity, int64_t cache_ram_mib) {
+                         const std::string & chat_template, float slot_prompt_similarity, int64_t cache_ram_mib,
+                         std::shared_ptr<LoadProgress> progress) {
                  EngineConfig c;
                  c.model_path = model_path;
                  c.model_id = model_id;
@@ -346,6 +355,7 @@ PYBIND11_MODULE(_native, m) {
                  c.chat_template = chat_template;
                  c.slot_prompt_similarity = slot_prompt_similarity;
                  c.cache_ram_mib = cache_ram_mib;
+                 c.progress = std::move(progress);
                  py::gil_scoped_release nogil;
                  return EngineHolder(new Engine(std::move(c)));
              }),
@@ -353,7 +363,8 @@ PYBIND11_MODULE(_native, m) {
              py::arg("n_ubatch"), py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("n_gpu_layers"),
              py::arg("main_gpu"), py::arg("tensor_split"), py::arg("use_mmap"), py::arg("use_mlock"),
              py::arg("embeddings"), py::arg("seed"), py::arg("flash_attn"), py::arg("kv_unified"),
-             py::arg("chat_template"), py::arg("slot_prompt_similarity") = 0.1f, py::arg("cache_ram_mib") = 2048)
+             py::arg("chat_template"), py::arg("slot_prompt_similarity") = 0.1f, py::arg("cache_ram_mib") = 2048,
+             py::arg("progress") = py::none())
         .def("close", &Engine::close, py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("closed", &Engine::closed)
         .def("info", [](const Engine & e) {

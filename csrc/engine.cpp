@@ -69,6 +69,10 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
         std::copy(cfg_.tensor_split.begin(), cfg_.tensor_split.end(), split.begin());
         mp.tensor_split = split.data();
     }
+    if (cfg_.progress) {
+        mp.progress_callback = &LoadProgress::callback;
+        mp.progress_callback_user_data = cfg_.progress.get();
+    }
     model_.reset(llama_model_load_from_file(cfg_.model_path.c_str(), mp));
     if (!model_) throw ModelLoadError("llama.cpp could not load the model: " + cfg_.model_path);
     vocab_ = llama_model_get_vocab(model_.get());

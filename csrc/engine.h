@@ -3,6 +3,7 @@
 #pragma once
 
 #include "call_gate.h"
+#include "load_progress.h"
 #include "memory_manager.h"
 #include "profiler.h"
 #include "request.h"
@@ -44,6 +45,7 @@ struct EngineConfig {
     std::string chat_template;    // override of the model's template (Jinja source or a built-in name)
     float slot_prompt_similarity = 0.1f;  // share of a prompt a slot's cached prefix must cover to be reused (0: LRU only)
     int64_t cache_ram_mib = 2048;         // host-memory prompt cache bound in MiB; 0: off, -1: unbounded
+    std::shared_ptr<LoadProgress> progress;  // fed by llama.cpp while the weights load (optional)
 };
 
 struct ModelInfo {

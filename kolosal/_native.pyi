@@ -62,6 +62,11 @@ class ChatPrompt:
     format: str
     parse_tool_calls: bool
 
+class LoadProgress:
+    value: float
+    updates: int
+    def __init__(self) -> None: ...
+
 class Engine:
     closed: bool
     profiler: Profiler
@@ -69,7 +74,7 @@ class Engine:
                  n_threads: int, n_threads_batch: int, n_gpu_layers: int, main_gpu: int, tensor_split: Sequence[float],
                  use_mmap: bool, use_mlock: bool, embeddings: bool, seed: Optional[int], flash_attn: str,
                  kv_unified: bool, chat_template: str, slot_prompt_similarity: float = 0.1,
-                 cache_ram_mib: int = 2048) -> None: ...
+                 cache_ram_mib: int = 2048, progress: Optional[LoadProgress] = None) -> None: ...
     def close(self) -> None: ...
     def info(self) -> Dict[str, Any]: ...
     def stats(self) -> Dict[str, int]: ...

@@ -13,9 +13,10 @@ import numpy as np
 from . import _native, tool_calls
 from .errors import GenerationError, InvalidParameterError
 
-__all__ = ["Engine", "Generation", "ChatGeneration", "Completion", "ChatCompletion", "RenderedChat", "TokenLogprob"]
+__all__ = ["Engine", "LoadProgress", "Generation", "ChatGeneration", "Completion", "ChatCompletion", "RenderedChat", "TokenLogprob"]
 
 Prompt = Union[str, Sequence[int]]
+LoadProgress = _native.LoadProgress
 
 _SAMPLING_KEYS = {
     "max_tokens", "temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
@@ -269,7 +270,10 @@ class Engine:
     the least recently used free slot. What that slot held is then saved to
     a host-memory prompt cache of at most ``cache_ram_mib`` MiB (0: off, -1:
     no limit), and a saved state the new prompt extends is restored instead
-    of prefilling it again."""
+    of prefilling it again.
+
+    ``load_progress`` (a ``LoadProgress``) is updated while the weights are
+    read: another thread may read its ``value`` (0 to 1) during the load."""
 
     def __init__(
         self,
@@ -294,6 +298,7 @@ class Engine:
         model_id: Optional[str] = None,
         slot_prompt_similarity: float = 0.1,
         cache_ram_mib: int = 2048,
+        load_progress: Optional["_native.LoadProgress"] = None,
     ) -> None:
         for name, value, low in (("n_ctx", n_ctx, 0), ("n_parallel", n_parallel, 1), ("n_batch", n_batch, 1),
                                  ("n_ubatch", n_ubatch, 1)):
@@ -329,6 +334,7 @@ class Engine:
             chat_template=chat_template or "",
             slot_prompt_similarity=float(slot_prompt_similarity),
             cache_ram_mib=cache_ram_mib,
+            progress=load_progress,
         )
         self._info = self._native.info()
         self._chat_caps = self._native.chat_template_caps()

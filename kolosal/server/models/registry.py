@@ -20,8 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ... import errors as kerr
 from ..._native import MemoryManager
-from ...engine import Engine
+from ...engine import Engine, LoadProgress
 from ..errors import ApiError
+from .load_progress import ProgressLog
 from .memory_policy import MemoryPolicy, choose_victim, priority_rank
 from .paths import file_sha256, file_stamp
 from .upkeep import ModelUpkeep
@@ -66,6 +67,7 @@ class EngineRecord:
     load_seconds: Optional[float] = None
     admitting: int = 0  # requests between admission and submission to the engine
     file_stamp: Optional[Tuple[int, int]] = None  # (size, mtime) of the file when it was loaded
+    load_progress: Optional[LoadProgress] = None  # of the current or last load
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def requests_in_flight(self) -> int:
@@ -92,6 +94,16 @@ class EngineRecord:
         except kerr.EngineClosedError:
             return 0
 
+    @property
+    def progress(self) -> Optional[float]:
+        """0..1 while loading (the share of the weights read), 1.0 once loaded, None otherwise."""
+        if self.state == LOADED:
+            return 1.0
+        lp = self.load_progress
+        if self.state == LOADING:
+            return lp.value if lp is not None else 0.0
+        return None
+
     def memory_bytes(self) -> int:
         """What the loaded model holds: weights, KV cache and its prompt cache."""
         return (self.measured_bytes or 0) + self.prompt_cache_bytes()
@@ -105,6 +117,9 @@ class EngineRecord:
                                "memory": {"estimated_bytes": self.estimate_bytes, "measured_bytes": self.measured_bytes,
                                           "prompt_cache_bytes": self.prompt_cache_bytes()},
                                "load_seconds": self.load_seconds}
+        progress = self.progress
+        if progress is not None:
+            out["progress"] = round(progress, 4)
         if self.error:
             out["error"] = self.error
             out["error_code"] = self.error_code
@@ -207,6 +222,7 @@ class EngineRegistry:
         if rec.state == LOADED and rec.engine is not None:
             return rec.engine
         rec.state, rec.error, rec.error_code = LOADING, None, None
+        rec.load_progress = LoadProgress()
         t0 = time.perf_counter()
         try:
             if not os.path.isfile(rec.model_path):
@@ -215,7 +231,9 @@ class EngineRegistry:
             rec.estimate_bytes = self.estimate(rec)
             with self._memory_lock:
                 self._make_room(rec, rec.estimate_bytes)
-                engine = self._engine_factory(rec.model_path, model_id=rec.engine_id, **rec.params)
+                with ProgressLog(rec.engine_id, rec.load_progress):
+                    engine = self._engine_factory(rec.model_path, model_id=rec.engine_id,
+                                                  load_progress=rec.load_progress, **rec.params)
         except ApiError as e:
             rec.state, rec.error, rec.error_code = FAILED, e.message, e.code
             self.counters.load_failures += 1

@@ -88,6 +88,8 @@ class _ScrapeCollector:
         active.add_metric([], self.m.state.inflight)
         yield active
         state = _gauge("kolosal_engine_state", "1 for the engine's current load state", ("engine", "state"))
+        progress = _gauge("kolosal_model_load_progress", "Share of the model's weights read: 0..1 while loading, "
+                          "1 once loaded", ("engine",))
         queued = _gauge("kolosal_queued_requests", "Generations waiting for a slot", ("engine",))
         busy = _gauge("kolosal_slots_busy", "Slots generating", ("engine",))
         slots = _gauge("kolosal_slots_total", "Slots (parallel sequences)", ("engine",))
@@ -99,6 +101,8 @@ class _ScrapeCollector:
         for rec, stats, timers in self.m.engine_views():
             for s in (REGISTERED, LOADING, LOADED, UNLOADING, FAILED):
                 state.add_metric([rec.engine_id, s], 1.0 if rec.state == s else 0.0)
+            if rec.progress is not None:
+                progress.add_metric([rec.engine_id], rec.progress)
             if stats is not None:
                 queued.add_metric([rec.engine_id], stats["queued"])
                 busy.add_metric([rec.engine_id], stats["slots_busy"])
@@ -108,7 +112,7 @@ class _ScrapeCollector:
             for name, t in (timers or {}).items():
                 prof_s.add_metric([rec.engine_id, name], t["total_ms"] / 1000.0)
                 prof_n.add_metric([rec.engine_id, name], t["count"])
-        yield from (state, queued, busy, slots, cached, cache_bytes, prof_s, prof_n)
+        yield from (state, progress, queued, busy, slots, cached, cache_bytes, prof_s, prof_n)
         c = self.m.state.registry.counters
         for name, value, doc in (("kolosal_model_loads", c.loads, "Models loaded"),
                                  ("kolosal_model_load_failures", c.load_failures, "Model loads that failed"),

@@ -39,6 +39,7 @@ class EngineInfo(Reply):
     requests_in_flight: int
     memory: EngineMemory
     load_seconds: Optional[float]
+    progress: Optional[float] = Field(None, ge=0, le=1, description="0..1 while loading (weights read), 1 once loaded")
     error: Optional[str] = None  # when the last load failed
     error_code: Optional[str] = None
     context_length: Optional[int] = None  # when loaded
@@ -85,6 +86,7 @@ class DetokenizeResponse(Reply):
 class EngineHealth(Reply):
     engine_id: str
     status: str
+    progress: Optional[float] = Field(None, ge=0, le=1, description="while loading: the share of the weights read")
 
 
 class HealthResponse(Reply):

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import time
+from typing import Any, Dict
 
 from flask import Blueprint, jsonify
 
 from .._version import server_version
 from ..openapi import api_route
-from ..models.registry import FAILED, LOADED, LOADING, REGISTERED
+from ..models.registry import FAILED, LOADED, LOADING, REGISTERED, EngineRecord
 from ..protocol.admin import HealthResponse
-from ..state import engines_summary, get_state
+from ..state import get_state
 
 bp = Blueprint("health", __name__)
 
@@ -29,7 +30,15 @@ def health():  # type: ignore[no-untyped-def]
         status = "ok"
     body = HealthResponse(status=status, version=server_version(),
                           uptime_seconds=round(time.monotonic() - state.started, 3), active_requests=state.inflight,
-                          engines=engines_summary(state))
+                          engines=[_engine_health(r) for r in state.registry.records()])
     resp = jsonify(body.wire())
     resp.status_code = 200 if status == "ok" else 503
     return resp
+
+
+def _engine_health(rec: EngineRecord) -> Dict[str, Any]:
+    """An engine's state; with ``progress`` (0..1) while it loads."""
+    out = {"engine_id": rec.engine_id, "status": rec.state}
+    if rec.state == LOADING:
+        out["progress"] = round(rec.progress or 0.0, 4)
+    return out

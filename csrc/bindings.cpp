@@ -317,7 +317,10 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("grammar_lazy", [](const ChatPrompt & c) { return c.params.grammar_lazy; })
         .def_property_readonly("additional_stops", [](const ChatPrompt & c) { return c.params.additional_stops; })
         .def_property_readonly("format", [](const ChatPrompt & c) { return std::string(common_chat_format_name(c.params.format)); })
-        .def_property_readonly("parse_tool_calls", [](const ChatPrompt & c) { return c.parse_tool_calls; });
+        .def_property_readonly("parse_tool_calls", [](const ChatPrompt & c) { return c.parse_tool_calls; })
+        .def_property_readonly("extract_reasoning", [](const ChatPrompt & c) { return c.extract_reasoning; })
+        .def_property_readonly("thinking_start_tag", [](const ChatPrompt & c) { return c.params.thinking_start_tag; })
+        .def_property_readonly("generation_prompt", [](const ChatPrompt & c) { return to_str(c.params.generation_prompt); });
 
     py::class_<LoadProgress, std::shared_ptr<LoadProgress>>(m, "LoadProgress",
             "A model load's progress, passed to Engine(progress=...): updated by llama.cpp as the weights are read.")
@@ -456,9 +459,22 @@ PYBIND11_MODULE(_native, m) {
             for (auto & r : reqs) out.append(py::cast(Generation{r}));
             return out;
         }, py::arg("prompts"), py::arg("params"))
-        .def("apply_chat_template", &Engine::apply_chat_template, py::arg("messages_json"), py::arg("tools_json") = "",
-             py::arg("tool_choice") = "", py::arg("parallel_tool_calls") = false, py::arg("add_generation_prompt") = true,
-             py::arg("json_schema") = "", py::arg("grammar") = "", py::call_guard<py::gil_scoped_release>())
+        .def("apply_chat_template", [](Engine & e, const std::string & messages_json, const std::string & tools_json,
+                                       const std::string & tool_choice, bool parallel_tool_calls, bool add_generation_prompt,
+                                       const std::string & json_schema, const std::string & grammar,
+                                       const std::string & reasoning_format, bool enable_thinking,
+                                       const std::string & chat_template_kwargs_json) {
+            ChatTemplateOptions o;
+            o.reasoning_format = reasoning_format;
+            o.enable_thinking = enable_thinking;
+            o.chat_template_kwargs_json = chat_template_kwargs_json;
+            py::gil_scoped_release nogil;
+            return e.apply_chat_template(messages_json, tools_json, tool_choice, parallel_tool_calls, add_generation_prompt,
+                                         json_schema, grammar, o);
+        }, py::arg("messages_json"), py::arg("tools_json") = "", py::arg("tool_choice") = "",
+             py::arg("parallel_tool_calls") = false, py::arg("add_generation_prompt") = true, py::arg("json_schema") = "",
+             py::arg("grammar") = "", py::arg("reasoning_format") = "auto", py::arg("enable_thinking") = true,
+             py::arg("chat_template_kwargs_json") = "")
         .def("parse_chat_output", [](const Engine & e, const std::string & text, const ChatPrompt & cp, bool partial) {
             const ChatResult r = e.parse_chat_output(text, cp, partial);
             return py::make_tuple(to_str(r.content), to_str(r.reasoning_content), r.tool_calls_json);

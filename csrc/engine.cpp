@@ -280,7 +280,7 @@ std::vector<std::shared_ptr<Request>> Engine::submit_many(std::vector<std::vecto
 ChatPrompt Engine::apply_chat_template(const std::string & messages_json, const std::string & tools_json,
                                        const std::string & tool_choice, bool parallel_tool_calls,
                                        bool add_generation_prompt, const std::string & json_schema,
-                                       const std::string & grammar) {
+                                       const std::string & grammar, const ChatTemplateOptions & opts) {
     auto pass = enter();
     ScopedTimer t(profiler_, "template");
     common_chat_templates_inputs in;
@@ -309,6 +309,21 @@ ChatPrompt Engine::apply_chat_template(const std::string & messages_json, const 
     in.json_schema = json_schema;
     in.grammar = grammar;
     in.use_jinja = true;
+    if (opts.reasoning_format == "none") in.reasoning_format = COMMON_REASONING_FORMAT_NONE;
+    else if (opts.reasoning_format == "deepseek") in.reasoning_format = COMMON_REASONING_FORMAT_DEEPSEEK;
+    else if (opts.reasoning_format == "auto") in.reasoning_format = COMMON_REASONING_FORMAT_AUTO;
+    else throw InvalidParameterError("reasoning_format", "reasoning_format must be 'none', 'deepseek' or 'auto'");
+    in.enable_thinking = opts.enable_thinking;
+    if (!opts.chat_template_kwargs_json.empty()) {
+        common_json kwargs;
+        try {
+            kwargs = common_json::parse(opts.chat_template_kwargs_json);
+        } catch (const std::exception & e) {
+            throw InvalidParameterError("chat_template_kwargs", std::string("invalid 'chat_template_kwargs': ") + e.what());
+        }
+        if (!kwargs.is_object()) throw InvalidParameterError("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+        for (const auto & item : kwargs.items()) in.chat_template_kwargs[item.key()] = item.value().dump();
+    }
     ChatPrompt cp;
     try {
         cp.params = common_chat_templates_apply(templates_.get(), in);
@@ -317,6 +332,7 @@ ChatPrompt Engine::apply_chat_template(const std::string & messages_json, const 
     }
     cp.prompt = cp.params.prompt;
     cp.parse_tool_calls = !in.tools.empty() && in.tool_choice != COMMON_CHAT_TOOL_CHOICE_NONE;
+    cp.extract_reasoning = cp.params.supports_thinking && in.reasoning_format != COMMON_REASONING_FORMAT_NONE;
     return cp;
 }
 

@@ -74,6 +74,14 @@ struct ChatPrompt {
     std::string prompt;
     common_chat_params params;
     bool parse_tool_calls = false;
+    bool extract_reasoning = false;  // the answer's think block is read into reasoning_content
+};
+
+// How a chat is rendered beyond its messages (llama-server's request fields).
+struct ChatTemplateOptions {
+    std::string reasoning_format = "auto";  // none | deepseek | auto
+    bool enable_thinking = true;
+    std::string chat_template_kwargs_json;  // JSON object of extra template variables
 };
 
 struct ChatResult {
@@ -142,7 +150,7 @@ public:
     ChatPrompt apply_chat_template(const std::string & messages_json, const std::string & tools_json,
                                    const std::string & tool_choice, bool parallel_tool_calls,
                                    bool add_generation_prompt, const std::string & json_schema,
-                                   const std::string & grammar);
+                                   const std::string & grammar, const ChatTemplateOptions & opts = {});
     std::map<std::string, bool> chat_template_caps() const;
     // With ``partial`` the text is a prefix of the answer (streaming): a tool
     // call being written comes back with the arguments generated so far.

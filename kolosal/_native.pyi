@@ -61,6 +61,9 @@ class ChatPrompt:
     additional_stops: List[str]
     format: str
     parse_tool_calls: bool
+    extract_reasoning: bool
+    thinking_start_tag: str
+    generation_prompt: str
 
 class LoadProgress:
     value: float
@@ -85,7 +88,8 @@ class Engine:
     def submit_many(self, prompts: Sequence[Sequence[int]], params: Dict[str, Any]) -> List[Generation]: ...
     def apply_chat_template(self, messages_json: str, tools_json: str = "", tool_choice: str = "",
                             parallel_tool_calls: bool = False, add_generation_prompt: bool = True,
-                            json_schema: str = "", grammar: str = "") -> ChatPrompt: ...
+                            json_schema: str = "", grammar: str = "", reasoning_format: str = "auto",
+                            enable_thinking: bool = True, chat_template_kwargs_json: str = "") -> ChatPrompt: ...
     def parse_chat_output(self, text: str, chat: ChatPrompt, partial: bool = False) -> Tuple[str, str, str]: ...
     def chat_template_caps(self) -> Dict[str, bool]: ...
     def embed(self, texts: Sequence[str], normalize: bool = True) -> List[List[float]]: ...

@@ -13,6 +13,8 @@ import numpy as np
 from . import _native, tool_calls
 from .errors import GenerationError, InvalidParameterError
 
+REASONING_FORMATS = ("none", "deepseek", "auto")
+
 __all__ = ["Engine", "LoadProgress", "Generation", "ChatGeneration", "Completion", "ChatCompletion", "RenderedChat", "TokenLogprob"]
 
 Prompt = Union[str, Sequence[int]]
@@ -36,6 +38,27 @@ class TokenLogprob:
     logprob: float
     top: List["TokenLogprob"] = field(default_factory=list)
     bytes: bytes = b""
+
+
+def _check_reasoning_format(value: Any) -> str:
+    if value not in REASONING_FORMATS:
+        raise InvalidParameterError(f"reasoning_format must be one of {', '.join(REASONING_FORMATS)}; got {value!r}",
+                                    param="reasoning_format")
+    return value
+
+
+def _template_kwargs(value: Any) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise InvalidParameterError("chat_template_kwargs must be an object of template variables",
+                                    param="chat_template_kwargs")
+    try:
+        json.dumps(dict(value))
+    except (TypeError, ValueError) as e:
+        raise InvalidParameterError(f"chat_template_kwargs is not JSON-serialisable: {e}",
+                                    param="chat_template_kwargs") from None
+    return dict(value)
 
 
 def _native_params(params: Mapping[str, Any]) -> Dict[str, Any]:
@@ -298,6 +321,8 @@ class Engine:
         model_id: Optional[str] = None,
         slot_prompt_similarity: float = 0.1,
         cache_ram_mib: int = 2048,
+        reasoning_format: str = "auto",
+        chat_template_kwargs: Optional[Mapping[str, Any]] = None,
         load_progress: Optional["_native.LoadProgress"] = None,
     ) -> None:
         for name, value, low in (("n_ctx", n_ctx, 0), ("n_parallel", n_parallel, 1), ("n_batch", n_batch, 1),
@@ -311,6 +336,9 @@ class Engine:
                 or not 0.0 <= slot_prompt_similarity <= 1.0):
             raise InvalidParameterError("slot_prompt_similarity must be a number in [0, 1]",
                                         param="slot_prompt_similarity")
+        #: Default of ``chat``'s ``reasoning_format`` and the template variables every chat gets.
+        self.reasoning_format = _check_reasoning_format(reasoning_format)
+        self.chat_template_kwargs = _template_kwargs(chat_template_kwargs)
         self.model_path = os.fspath(model_path)
         self.model_id = model_id or os.path.basename(self.model_path)
         self._native = _native.Engine(
@@ -429,8 +457,33 @@ class Engine:
         add_generation_prompt: bool = True,
         json_schema: Union[str, Mapping[str, Any], None] = None,
         grammar: Optional[str] = None,
+        reasoning_format: Optional[str] = None,
+        chat_template_kwargs: Optional[Mapping[str, Any]] = None,
+        reasoning_effort: Optional[str] = None,
     ) -> "_native.ChatPrompt":
-        """Render messages with the model's chat template."""
+        """Render messages with the model's chat template.
+
+        ``reasoning_format`` (``none``, ``deepseek`` or ``auto``; default: the
+        engine's) says whether a think block the template knows is read into
+        ``reasoning_content``. ``chat_template_kwargs`` are extra template
+        variables, over the engine's (``enable_thinking`` also switches the
+        reasoning of templates that have it). ``reasoning_effort`` is passed to
+        the template as a variable of that name (templates that do not read it
+        ignore it); ``"none"`` turns thinking off, as in llama-server."""
+        fmt = _check_reasoning_format(self.reasoning_format if reasoning_format is None else reasoning_format)
+        kwargs = {**self.chat_template_kwargs, **_template_kwargs(chat_template_kwargs)}
+        thinking = kwargs.get("enable_thinking", True)
+        if not isinstance(thinking, bool):
+            raise InvalidParameterError("chat_template_kwargs.enable_thinking must be a boolean",
+                                        param="chat_template_kwargs")
+        if reasoning_effort is not None:
+            if not isinstance(reasoning_effort, str):
+                raise InvalidParameterError("reasoning_effort must be a string", param="reasoning_effort")
+            if reasoning_effort == "none":
+                thinking = False
+                kwargs.pop("reasoning_effort", None)
+            elif reasoning_effort:
+                kwargs["reasoning_effort"] = reasoning_effort
         try:
             messages_json = json.dumps(list(messages))
             tools_json = json.dumps(list(tools)) if tools else ""
@@ -443,7 +496,7 @@ class Engine:
         schema = json_schema if json_schema is None or isinstance(json_schema, str) else json.dumps(json_schema)
         return self._native.apply_chat_template(
             messages_json, tools_json, tool_choice or "", parallel_tool_calls, add_generation_prompt,
-            schema or "", grammar or "",
+            schema or "", grammar or "", fmt, thinking, json.dumps(kwargs) if kwargs else "",
         )
 
     def render_chat(
@@ -455,6 +508,9 @@ class Engine:
         parallel_tool_calls: bool = False,
         json_schema: Union[str, Mapping[str, Any], None] = None,
         grammar: Optional[str] = None,
+        reasoning_format: Optional[str] = None,
+        chat_template_kwargs: Optional[Mapping[str, Any]] = None,
+        reasoning_effort: Optional[str] = None,
     ) -> RenderedChat:
         """The prompt ``chat`` would run, tokenized: render once, then pass it
         to ``chat(rendered=...)`` as often as needed (e.g. for n choices)."""
@@ -470,7 +526,8 @@ class Engine:
             tools, tool_choice = None, None
         cp = self.apply_chat_template(messages, tools=tools, tool_choice=tool_choice,
                                       parallel_tool_calls=parallel_tool_calls,
-                                      json_schema=json_schema, grammar=grammar)
+                                      json_schema=json_schema, grammar=grammar, reasoning_format=reasoning_format,
+                                      chat_template_kwargs=chat_template_kwargs, reasoning_effort=reasoning_effort)
         tokens = self.tokenize(cp.prompt, add_special=True, parse_special=True)
         return RenderedChat(cp, tokens, generic, grammar if grammar and not cp.grammar else None)
 
@@ -488,15 +545,19 @@ class Engine:
         """Chat with the model's own template. With ``stream=True`` returns a
         ChatGeneration to iterate; otherwise the finished ChatCompletion.
         ``json_schema`` and ``grammar`` constrain the answer; ``tools`` offer
-        function calls (parsed into ``message["tool_calls"]``)."""
+        function calls (parsed into ``message["tool_calls"]``). ``reasoning_format``,
+        ``chat_template_kwargs`` and ``reasoning_effort`` are as in ``apply_chat_template``:
+        a think block goes to ``message["reasoning_content"]``."""
         json_schema = params.pop("json_schema", None)
         grammar = params.pop("grammar", None)
+        template_options = {k: params.pop(k) for k in ("reasoning_format", "chat_template_kwargs", "reasoning_effort")
+                             if k in params}
         if rendered is None:
             if messages is None:
                 raise InvalidParameterError("'messages' is required", param="messages")
             rendered = self.render_chat(messages, tools=tools, tool_choice=tool_choice,
                                         parallel_tool_calls=parallel_tool_calls, json_schema=json_schema,
-                                        grammar=grammar)
+                                        grammar=grammar, **template_options)
         if rendered.grammar:
             params["grammar"] = rendered.grammar
         native = self._native.submit(rendered.tokens, _native_params(params), rendered.chat_prompt)

@@ -168,6 +168,8 @@ class LoadParams(_Section):
     kv_unified: Optional[bool] = None  # all slots share one KV pool
     cache_ram_mib: Optional[int] = Field(None, ge=-1)  # host-memory prompt cache (0: off, -1: no limit)
     slot_prompt_similarity: Optional[float] = Field(None, ge=0, le=1)  # prompt share a slot's cache must cover to be reused
+    reasoning_format: Optional[Literal["none", "deepseek", "auto"]] = None  # think block -> reasoning_content (default auto)
+    chat_template_kwargs: Optional[Dict[str, Any]] = None  # extra chat template variables, e.g. enable_thinking
 
     def engine_kwargs(self) -> Dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

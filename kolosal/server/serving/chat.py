@@ -82,6 +82,11 @@ class ChatPlan:
         """Tool-call answers are parsed once complete (content or tool calls)."""
         return self.rendered.generic_tools or self.rendered.chat_prompt.parse_tool_calls
 
+    @property
+    def parses_output(self) -> bool:
+        """The answer is read by the chat format as it grows: tool calls, or a think block."""
+        return self.buffers_output or self.rendered.chat_prompt.extract_reasoning
+
 
 def plan_chat(engine: Engine, req: ChatCompletionRequest) -> ChatPlan:
     refuse_unsupported(req)
@@ -104,7 +109,8 @@ def plan_chat(engine: Engine, req: ChatCompletionRequest) -> ChatPlan:
         raise ApiError(400, "'tools' cannot be combined with 'response_format' or 'grammar'.", param="tools")
     rendered = engine.render_chat(messages, tools=tools, tool_choice=tool_choice if tools else None,
                                   parallel_tool_calls=bool(req.parallel_tool_calls), json_schema=json_schema,
-                                  grammar=req.grammar)
+                                  grammar=req.grammar, reasoning_format=req.reasoning_format,
+                                  chat_template_kwargs=req.chat_template_kwargs, reasoning_effort=req.reasoning_effort)
     max_tokens = fit_max_tokens(engine, len(rendered.tokens), req.max_completion_tokens or req.max_tokens, "messages")
     kw = sampling_kwargs(req, engine, max_tokens)
     if req.logprobs:
@@ -207,13 +213,15 @@ class ChatRun:
 
 class StreamDeltas:
     """The deltas of one streamed choice, as OpenAI streams them. Plain text
-    streams as generated. With tools, the text is read as it grows: through
+    streams as generated. A think block the template knows streams as
+    ``reasoning_content`` deltas, then the answer as ``content``.
+    With tools, the text is read as it grows: through
     the JSON fallback by ``AnswerStream``, in a template's own tool-call
     format by the native parser (partial mode); both give text, then for each
     call a first delta with id, type and name, then argument fragments."""
 
     def __init__(self, plan: ChatPlan, gen: Generation) -> None:
-        self.mode = "json" if plan.rendered.generic_tools else "parsed" if plan.buffers_output else "text"
+        self.mode = "json" if plan.rendered.generic_tools else "parsed" if plan.parses_output else "text"
         self._gen = gen
         self._answer = tool_calls.AnswerStream() if self.mode == "json" else None
         self._text = ""  # "parsed": the answer so far

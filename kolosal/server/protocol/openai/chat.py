@@ -160,8 +160,13 @@ class ChatCompletionRequest(SamplingFields):
     safety_identifier: Optional[str] = None
     prompt_cache_key: Optional[str] = None
     prediction: Optional[Dict[str, Any]] = None
-    reasoning_effort: Optional[str] = None
     verbosity: Optional[str] = None
+    # Reasoning (llama-server's fields): whether a think block goes to reasoning_content,
+    # extra template variables (e.g. enable_thinking), and OpenAI's effort, passed to the
+    # template as `reasoning_effort` ("none": thinking off; templates without the variable ignore it).
+    reasoning_format: Optional[Literal["none", "deepseek", "auto"]] = None
+    chat_template_kwargs: Optional[Dict[str, Any]] = None
+    reasoning_effort: Optional[str] = None
     # Accepted when they ask for nothing this server would leave out.
     modalities: Optional[List[str]] = Field(None, json_schema_extra=documented(
         {"anyOf": [{"type": "array", "items": {"const": "text"}}, {"type": "null"}]}))

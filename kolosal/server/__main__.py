@@ -26,9 +26,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(effective_config(cfg), indent=2))
         return 0
     from .logging_setup import configure_logging
+    from .process import apply_process_settings
     from .serve import serve
 
-    configure_logging(cfg.logging)
+    try:
+        configure_logging(cfg.logging)
+        apply_process_settings(cfg.server)
+    except ConfigError as e:
+        print("configuration error:", file=sys.stderr)
+        for line in e.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return serve(cfg)
 
 

@@ -6,6 +6,7 @@ from typing import List, Optional, Sequence
 
 from .config import ConfigError, check_model_files, load_config, model_entry, read_models_file
 from .config_schema import ConfigFile
+from .process import check_process_settings
 from .security import check_security
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
@@ -14,6 +15,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kolosal-server", description="OpenAI-compatible LLM inference server.")
     p.add_argument("--config", metavar="FILE", help="JSON or YAML configuration file")
+    p.add_argument("--root", metavar="DIR",
+                   help="install root that relative paths in the config resolve against (default: server.root_dir, "
+                        "else the config file's folder, or its parent when that folder is named 'config')")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind (default 8080)")
     p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="logging level")
@@ -30,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> ConfigFile:
     """The effective configuration: file (or defaults), then the flags. Raises ConfigError."""
-    cfg = load_config(args.config) if args.config else load_config(data={})
+    cfg = load_config(args.config, root=args.root) if args.config else load_config(data={}, root=args.root)
     errors: List[str] = []
     if args.host:
         cfg.server.host = args.host
@@ -43,13 +47,15 @@ def resolve_config(args: argparse.Namespace) -> ConfigFile:
     if args.api_key:
         cfg.auth.api_keys.extend(args.api_key)
     if args.models:
-        cfg.models.extend(read_models_file(args.models))
+        # its paths resolve against the config's install root, or (no config) the models file's own
+        cfg.models.extend(read_models_file(args.models, args.root or (cfg.server.root_dir if args.config else None)))
     for model_id, path in args.model:
         cfg.models.append(model_entry(model_id, path))
     if errors:
         raise ConfigError(errors)
     check_model_files(cfg)
     check_security(cfg)
+    check_process_settings(cfg.server)
     return cfg
 
 

@@ -1,7 +1,17 @@
 """Loading the configuration: JSON or YAML by extension, ``${ENV}``
-substitution, models inline or in a separate models file, paths relative to
-the file, and errors that name the offending key (``models[1].load_params.n_ctx:
-expected integer``)."""
+substitution, models inline or in a separate models file, relative paths
+resolved against the install root, and errors that name the offending key
+(``models[1].load_params.n_ctx: expected integer``).
+
+The install root (docs/configuration.md, "Paths"): ``--root``, else
+``server.root_dir`` (relative to the config file's folder), else the config
+file's folder, or that folder's parent when it is named ``config`` (the
+layout ``config/production.json``, ``config/models.json``, ``models/``,
+``logs/``). Model files, log files and model directories resolve against
+it; the files that belong to the configuration (``inference.models_file``,
+``api_keys_file``) are looked up beside the config file first. Without
+``inference.models_file``, a ``models.json`` (or ``.yaml``/``.yml``) beside
+the config file is read."""
 from __future__ import annotations
 
 import json
@@ -117,6 +127,10 @@ def _read(path: Path) -> Any:
     return data
 
 
+MODELS_FILE_NAMES = ("models.json", "models.yaml", "models.yml")
+CONFIG_FOLDER = "config"
+
+
 def _resolve(p: Optional[str], base: Path) -> Optional[str]:
     if not p:
         return p
@@ -124,32 +138,60 @@ def _resolve(p: Optional[str], base: Path) -> Optional[str]:
     return os.path.normpath(path if path.is_absolute() else base / path)
 
 
-def _resolve_models(models: List[ModelEntry], base: Path) -> None:
+def install_root(config_file: Union[str, Path]) -> Path:
+    """The root a config (or models) file's relative paths resolve against when
+    nothing names one: its folder, or the parent of a folder named ``config``."""
+    folder = Path(config_file).resolve().parent
+    return folder.parent if folder.name.lower() == CONFIG_FOLDER else folder
+
+
+def _config_file(p: str, folder: Path, root: Path) -> str:
+    """A file that belongs to the configuration: beside the config file, else under the root."""
+    beside = _resolve(p, folder)
+    if beside and (Path(p).expanduser().is_absolute() or Path(beside).exists()):
+        return beside
+    return _resolve(p, root) or p
+
+
+def _resolve_models(models: List[ModelEntry], base: Path, source: Optional[Path] = None) -> None:
     for m in models:
+        m._given = m.file
+        m._source = str(source) if source else None
         if m.path:
             m.path = _resolve(m.path, base)
         if m.model_path:
             m.model_path = _resolve(m.model_path, base)
 
 
-def read_models_file(path: Union[str, Path]) -> List[ModelEntry]:
-    """Models from a ``models.json``/``.yaml`` file (``{"models": [...]}``)."""
+def read_models_file(path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> List[ModelEntry]:
+    """Models from a ``models.json``/``.yaml`` file (``{"models": [...]}``); their
+    paths resolve against ``root`` (default: ``install_root(path)``)."""
     path = Path(path).resolve()
     data = _read(path)
     try:
         models = ModelsFile.model_validate(data).models
     except ValidationError as e:
-        raise ConfigError([f"{path.name}: {m}" for m in validation_messages(e)]) from None
-    _resolve_models(models, path.parent)
+        raise ConfigError([f"{path}: {m}" for m in validation_messages(e)]) from None
+    _resolve_models(models, Path(root).resolve() if root is not None else install_root(path), path)
     return models
 
 
-def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str, Any]] = None) -> ConfigFile:
-    """Validated configuration from a file (or a dict, paths relative to cwd)."""
-    base = Path.cwd()
+def _root_of(cfg: ConfigFile, path: Optional[Path], root: Optional[Union[str, Path]]) -> Path:
+    if root is not None:
+        return Path(os.path.expanduser(str(root))).resolve()
+    if cfg.server.root_dir:
+        folder = path.parent if path is not None else Path.cwd()
+        return Path(_resolve(cfg.server.root_dir, folder) or folder).resolve()
+    return install_root(path) if path is not None else Path.cwd()
+
+
+def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str, Any]] = None,
+                root: Optional[Union[str, Path]] = None) -> ConfigFile:
+    """Validated configuration from a file (or a dict: paths relative to ``root``
+    or ``server.root_dir``, else to the working directory). ``root`` (``--root``)
+    overrides ``server.root_dir`` and the root found from the file's place."""
     if path is not None:
         path = Path(path).resolve()
-        base = path.parent
         data = _read(path)
     elif data is not None:
         errors: List[str] = []
@@ -160,16 +202,37 @@ def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str
         cfg = ConfigFile.model_validate(data or {})
     except ValidationError as e:
         raise ConfigError(validation_messages(e)) from None
-    _resolve_models(cfg.models, base)
+    base = _root_of(cfg, path, root)
+    if not base.is_dir():
+        where = "--root" if root is not None else "server.root_dir"
+        raise ConfigError([f"{where}: not a directory: {base}"])
+    cfg.server.root_dir = str(base)
+    folder = path.parent if path is not None else base
+    _resolve_models(cfg.models, base, path)
     for section in (cfg.logging,):
         section.file_path = _resolve(section.file_path, base)
         section.file = _resolve(section.file, base)
+    for name, handler in cfg.logging.handlers.items():
+        handler.filename = _resolve(handler.filename, base)
+        if handler.source(name) == "access":  # a handler for access lines turns them on
+            if "access_log" in cfg.logging.model_fields_set and not cfg.logging.access_log:
+                raise ConfigError([f"logging.handlers.{name}: receives the access lines, but logging.access_log "
+                                   f"is false"])
+            cfg.logging.access_log = True
     for keys in (cfg.security, cfg.auth):
-        keys.api_keys_file = _resolve(keys.api_keys_file, base)
+        if keys.api_keys_file:
+            keys.api_keys_file = _config_file(keys.api_keys_file, folder, base)
     cfg.security.model_directories = [_resolve(d, base) or d for d in cfg.security.model_directories]
     if cfg.inference.models_file:
-        cfg.inference.models_file = _resolve(cfg.inference.models_file, base)
-        cfg.models.extend(read_models_file(cfg.inference.models_file))
+        cfg.inference.models_file = _config_file(cfg.inference.models_file, folder, base)
+        if not Path(cfg.inference.models_file).is_file():
+            raise ConfigError([f"inference.models_file: models file not found: {cfg.inference.models_file}"])
+    elif path is not None:
+        beside = [folder / n for n in MODELS_FILE_NAMES if (folder / n).is_file() and folder / n != path]
+        if beside:
+            cfg.inference.models_file = str(beside[0])
+    if cfg.inference.models_file:
+        cfg.models.extend(read_models_file(cfg.inference.models_file, base))
     normalise(cfg)  # both vocabularies merge without conflict (ConfigError otherwise)
     return cfg
 
@@ -179,10 +242,16 @@ def check_model_files(cfg: ConfigFile) -> None:
     ``server.default_model`` must name one of them."""
     errors: List[str] = []
     seen: Dict[str, int] = {}
+    per_source: Dict[Optional[str], int] = {}
     for i, m in enumerate(cfg.models):
         key = "path" if m.path else "model_path"
+        local = per_source[m._source] = per_source.get(m._source, -1) + 1
         if not Path(m.file).is_file():
-            errors.append(f"models[{i}].{key}: model file not found: {m.file}")
+            where = f" ({m._source}: models[{local}])" if m._source else ""
+            how = ""
+            if m._given and not Path(os.path.expanduser(m._given)).is_absolute() and cfg.server.root_dir:
+                how = f"; '{m._given}' is relative to the install root {cfg.server.root_dir}"
+            errors.append(f"models[{i}].{key}: model file not found: {m.file}{where}{how}")
         if m.model_id in seen:
             errors.append(f"models[{i}].{'id' if m.id else 'engine_id'}: duplicate model id '{m.model_id}'"
                           f" (also models[{seen[m.model_id]}])")

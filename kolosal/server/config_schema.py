@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -23,6 +23,19 @@ if TYPE_CHECKING:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PRIORITIES = ("idle", "low", "below_normal", "normal", "above_normal", "high", "realtime")
+
+
+def log_level(value: str) -> str:
+    """``"info"`` -> ``"INFO"``, ``WARN`` -> ``WARNING``; ValueError for anything else."""
+    name = str(value).strip().upper()
+    name = "WARNING" if name == "WARN" else name
+    if name not in LOG_LEVELS:
+        raise ValueError(f"'{value}' is not a log level ({', '.join(LOG_LEVELS)})")
+    return name
 
 
 class ServerSection(_Section):
@@ -53,12 +66,129 @@ class ServerSection(_Section):
     # required, else "localhost" and IP addresses.
     allowed_hosts: Optional[List[str]] = None
     default_model: Optional[str] = Field(None, min_length=1)  # answers requests naming an unknown model
+    # the install root relative paths resolve against (config.py: --root, else this, else the config's folder,
+    # or its parent when that folder is named "config"); after loading, the root in use
+    root_dir: Optional[str] = None
+    compression: bool = False  # gzip/brotli/zstd for JSON answers of at least compression_min_bytes; never SSE
+    compression_level: int = Field(6, ge=1, le=9)
+    compression_min_bytes: int = Field(500, ge=0)
+    process_priority: Optional[str] = None  # one of PRIORITIES, applied at start (process.py)
+    cpu_affinity: Optional[Union[List[int], int, str]] = None  # CPU numbers, or a mask (255, "0xFF")
+    # Waitress has one inactivity timeout (channel_timeout = keep_alive_timeout_seconds), no separate ones
+    read_timeout_seconds: Optional[float] = None
+    write_timeout_seconds: Optional[float] = None
 
     @model_validator(mode="after")
     def _fold_spellings(self) -> "ServerSection":
         if self.request_timeout_seconds is None:
             self.request_timeout_seconds = self.request_timeout
         return self
+
+    @field_validator("process_priority")
+    @classmethod
+    def _priority(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        name = str(v).strip().lower().replace(" ", "_").replace("-", "_").replace("abovenormal", "above_normal") \
+            .replace("belownormal", "below_normal")
+        if name not in PRIORITIES:
+            raise ValueError(f"'{v}' is not a priority ({', '.join(PRIORITIES)})")
+        return name
+
+    @field_validator("cpu_affinity")
+    @classmethod
+    def _affinity(cls, v: Any) -> Optional[List[int]]:
+        if v is None:
+            return v
+        if isinstance(v, list):
+            if not v or any(c < 0 for c in v):
+                raise ValueError("expected a non-empty list of CPU numbers (0, 1, ...)")
+            return sorted(set(v))
+        try:
+            mask = int(v, 0) if isinstance(v, str) else int(v)
+        except ValueError:
+            raise ValueError(f"'{v}' is neither a list of CPU numbers nor a mask like \"0xFF\"") from None
+        if mask <= 0:
+            raise ValueError("the CPU mask selects no CPU")
+        return [i for i in range(mask.bit_length()) if mask >> i & 1]
+
+    @field_validator("read_timeout_seconds", "write_timeout_seconds")
+    @classmethod
+    def _no_such_timeout(cls, v: Optional[float], info: Any) -> Optional[float]:
+        if v is not None:
+            raise ValueError(f"Waitress has no separate {info.field_name.split('_')[0]} timeout; "
+                             f"server.keep_alive_timeout_seconds (Waitress' channel_timeout) closes a connection "
+                             f"that has sent and received nothing for that long, and "
+                             f"server.request_timeout_seconds bounds each request")
+        return v
+
+
+LOG_SOURCES = ("all", "server", "access", "inference", "performance")
+HANDLER_TYPES = ("rotating_file", "timed_rotating_file", "console")
+ROTATE_WHEN = ("S", "M", "H", "D", "MIDNIGHT", "W0", "W1", "W2", "W3", "W4", "W5", "W6")
+
+
+class LogHandler(_Section):
+    """One entry of ``logging.handlers`` (docs/configuration.md, "Logging")."""
+
+    type: str
+    level: Optional[str] = None  # unset: every line the logging.level lets through
+    logs: Optional[Literal["all", "server", "access", "inference", "performance"]] = None  # unset: by the name
+    format: Optional[Literal["json", "text"]] = None  # unset: logging.format
+    filename: Optional[str] = None
+    max_size: Optional[ByteSize] = None  # rotating_file: 50MB (10^6 bytes), 50MiB (2^20), or bytes
+    backup_count: Optional[int] = Field(None, ge=0)
+    when: Optional[str] = None  # timed_rotating_file: S, M, H, D, midnight or W0..W6 (Monday..Sunday)
+    interval: Optional[int] = Field(None, ge=1)
+    retention_days: Optional[int] = Field(None, ge=1)  # timed_rotating_file: one file a day, kept this many days
+    utc: bool = False
+    stream: Literal["stderr", "stdout"] = "stderr"  # console
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if v not in HANDLER_TYPES:
+            raise ValueError(f"unknown handler type '{v}' ({', '.join(HANDLER_TYPES)})")
+        return v
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else log_level(v)
+
+    @field_validator("when")
+    @classmethod
+    def _when(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v.upper() not in ROTATE_WHEN:
+            raise ValueError(f"'{v}' is not a rotation time (S, M, H, D, midnight, W0..W6)")
+        return v
+
+    @model_validator(mode="after")
+    def _fits_the_type(self) -> "LogHandler":
+        given = self.model_fields_set
+        only = {"console": {"stream"}, "rotating_file": {"filename", "max_size", "backup_count"},
+                "timed_rotating_file": {"filename", "when", "interval", "retention_days", "backup_count", "utc"}}
+        own = {k for keys in only.values() for k in keys} - only[self.type]
+        wrong = sorted(given & own)
+        if wrong:
+            raise ValueError(f"not for a {self.type} handler: {', '.join(wrong)}")
+        if self.type != "console" and not self.filename:
+            raise ValueError(f"a {self.type} handler needs a filename")
+        if self.retention_days is not None and given & {"backup_count", "when", "interval"}:
+            raise ValueError("retention_days keeps one file a day for that many days; give either it or "
+                             "when/interval/backup_count")
+        return self
+
+    def source(self, name: str) -> str:
+        """What the handler receives: ``logs``, else guessed from its name (``access_file`` -> access)."""
+        if self.logs:
+            return "inference" if self.logs == "performance" else self.logs
+        lowered = name.lower()
+        for prefix, source in (("access", "access"), ("inference", "inference"), ("completion", "inference"),
+                               ("performance", "inference")):
+            if lowered.startswith(prefix):
+                return source
+        return "all"
 
 
 class LoggingSection(_Section):
@@ -71,6 +201,12 @@ class LoggingSection(_Section):
     access_log: bool = False
     format: Literal["json", "text"] = "json"
     log_prompts: bool = False
+    handlers: Dict[str, LogHandler] = Field(default_factory=dict)  # named handlers, besides file_path/console
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        return log_level(v)
 
     @model_validator(mode="after")
     def _fold_spellings(self) -> "LoggingSection":
@@ -177,6 +313,9 @@ class LoadParams(_Section):
 
 class ModelEntry(_Section):
     """One model; accepts both the ``engine_id`` and the ``id`` vocabulary."""
+
+    _source: Optional[str] = PrivateAttr(None)  # the models file it came from (absolute), for error messages
+    _given: Optional[str] = PrivateAttr(None)  # its path as written, before resolving against the install root
 
     id: Optional[str] = Field(None, min_length=1)
     engine_id: Optional[str] = Field(None, min_length=1)

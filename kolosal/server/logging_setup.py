@@ -1,5 +1,15 @@
-"""Logging from the ``logging`` config section: JSON lines (or text), a
-rotating file and/or the console, the request id on every line."""
+"""Logging from the ``logging`` config section: JSON lines (or text), the
+request id on every line, written by the standard library's handlers:
+
+* ``file_path`` (``RotatingFileHandler``: ``max_file_size_mb``, ``max_files``)
+  and ``console_output``;
+* any number of named ``handlers``: ``rotating_file`` (``max_size`` with units,
+  ``backup_count``), ``timed_rotating_file`` (``when``/``interval``/``backup_count``,
+  or ``retention_days``: one file a day, kept that many days) and ``console``,
+  each with its own ``level``, ``format`` and the lines it receives (``logs``:
+  ``all``, ``server``, ``access`` or ``inference``, the completion lines).
+
+A file that cannot be opened is a ConfigError naming the key and the path."""
 from __future__ import annotations
 
 import datetime
@@ -8,9 +18,10 @@ import logging
 import logging.handlers
 import os
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
-from .config_schema import LoggingSection
+from .config import ConfigError
+from .config_schema import LogHandler, LoggingSection
 from .request_log import RequestIdFilter
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
@@ -60,27 +71,89 @@ class TextFormatter(logging.Formatter):
         return "\n".join(escape_control(line) for line in super().formatException(ei).split("\n"))
 
 
+ACCESS_LOGGER = "kolosal.access"
+COMPLETION_LOGGER = "kolosal.completion"
+DEFAULT_MAX_BYTES = 100 * 1000 * 1000
+DEFAULT_BACKUPS = {"rotating_file": 5, "timed_rotating_file": 7}
+
+
+class SourceFilter(logging.Filter):
+    """Lets through the lines of one source: ``access`` (the access log),
+    ``inference`` (the completion lines), ``server`` (everything else) or ``all``."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source = source
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.source == "all":
+            return True
+        kind = {ACCESS_LOGGER: "access", COMPLETION_LOGGER: "inference"}.get(record.name, "server")
+        return kind == self.source
+
+
+def _open(where: str, make: Any, path: str) -> logging.Handler:
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return make()
+    except OSError as e:
+        raise ConfigError([f"{where}: cannot open the log file {path}: {e.strerror or e}"]) from None
+
+
+def build_handler(name: str, spec: LogHandler) -> logging.Handler:
+    """The standard library handler for one ``logging.handlers`` entry (no formatter, level or filters yet)."""
+    where = f"logging.handlers.{name}.filename"
+    backups = spec.backup_count if spec.backup_count is not None else DEFAULT_BACKUPS.get(spec.type, 0)
+    if spec.type == "console":
+        return logging.StreamHandler(sys.stdout if spec.stream == "stdout" else sys.stderr)
+    path = str(spec.filename)
+    if spec.type == "rotating_file":
+        size = int(spec.max_size) if spec.max_size is not None else DEFAULT_MAX_BYTES
+        return _open(where, lambda: logging.handlers.RotatingFileHandler(
+            path, maxBytes=size, backupCount=backups, encoding="utf-8"), path)
+    if spec.retention_days is not None:
+        when, interval, backups = "midnight", 1, spec.retention_days
+    else:
+        when, interval = (spec.when or "midnight"), (spec.interval or 1)
+    return _open(where, lambda: logging.handlers.TimedRotatingFileHandler(
+        path, when=when, interval=interval, backupCount=backups, utc=spec.utc, encoding="utf-8"), path)
+
+
+def _handlers(section: LoggingSection, level: int) -> List[Tuple[logging.Handler, int, str, str]]:
+    """(handler, level, source, format) for every output the section asks for."""
+    out: List[Tuple[logging.Handler, int, str, str]] = []
+    path = section.file_path
+    if path:
+        out.append((_open("logging.file_path", lambda: logging.handlers.RotatingFileHandler(
+            path, maxBytes=int(section.max_file_size_mb * 1024 * 1024), backupCount=max(1, section.max_files - 1),
+            encoding="utf-8"), path), level, "all", section.format))
+    if section.handlers:
+        console = section.console_output and "console_output" in section.model_fields_set
+    else:
+        console = section.console_output or not path
+    if console:
+        out.append((logging.StreamHandler(sys.stderr), level, "all", section.format))
+    for name, spec in section.handlers.items():
+        own = getattr(logging, spec.level) if spec.level else level
+        out.append((build_handler(name, spec), own, spec.source(name), spec.format or section.format))
+    return out
+
+
 def configure_logging(section: LoggingSection) -> None:
-    level = getattr(logging, section.level.upper(), None)
-    if not isinstance(level, int):
-        level = logging.INFO
+    """Replace the root logger's handlers by those of ``section`` (ConfigError for a file that cannot be opened)."""
+    base = getattr(logging, section.level.upper(), logging.INFO)
+    made = _handlers(section, base)
+    level = min([base] + [lvl for _, lvl, _, _ in made])  # a handler may ask for more than logging.level
     root = logging.getLogger()
     root.setLevel(level)
     for h in list(root.handlers):
         root.removeHandler(h)
-    fmt: logging.Formatter = JsonFormatter() if section.format == "json" else TextFormatter(_FORMAT)
-    handlers = []
-    path = section.file_path
-    if path:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        handlers.append(logging.handlers.RotatingFileHandler(
-            path, maxBytes=int(section.max_file_size_mb * 1024 * 1024), backupCount=max(1, section.max_files - 1),
-            encoding="utf-8"))
-    if section.console_output or not path:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    for h in handlers:
-        h.setFormatter(fmt)
+    for h, lvl, source, form in made:
+        h.setLevel(lvl)
+        h.setFormatter(JsonFormatter() if form == "json" else TextFormatter(_FORMAT))
         h.addFilter(RequestIdFilter())
+        if source != "all":
+            h.addFilter(SourceFilter(source))
         root.addHandler(h)
     logging.getLogger("waitress.queue").setLevel(max(level, logging.WARNING))
     import kolosal

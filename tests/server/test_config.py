@@ -19,9 +19,9 @@ def _json_config(tmp_path, model_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "m.gguf").symlink_to(model_path)
     (tmp_path / "config" / "models.json").write_text(json.dumps({"models": [
-        {"engine_id": "llama-7b-chat", "model_path": "../models/m.gguf", "auto_load": True, "n_ctx": 4096,
+        {"engine_id": "llama-7b-chat", "model_path": "models/m.gguf", "auto_load": True, "n_ctx": 4096,
          "n_gpu_layers": 32, "priority": "high"},
-        {"engine_id": "codellama-13b", "model_path": "../models/m.gguf", "auto_load": False, "n_ctx": 2048,
+        {"engine_id": "codellama-13b", "model_path": "models/m.gguf", "auto_load": False, "n_ctx": 2048,
          "n_gpu_layers": 40, "priority": "medium"}]}))
     path = tmp_path / "config" / "production.json"
     path.write_text(json.dumps({
@@ -71,7 +71,9 @@ def test_json_shape_with_models_file_and_relative_paths(tmp_path, model_path):
     assert cfg.models[0].file == str(tmp_path / "models" / "m.gguf")
     assert [m.startup for m in cfg.models] == [True, False]
     assert cfg.models[1].engine_kwargs(cfg.inference) == {"n_ctx": 2048, "n_gpu_layers": 40, "n_parallel": 4}
-    assert cfg.logging.file_path == str(tmp_path / "config" / "logs" / "kolosal-server.log")
+    # the config sits in config/: relative paths resolve against its parent, the install root
+    assert cfg.logging.file_path == str(tmp_path / "logs" / "kolosal-server.log")
+    assert cfg.server.root_dir == str(tmp_path)
 
 
 def test_yaml_shape_with_env_substitution(tmp_path, monkeypatch):

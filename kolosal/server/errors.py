@@ -54,12 +54,27 @@ REDACT = "kolosal_redact"
 RETRY_AFTER = {"server_busy": 1, "server_draining": 5}
 
 
+# app.extensions key of [(URL path prefixes, ApiError -> body)]: the error shapes of other API dialects
+# (Anthropic's, Ollama's) for requests under their paths, 404 and 405 included
+ERROR_SHAPES = "kolosal_error_shapes"
+
+
+def dialect_body(err: ApiError) -> Dict[str, Any]:
+    """``err`` in the shape of the API the current request's path belongs to (OpenAI's by default)."""
+    if has_request_context():
+        from flask import request
+        for prefixes, shape in current_app.extensions.get(ERROR_SHAPES, ()):
+            if request.path.startswith(prefixes):
+                return shape(err)
+    return err.body()
+
+
 def error_response(err: ApiError) -> Response:
-    body = err.body()
     if has_request_context():  # file paths only for admin keys
         redact = current_app.extensions.get(REDACT)
         if redact is not None:
-            body["error"]["message"] = redact(err.message)
+            err.message = redact(err.message)
+    body = dialect_body(err)
     resp = jsonify(body)
     resp.status_code = err.status
     retry = err.retry_after or RETRY_AFTER.get(err.code or "")

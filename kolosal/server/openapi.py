@@ -41,10 +41,11 @@ class RouteSpec:
 
 def api_route(bp: Blueprint, rule: str, methods: Sequence[str], *, summary: str, request_model=None,
               response_model=None, status: int = 200, streams=None, generation: Optional[str] = None,
-              auth: str = "user", limit: Optional[str] = "default") -> Callable:
-    """Register the view on ``bp`` with its declaration (documentation and policy)."""
+              auth: str = "user", limit: Optional[str] = "default", listed: bool = True) -> Callable:
+    """Register the view on ``bp`` with its declaration (documentation and policy). ``listed=False``: not
+    in ``/openapi.json`` (the Anthropic and Ollama dialects, whose errors have their own shapes)."""
     spec = RouteSpec(summary, bp.name, request_model, response_model, status, streams, generation, auth, limit,
-                     rule=rule)
+                     listed, rule=rule)
 
     def deco(fn: Callable) -> Callable:
         declare(spec)(fn)

@@ -7,14 +7,23 @@ from flask import Flask
 def register_blueprints(app: Flask, metrics: bool = True, health: bool = True) -> None:
     """Every API family; the metrics endpoints only with ``metrics``
     (``features.metrics``; they read the app's ``Monitoring``), ``/health``
-    only with ``health`` (``features.health_check``)."""
+    only with ``health`` (``features.health_check``). Anthropic's Messages API
+    is served like the OpenAI one; Ollama's under ``/api`` only. Errors under
+    their paths take their shapes."""
+    from ..errors import ERROR_SHAPES
+    from ..serving.anthropic import error_body as anthropic_error
+    from ..serving.ollama import error_body as ollama_error
+    from . import anthropic, ollama
     from .engines import bp as engines
     from .health import bp as health_bp
     from .metrics import bp as metrics_bp
     from .openai import bp as openai
     from .tokenize import bp as tokenize
 
-    families = (openai, engines, tokenize) + ((health_bp,) if health else ()) + ((metrics_bp,) if metrics else ())
+    families = (openai, anthropic.bp, engines, tokenize) + ((health_bp,) if health else ()) + \
+        ((metrics_bp,) if metrics else ())
     for bp in families:
         app.register_blueprint(bp, url_prefix="/v1")
         app.register_blueprint(bp, url_prefix="", name=f"{bp.name}_root")
+    app.register_blueprint(ollama.bp, url_prefix="")
+    app.extensions[ERROR_SHAPES] = [(anthropic.PATHS, anthropic_error), (ollama.PATHS, ollama_error)]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from flask import Response
 
 from ...engine import Generation
-from ..errors import from_engine_error
+from ..errors import ApiError, from_engine_error
 from ..monitoring import current_track
 from ..protocol.base import Reply
 from ..serving.runner import ClientGone, cancel_all
@@ -38,8 +38,12 @@ def typed_events(events: Iterator[Optional[Reply]]) -> Iterator[str]:
         yield PING if e is None else f"event: {e.type}\n" + event(e.wire())  # type: ignore[attr-defined]
 
 
-def sse_response(events: Iterator[str], gens: Sequence[Generation]) -> Response:
-    """Wrap ``events`` (already formatted) as a streaming response."""
+def sse_response(events: Iterator[str], gens: Sequence[Generation],
+                 error_event: Optional[Callable[[ApiError], str]] = None,
+                 mimetype: str = "text/event-stream") -> Response:
+    """Wrap ``events`` (already formatted) as a streaming response. ``error_event``
+    formats a failure mid-stream (default: a ``data:`` event with OpenAI's envelope);
+    ``mimetype``: another line format (Ollama's NDJSON)."""
     track = current_track()
     if track is not None:
         track.streaming = True
@@ -56,13 +60,13 @@ def sse_response(events: Iterator[str], gens: Sequence[Generation]) -> Response:
         except Exception as e:  # reported in-band: the status line is long gone
             err = from_engine_error(e)
             status = err.status
-            yield event(err.body()).encode("utf-8")
+            yield (error_event(err) if error_event is not None else event(err.body())).encode("utf-8")
         finally:
             cancel_all(gens)
             if track is not None:
                 track.finish(status)
 
-    resp = Response(body(), status=200, mimetype="text/event-stream")
+    resp = Response(body(), status=200, mimetype=mimetype)
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"
     resp.call_on_close(lambda: cancel_all(gens))

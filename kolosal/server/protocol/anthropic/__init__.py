@@ -1,0 +1,1 @@
+"""Anthropic's Messages API: requests, answers, stream events and the error shape."""

@@ -13,6 +13,7 @@ sections (keys, rate limits, CORS) are merged by ``ConfigFile.settings``
 """
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -47,6 +48,9 @@ class ServerSection(_Section):
     request_timeout: Optional[int] = Field(None, ge=1)  # YAML spelling, folded into request_timeout_seconds
     keep_alive_timeout_seconds: int = Field(60, ge=1)
     shutdown_grace_seconds: float = Field(30.0, ge=0)
+    # on SIGTERM, /health answers 503 at once but requests are still taken this long, so that a load
+    # balancer's health check takes the instance out first (docs/scaling.md); then the drain starts
+    drain_delay_seconds: float = Field(0.0, ge=0)
     sse_ping_seconds: float = Field(5.0, gt=0)
     max_queued_requests: int = Field(256, ge=1)
     max_request_body_mb: float = Field(64.0, gt=0)
@@ -373,7 +377,57 @@ class ModelsFile(_Section):
     models: List[ModelEntry] = Field(default_factory=list)
 
 
-class ConfigFile(_Section):
+# names the HAProxy configuration can carry unquoted (kolosal.cluster writes it)
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ROUTABLE_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$")
+ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
+
+
+class ClusterKeys(_Section):
+    """The cluster a server belongs to (docs/scaling.md): ``instances`` (name ->
+    ``host:port`` where the load balancer reaches it), ``model_distribution``
+    (name -> the model ids it serves) and ``routing_strategy``; ``instance`` is
+    this server's name. ``python -m kolosal.cluster haproxy`` writes the load
+    balancer's configuration from them; ``/v1/models`` lists the whole cluster."""
+
+    instances: Dict[str, str] = Field(default_factory=dict)
+    model_distribution: Dict[str, List[str]] = Field(default_factory=dict)
+    routing_strategy: Literal["round_robin", "least_conn"] = "round_robin"
+    instance: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _cluster_refs(self) -> "ClusterKeys":
+        errors = []
+        for name, addr in self.instances.items():
+            if not CLUSTER_NAME.match(name):
+                errors.append(f"instances.{name}: a name is letters, digits, '_', '.' and '-'")
+            if not ADDRESS.match(addr) or not 0 < int(addr.rsplit(":", 1)[1]) < 65536:
+                errors.append(f"instances.{name}: expected 'host:port', got '{addr}'")
+        for name, models in self.model_distribution.items():
+            if not CLUSTER_NAME.match(name):
+                errors.append(f"model_distribution.{name}: a name is letters, digits, '_', '.' and '-'")
+            elif self.instances and name not in self.instances:
+                errors.append(f"model_distribution.{name}: not one of instances ({', '.join(self.instances)})")
+            for i, m in enumerate(models):
+                if not ROUTABLE_MODEL_ID.match(m):
+                    errors.append(f"model_distribution.{name}[{i}]: '{m}' cannot be routed: a model id here is "
+                                  f"letters, digits and _ . : / @ + -")
+        if self.instance is not None and self.instance not in {*self.instances, *self.model_distribution}:
+            errors.append(f"instance: '{self.instance}' is not an instance of the cluster")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def model_instances(self) -> Dict[str, List[str]]:
+        """Model id -> the instances serving it, in the order of ``model_distribution``."""
+        out: Dict[str, List[str]] = {}
+        for name, models in self.model_distribution.items():
+            for m in models:
+                out.setdefault(m, []).append(name)
+        return out
+
+
+class ConfigFile(ClusterKeys):
     server: ServerSection = Field(default_factory=ServerSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     security: SecuritySection = Field(default_factory=SecuritySection)

@@ -20,7 +20,8 @@ class ServerState:
         self.version = version
         self.registry = EngineRegistry(memory_policy(config))
         self.started = time.monotonic()
-        self.draining = False
+        self.draining = False  # new generation requests are refused (503 server_draining)
+        self.stopping = False  # a stop signal came: /health answers 503, before draining (server.drain_delay_seconds)
         self._inflight = 0
         self._cv = threading.Condition()
 

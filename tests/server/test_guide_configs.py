@@ -165,3 +165,31 @@ def test_guide_yaml_needs_a_key_then_serves(yaml_root, tmp_path):
     access = [x for x in json_lines(yaml_root / "logs" / "kolosal-server.log") if x["component"] == "access"]
     assert [(x["path"], x["status"]) for x in access if x["request_id"] == "guide-yaml"] == [
         ("/v1/chat/completions", 200)]
+
+
+def test_guide_logging_handlers_block(tmp_path, model_path):
+    """The guide's production.json with its logging section replaced by the guide's handlers block."""
+    root = make_root(tmp_path / "kolosal", model_path, ["models.json"], JSON_MODELS)
+    config = json.loads((GUIDE / "production.json").read_text())
+    config["logging"] = json.loads((GUIDE / "logging.json").read_text())
+    (root / "config" / "production.json").write_text(json.dumps(config))
+    out = tmp_path / "console.txt"
+    server = launch(["--config", "config/production.json"], root, out, free_port())
+    try:
+        r = httpx.post(server.v1 + "/chat/completions", headers={"X-Request-ID": "guide-log"}, timeout=60, json={
+            "model": "llama-7b-chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+        assert r.status_code == 200
+        assert httpx.post(server.v1 + "/chat/completions", timeout=60, json={
+            "model": "no-such-model", "messages": [{"role": "user", "content": "Hi"}]}).status_code == 404
+        assert server.stop() == 0
+    finally:
+        server.stop(signal.SIGKILL)
+    inference = json_lines(root / "logs" / "inference.log")
+    assert [(x["component"], x["request_id"], x["output_tokens"]) for x in inference] == [
+        ("completion_route", "guide-log", 3)]
+    everything = json_lines(root / "logs" / "kolosal-server.log")
+    assert any(x["request_id"] == "guide-log" and x["component"] == "completion_route" for x in everything)
+    assert any(x["component"] == "kolosal.llama" for x in everything)  # llama.cpp's lines, at INFO
+    # the console handler is at ERROR: nothing at INFO reaches it
+    console = [json.loads(x) for x in out.read_text().splitlines() if x.startswith("{")]
+    assert all(x["level"] in ("ERROR", "CRITICAL") for x in console)

@@ -20,7 +20,7 @@ bp = Blueprint("health", __name__)
 def health():  # type: ignore[no-untyped-def]
     state = get_state()
     states = [r.state for r in state.registry.records()]
-    if state.draining:
+    if state.draining or state.stopping:
         status = "draining"
     elif LOADING in states and LOADED not in states:
         status = "loading"

@@ -1,0 +1,123 @@
+"""Three replicas behind the shipped deploy/haproxy/haproxy.cfg (real HAProxy,
+real Waitress servers with the demo model on 127.0.0.2-4): the load spreads,
+a killed instance costs no non-streaming request and no hung stream, and a
+rolling restart (SIGTERM, drain, start) costs no request at all."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from .support import (HOSTS, REPO, HAProxy, Instance, SteadyLoad, chat, free_port, instance_config, model_entry,
+                      need)
+
+MODEL = "smollm2"
+BACKEND = "kolosal_servers"
+
+
+@pytest.fixture(scope="module")
+def cluster(model_path, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("replicas")
+    instances = []
+    for i, host in enumerate(HOSTS, 1):
+        port = free_port(host)
+        instances.append(Instance(f"kolosal{i}", host, port, instance_config(host, port, [model_entry(MODEL, model_path)]),
+                                  tmp / f"kolosal{i}"))
+    lb = None
+    try:
+        for inst in instances:
+            inst.start(wait=False)
+        for inst in instances:
+            inst.wait_healthy()
+        lb_port = free_port()
+        env = {"KOLOSAL_LB_BIND": f"127.0.0.1:{lb_port}", "KOLOSAL_LB_SOCKET": str(tmp / "haproxy.sock"),
+               "KOLOSAL_LB_STATS": f"127.0.0.1:{free_port()}",
+               **{f"KOLOSAL_{i}": inst.address for i, inst in enumerate(instances, 1)}}
+        lb = HAProxy(REPO / "deploy/haproxy/haproxy.cfg", tmp / "haproxy.sock", env)
+        for inst in instances:
+            assert lb.wait_status(BACKEND, inst.name, "UP") == "UP"
+        yield instances, lb, f"http://127.0.0.1:{lb_port}"
+    finally:
+        if lb is not None:
+            lb.close()
+        for inst in instances:
+            inst.stop(signal.SIGKILL)
+
+
+def served(instances) -> list:
+    return [inst.requests_served().get(MODEL, 0) for inst in instances]
+
+
+def test_load_spreads_over_the_three_instances(cluster):
+    instances, lb, url = cluster
+    before = served(instances)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(12):
+            r = client.post("/v1/chat/completions", json=chat(MODEL, max_tokens=2))
+            assert r.status_code == 200, r.text
+    after = served(instances)
+    counts = [a - b for a, b in zip(after, before)]
+    assert sum(counts) == 12
+    assert counts == [4, 4, 4], counts  # roundrobin, one request at a time, every server UP
+
+
+def test_kill_9_under_load_loses_no_plain_request_and_hangs_no_stream(cluster):
+    instances, lb, url = cluster
+    victim = instances[1]
+    retries_before = _retries(lb)
+    with SteadyLoad(url, MODEL, plain=3, streams=2, read_timeout=30) as load:
+        time.sleep(3)
+        before_kill = len(load.outcomes)
+        victim.stop(signal.SIGKILL)
+        status = lb.wait_status(BACKEND, victim.name, "DOWN", timeout=20)
+        time.sleep(3)
+    assert status == "DOWN"
+    summary = load.summary()
+    print(f"kill -9: {summary}, stream failures {load.failures('stream')}, retries {_retries(lb) - retries_before}")
+    assert load.failures("plain") == [], summary
+    assert summary["plain"]["ok"] > 0 and len(load.outcomes) > before_kill
+    # a stream cut off by the kill ends with a closed connection, never a client timeout
+    assert all(not d.startswith("timeout") for d in load.failures("stream")), load.failures("stream")
+    assert summary["stream"]["ok"] > 0, summary
+    # requests sent to the dead instance before it was marked DOWN were retried on the others
+    assert _retries(lb) > retries_before
+    victim.start()
+    assert lb.wait_status(BACKEND, victim.name, "UP") == "UP"
+
+
+def _retries(lb: HAProxy) -> int:
+    row = next(r for r in lb.stats() if r["pxname"] == BACKEND and r["svname"] == "BACKEND")
+    return int(row["wretr"] or 0) + int(row["wredis"] or 0)
+
+
+def test_rolling_restart_under_load_loses_no_request(cluster):
+    instances, lb, url = cluster
+    with SteadyLoad(url, MODEL, plain=2, streams=2, read_timeout=60) as load:
+        for inst in instances:
+            time.sleep(1)
+            assert inst.proc is not None
+            inst.proc.send_signal(signal.SIGTERM)
+            # /v1/health answers 503 at once, and the instance takes requests for drain_delay_seconds:
+            # HAProxy marks it DOWN while it still runs, so no new request reaches it once it refuses them
+            assert lb.wait_status(BACKEND, inst.name, "DOWN", timeout=10) == "DOWN"
+            assert inst.running(), "the instance exited before HAProxy took it out"
+            assert inst.wait_exit(90) == 0, inst.log()
+            inst.start()
+            assert lb.wait_status(BACKEND, inst.name, "UP") == "UP"
+        time.sleep(1)
+    summary = load.summary()
+    print(f"rolling restart: {summary}")
+    assert load.failures("plain") == [] and load.failures("stream") == [], summary
+    assert summary["plain"]["ok"] > 0 and summary["stream"]["ok"] > 0
+    # every instance served generations after its restart
+    assert all(n > 0 for n in served(instances))
+
+
+def test_shipped_config_is_valid_as_is():
+    """The file as shipped (defaults for every address) passes ``haproxy -c``."""
+    done = subprocess.run([need("haproxy"), "-c", "-f", str(REPO / "deploy/haproxy/haproxy.cfg")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

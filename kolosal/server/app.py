@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Union
 from flask import Flask, Response, g, jsonify, request
 
 from ._version import server_version
+from .compression import install_compression
 from .config import load_config
 from .config_schema import ConfigFile
 from .errors import REDACT, register_error_handlers
@@ -58,6 +59,7 @@ def create_app(config: Union[ConfigFile, Dict[str, Any], str, Path, None] = None
     register_error_handlers(app)
     register_blueprints(app, metrics=cfg.features.metrics, health=cfg.features.health_check)
     security = install_security(app, cfg)
+    install_compression(app, cfg.server)
     Monitoring(state).init_app(app)
     state.registry.load_guard = security.check_load
     app.extensions[REDACT] = lambda text: security.redact(text, [r.model_path for r in state.registry.records()])

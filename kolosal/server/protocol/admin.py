@@ -89,9 +89,17 @@ class EngineHealth(Reply):
     progress: Optional[float] = Field(None, ge=0, le=1, description="while loading: the share of the weights read")
 
 
+class ProcessStatus(Reply):
+    pid: int
+    priority: Optional[str] = Field(None, description="server.process_priority as configured (None: not set)")
+    nice: Optional[int] = Field(None, description="the nice value (POSIX) or priority class (Windows) in force")
+    cpu_affinity: Optional[List[int]] = Field(None, description="the CPUs the server may run on")
+
+
 class HealthResponse(Reply):
     status: str = Field(..., description="ok, loading, draining or error")
     version: str
     uptime_seconds: float
     active_requests: int
     engines: List[EngineHealth]
+    process: Optional[ProcessStatus] = None

@@ -9,7 +9,8 @@ from flask import Blueprint, jsonify
 from .._version import server_version
 from ..openapi import api_route
 from ..models.registry import FAILED, LOADED, LOADING, REGISTERED, EngineRecord
-from ..protocol.admin import HealthResponse
+from ..process import process_status
+from ..protocol.admin import HealthResponse, ProcessStatus
 from ..state import get_state
 
 bp = Blueprint("health", __name__)
@@ -30,7 +31,8 @@ def health():  # type: ignore[no-untyped-def]
         status = "ok"
     body = HealthResponse(status=status, version=server_version(),
                           uptime_seconds=round(time.monotonic() - state.started, 3), active_requests=state.inflight,
-                          engines=[_engine_health(r) for r in state.registry.records()])
+                          engines=[_engine_health(r) for r in state.registry.records()],
+                          process=ProcessStatus(**process_status(state.config.server)))
     resp = jsonify(body.wire())
     resp.status_code = 200 if status == "ok" else 503
     return resp

@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", nargs=2, action="append", default=[], metavar=("ID", "PATH"),
                    help="serve the GGUF at PATH as model ID; repeatable")
     p.add_argument("--models", metavar="FILE", help="models file ({\"models\": [...]}, JSON or YAML)")
+    p.add_argument("--cluster", metavar="FILE", help="cluster file (instances, model_distribution, routing_strategy, "
+                   "models): serve this instance's share and list the whole cluster's models")
+    p.add_argument("--instance", metavar="NAME", help="this server's name in the cluster")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--check-config", action="store_true",
                    help="validate the configuration, print the effective config and exit (0 valid, 1 invalid)")
@@ -53,6 +56,9 @@ def resolve_config(args: argparse.Namespace) -> ConfigFile:
         cfg.models.append(model_entry(model_id, path))
     if errors:
         raise ConfigError(errors)
+    if args.cluster or args.instance or cfg.instance:
+        from ..cluster.spec import apply_cluster, load_cluster
+        apply_cluster(cfg, load_cluster(args.cluster) if args.cluster else None, args.instance)
     check_model_files(cfg)
     check_security(cfg)
     check_process_settings(cfg.server)

@@ -131,19 +131,21 @@ class HAProxy:
     """``haproxy -db`` on a configuration file, with its admin socket for ``show stat``."""
 
     def __init__(self, config: Path, socket_path: Path, env: Optional[Dict[str, str]] = None) -> None:
+        """``config`` may be the shipped file: the log goes beside the socket, in the test's directory."""
         self.exe = need("haproxy")
         self.config = config
         self.socket_path = socket_path
         self.env = {**os.environ, **(env or {})}
         check = subprocess.run([self.exe, "-c", "-f", str(config)], env=self.env, capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
-        self.log = (config.parent / "haproxy.log").open("w")
+        self.log_path = socket_path.parent / "haproxy.log"
+        self.log = self.log_path.open("w")
         self.proc = subprocess.Popen([self.exe, "-db", "-f", str(config)], env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while not socket_path.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start: {(config.parent / 'haproxy.log').read_text()}")
+                raise RuntimeError(f"haproxy did not start: {self.log_path.read_text()}")
             time.sleep(0.05)
 
     def command(self, line: str) -> str:

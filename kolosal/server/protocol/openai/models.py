@@ -16,6 +16,8 @@ class ModelCard(Reply):
     status: str
     context_length: Optional[int] = Field(description="tokens of context one request can use (per slot)")
     aliases: List[str] = Field(default_factory=list, description="other names requests may use for this model")
+    instances: Optional[List[str]] = Field(None, description="in a cluster (docs/scaling.md): the instances serving "
+                                                             "this model; status 'remote' when this one does not")
     meta: Optional[Dict[str, Any]] = None  # in GET /v1/models/{id} only
 
 

@@ -1,0 +1,118 @@
+"""Models sharded over three instances the guide's way: one cluster file
+(``model_distribution``, ``routing_strategy``), the HAProxy configuration
+written from it by ``python -m kolosal.cluster haproxy``, and instances
+started with ``--cluster FILE --instance NAME``. Real HAProxy, real Waitress
+servers on 127.0.0.2-4, the demo model under several ids."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import httpx
+import openai
+import pytest
+
+from .support import HOSTS, REPO, HAProxy, Instance, chat, free_port, instance_config, model_entry
+
+# a: alpha and beta; b: alpha (a replica); c: gamma
+DISTRIBUTION = {"a": ["alpha", "beta"], "b": ["alpha"], "c": ["gamma"]}
+
+
+@pytest.fixture(scope="module")
+def sharded(model_path, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sharded")
+    ports = {name: free_port(host) for name, host in zip(DISTRIBUTION, HOSTS)}
+    spec = {"instances": {name: f"{host}:{ports[name]}" for name, host in zip(DISTRIBUTION, HOSTS)},
+            "model_distribution": DISTRIBUTION, "routing_strategy": "round_robin",
+            "models": [model_entry(m, model_path) for m in ("alpha", "beta", "gamma")]}
+    cluster_file = tmp / "cluster.json"
+    cluster_file.write_text(json.dumps(spec))
+    lb_port = free_port()
+    cfg_path, sock = tmp / "haproxy.cfg", tmp / "haproxy.sock"
+    done = subprocess.run([sys.executable, "-m", "kolosal.cluster", "haproxy", str(cluster_file), "-o", str(cfg_path),
+                           "--bind", f"127.0.0.1:{lb_port}", "--stats-socket", str(sock), "--check"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    instances = {name: Instance(name, host, ports[name], instance_config(host, ports[name], []), tmp / name,
+                                args=["--cluster", str(cluster_file), "--instance", name])
+                 for name, host in zip(DISTRIBUTION, HOSTS)}
+    lb = None
+    try:
+        for inst in instances.values():
+            inst.start(wait=False)
+        for inst in instances.values():
+            inst.wait_healthy()
+        lb = HAProxy(cfg_path, sock)
+        for name in instances:
+            assert lb.wait_status("kolosal_all", name, "UP") == "UP"
+        yield instances, lb, f"http://127.0.0.1:{lb_port}"
+    finally:
+        if lb is not None:
+            lb.close()
+        for inst in instances.values():
+            inst.stop(signal.SIGKILL)
+
+
+def served(instances) -> dict:
+    return {name: inst.requests_served() for name, inst in instances.items()}
+
+
+def test_each_model_lands_on_its_instances_and_replicas_share(sharded):
+    instances, lb, url = sharded
+    before = served(instances)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for model, times in (("alpha", 6), ("beta", 2), ("gamma", 2)):
+            for _ in range(times):
+                r = client.post("/v1/chat/completions", json=chat(model, max_tokens=2))
+                assert r.status_code == 200 and r.json()["model"] == model, r.text
+        r = client.post("/v1/completions", json={"model": "gamma", "prompt": "Hi", "max_tokens": 2})
+        assert r.status_code == 200, r.text
+    after = served(instances)
+    delta = {name: {m: after[name].get(m, 0) - before[name].get(m, 0) for m in after[name]} for name in after}
+    assert delta["a"] == {"alpha": 3, "beta": 2}, delta  # alpha alternates between its two replicas
+    assert delta["b"] == {"alpha": 3}, delta
+    assert delta["c"] == {"gamma": 3}, delta
+
+
+def test_models_through_the_balancer_list_the_whole_cluster(sharded):
+    instances, lb, url = sharded
+    with openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30) as client:
+        for _ in range(3):  # GET requests go to every instance in turn: each lists everything
+            cards = {m.id: m for m in client.models.list().data}
+            assert set(cards) == {"alpha", "beta", "gamma"}
+            assert {k: c.model_extra["instances"] for k, c in cards.items()} == {
+                "alpha": ["a", "b"], "beta": ["a"], "gamma": ["c"]}
+    direct = httpx.get(instances["c"].url + "/v1/models", timeout=10).json()["data"]
+    assert {m["id"]: m["status"] for m in direct} == {"gamma": "loaded", "alpha": "remote", "beta": "remote"}
+    one = httpx.get(instances["c"].url + "/v1/models/beta", timeout=10).json()
+    assert one["status"] == "remote" and one["instances"] == ["a"]
+
+
+def test_unknown_model_is_404_in_the_error_envelope(sharded):
+    instances, lb, url = sharded
+    r = httpx.post(url + "/v1/chat/completions", json=chat('no"such model'), timeout=30)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert err["code"] == "model_not_found" and err["param"] == "model" and err["type"] == "invalid_request_error"
+    assert 'no"such model' in err["message"]
+    with openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30) as client:
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.chat.completions.create(model="delta", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert caught.value.body["code"] == "model_not_found"
+
+
+def test_model_with_every_replica_down_is_503_in_the_error_envelope(sharded):
+    instances, lb, url = sharded
+    instances["c"].stop(signal.SIGKILL)
+    assert lb.wait_status("kolosal_all", "c", "DOWN", timeout=20) == "DOWN"
+    r = httpx.post(url + "/v1/chat/completions", json=chat("gamma"), timeout=30)
+    assert r.status_code == 503 and r.headers["content-type"].startswith("application/json"), r.text
+    err = r.json()["error"]
+    assert err["code"] == "model_unavailable" and err["param"] == "model" and "gamma" in err["message"]
+    assert int(r.headers["Retry-After"]) > 0
+    # the other models keep serving, and the listing still names gamma (from the cluster file)
+    assert httpx.post(url + "/v1/chat/completions", json=chat("alpha", max_tokens=2), timeout=60).status_code == 200
+    ids = {m["id"] for m in httpx.get(url + "/v1/models", timeout=10).json()["data"]}
+    assert ids == {"alpha", "beta", "gamma"}

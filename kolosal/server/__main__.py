@@ -9,6 +9,13 @@ from .cli import parse, resolve_config
 from .config import ConfigError, effective_config
 
 
+def _refuse(e: ConfigError) -> int:
+    print("configuration error:", file=sys.stderr)
+    for line in e.errors:
+        print(f"  {line}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse(argv)
     if args.version:
@@ -18,10 +25,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cfg = resolve_config(args)
     except ConfigError as e:
-        print("configuration error:", file=sys.stderr)
-        for line in e.errors:
-            print(f"  {line}", file=sys.stderr)
-        return 1
+        return _refuse(e)
     if args.check_config:
         print(json.dumps(effective_config(cfg), indent=2))
         return 0
@@ -32,11 +36,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         configure_logging(cfg.logging)
         apply_process_settings(cfg.server)
-    except ConfigError as e:
-        print("configuration error:", file=sys.stderr)
-        for line in e.errors:
-            print(f"  {line}", file=sys.stderr)
-        return 1
+    except ConfigError as e:  # a log file that cannot be opened, a priority the system refuses
+        return _refuse(e)
     return serve(cfg)
 
 

@@ -130,3 +130,20 @@ def test_a_log_file_that_cannot_be_opened_names_key_and_path(tmp_path, restore_r
         configure_logging(cfg.logging)
     assert ei.value.errors[0].startswith(
         f"logging.handlers.file.filename: cannot open the log file {tmp_path / 'blocked' / 'kolosal.log'}: ")
+
+
+def test_server_refuses_to_start_when_its_log_file_cannot_be_opened(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from .conftest import REPO, free_port
+    (tmp_path / "logs").write_text("a file where the log folder should be")
+    path = tmp_path / "config" / "production.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({"logging": {"file_path": "logs/kolosal.log"}}))
+    p = subprocess.run([sys.executable, "-m", "kolosal.server", "--config", str(path), "--port", str(free_port())],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "listening" not in p.stdout
+    assert f"logging.file_path: cannot open the log file {tmp_path / 'logs' / 'kolosal.log'}: " in p.stderr

@@ -18,6 +18,7 @@ from .openapi import RouteSpec, build_openapi, declare
 from .policy.forwarded import ForwardedMiddleware
 from .request_log import RequestLogMiddleware
 from .routes import register_blueprints
+from .routes.console import install_console
 from .security import install_security
 from .state import EXT, InflightMiddleware, ServerState
 
@@ -58,6 +59,8 @@ def create_app(config: Union[ConfigFile, Dict[str, Any], str, Path, None] = None
 
     register_error_handlers(app)
     register_blueprints(app, metrics=cfg.features.metrics, health=cfg.features.health_check)
+    if cfg.features.console:
+        install_console(app)
     security = install_security(app, cfg)
     install_compression(app, cfg.server)
     Monitoring(state).init_app(app)

@@ -33,7 +33,8 @@ def _text(msg: Any) -> str:
 
 
 def test_create(claude):
-    msg = claude.messages.create(model=MODEL_ID, max_tokens=8, system="You are terse.", messages=HELLO, extra_body=GREEDY)
+    msg = claude.messages.create(model=MODEL_ID, max_tokens=8, system="You are terse.", messages=HELLO,
+                                 extra_body=GREEDY)
     assert isinstance(msg, anthropic.types.Message)
     assert msg.type == "message" and msg.role == "assistant" and msg.model == MODEL_ID and msg.id.startswith("msg_")
     assert [b.type for b in msg.content] == ["text"] and msg.content[0].text
@@ -48,7 +49,8 @@ def test_system_blocks_turns_and_stop_sequences(claude):
                 {"role": "assistant", "content": [{"type": "text", "text": "Nice to meet you, Ada."}]},
                 {"role": "user", "content": [{"type": "text", "text": "Tell me a short story about a cat."}]}]
     kw: Dict[str, Any] = dict(model=MODEL_ID, max_tokens=24, messages=messages,
-                              extra_body={"temperature": 0, "top_k": 1, "top_p": 1.0}, system=[{"type": "text", "text": "You are a storyteller."}])
+                              extra_body={"temperature": 0, "top_k": 1, "top_p": 1.0},
+                              system=[{"type": "text", "text": "You are a storyteller."}])
     full = claude.messages.create(**kw)
     text = _text(full)
     words = text.split()

@@ -72,14 +72,16 @@ def _ndjson(lines: Iterator[Any]) -> Iterator[str]:
 def _generation(req: Union[ChatRequest, GenerateRequest], start: Callable[[Engine, Any], OllamaRun],
                 empty: bool) -> Response:
     state = get_state()
+    t0 = time.perf_counter()
     seconds = keep_alive_seconds(req.keep_alive)
     engine, load_ns = _admit(state, req.model)
     if empty:  # no messages or prompt: load the model (or, with keep_alive 0, unload it)
         reason = "unload" if seconds == 0 else "load"
-        out: Any = GenerateResponse(model=req.model, created_at=timestamp(), response="", done=True,
-                                    done_reason=reason) if isinstance(req, GenerateRequest) else \
-            ChatResponse(model=req.model, created_at=timestamp(), message=OutMessage(content=""), done=True,
-                         done_reason=reason)
+        times = {"done_reason": reason, "load_duration": load_ns,
+                 "total_duration": int((time.perf_counter() - t0) * 1e9)}
+        out: Any = GenerateResponse(model=req.model, created_at=timestamp(), response="", done=True, **times) \
+            if isinstance(req, GenerateRequest) else \
+            ChatResponse(model=req.model, created_at=timestamp(), message=OutMessage(content=""), done=True, **times)
         return _with_keep_alive(jsonify(out.wire()), engine.model_id, seconds)
     run = start(engine, req)
     run.load_ns = load_ns

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import os
 import re
 import threading
 import time
@@ -37,8 +37,6 @@ from .completions import CompletionRun, start_completion
 from .embeddings import create_embeddings
 from .runner import Watch, finish_reason, usage
 from .sampling import capped_default
-
-log = logging.getLogger("kolosal.server.ollama")
 
 OLLAMA_PATHS = ("/api/",)
 
@@ -435,7 +433,6 @@ def _digest(rec: EngineRecord) -> str:
     if rec.sha256:
         return rec.sha256.lower()
     try:
-        import os
         st = os.stat(rec.model_path)
         ident = f"{rec.model_path}:{st.st_size}:{st.st_mtime_ns}"
     except OSError:
@@ -444,7 +441,6 @@ def _digest(rec: EngineRecord) -> str:
 
 
 def _size(rec: EngineRecord) -> int:
-    import os
     try:
         return os.path.getsize(rec.model_path)
     except OSError:
@@ -452,7 +448,6 @@ def _size(rec: EngineRecord) -> int:
 
 
 def _modified(rec: EngineRecord) -> str:
-    import os
     try:
         return timestamp(os.path.getmtime(rec.model_path))
     except OSError:
@@ -481,8 +476,8 @@ def details(rec: EngineRecord) -> ModelDetails:
     family = str(meta.get("architecture") or "")
     desc = str(meta.get("description") or "").split()
     quant = desc[-1] if desc and desc[-1][:1] in ("Q", "F", "I", "B") else ""
-    return ModelDetails(family=family, families=[family] if family else [], parameter_size=_params(meta.get("n_params")),
-                        quantization_level=quant)
+    return ModelDetails(family=family, families=[family] if family else [],
+                        parameter_size=_params(meta.get("n_params")), quantization_level=quant)
 
 
 def listed(rec: EngineRecord) -> ListedModel:

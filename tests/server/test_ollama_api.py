@@ -1,0 +1,203 @@
+"""Ollama's API, driven by the official ``ollama`` Python client against the
+live Waitress server with the real model: chat (streamed and not), generate
+(templated and raw), embed, list, show, ps, structured output with a JSON
+schema, a tool call and its result, the refused model management calls,
+``keep_alive``, and the same greedy answer through the OpenAI, Anthropic and
+Ollama APIs, counted alike in the metrics."""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import anthropic
+import httpx
+import ollama
+import pytest
+
+from .conftest import MODEL_ID, server_config, start_server
+
+GREEDY = {"temperature": 0, "num_predict": 10}
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+@pytest.fixture(scope="module")
+def llama(live_server):
+    with ollama.Client(host=live_server.base_url, timeout=60) as c:
+        yield c
+
+
+def test_chat(llama):
+    r = llama.chat(model=MODEL_ID, messages=[{"role": "system", "content": "You are terse."},
+                                             {"role": "user", "content": "Say hello."}], options=GREEDY)
+    assert isinstance(r, ollama.ChatResponse) and r.model == MODEL_ID and r.done
+    assert r.message.role == "assistant" and r.message.content and not r.message.tool_calls
+    assert r.done_reason in ("stop", "length") and 0 < r.eval_count <= 10 and r.prompt_eval_count > 5
+    assert r.total_duration > 0 and r.eval_duration > 0 and r.created_at.endswith("Z")
+
+
+def test_chat_stream_matches_whole_answer(llama):
+    messages = [{"role": "user", "content": "Name three colours."}]
+    parts = list(llama.chat(model=MODEL_ID, messages=messages, options=GREEDY, stream=True))
+    assert len(parts) > 2 and all(not p.done for p in parts[:-1]) and parts[-1].done
+    last = parts[-1]
+    assert last.message.content == "" and last.eval_count == len(parts) - 1 == 10 and last.done_reason == "length"
+    whole = llama.chat(model=MODEL_ID, messages=messages, options=GREEDY)
+    assert "".join(p.message.content for p in parts) == whole.message.content
+
+
+def test_generate(llama):
+    r = llama.generate(model=MODEL_ID, prompt="Say hello.", system="You are terse.", options=GREEDY)
+    assert r.done and r.response and r.eval_count <= 10
+    streamed = list(llama.generate(model=MODEL_ID, prompt="Say hello.", system="You are terse.", options=GREEDY,
+                                   stream=True))
+    assert streamed[-1].done and "".join(p.response for p in streamed) == r.response
+    raw = llama.generate(model=MODEL_ID, prompt="The capital of France is", raw=True,
+                         options={"temperature": 0, "num_predict": 4})
+    assert raw.response and raw.prompt_eval_count < r.prompt_eval_count  # no chat template around it
+    assert raw.eval_count == 4 and raw.done_reason == "length"
+
+
+def test_embed(llama):
+    r = llama.embed(model=MODEL_ID, input=["The cat sat.", "A dog ran."])
+    assert len(r.embeddings) == 2 and len(r.embeddings[0]) == 576 and r.prompt_eval_count > 4
+    assert math.isclose(sum(x * x for x in r.embeddings[0]), 1.0, rel_tol=1e-3)  # normalised, as Ollama's
+    one = llama.embeddings(model=MODEL_ID, prompt="The cat sat.")  # the older endpoint
+    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(one.embedding, r.embeddings[0]))
+    long = llama.embed(model=MODEL_ID, input="word " * 2000)  # truncated to the context by default
+    assert len(long.embeddings) == 1
+    with pytest.raises(ollama.ResponseError) as e:
+        llama.embed(model=MODEL_ID, input="word " * 2000, truncate=False)
+    assert e.value.status_code == 400 and "truncate" in e.value.error
+
+
+def test_list_show_ps_version(llama, live_server):
+    listed = llama.list().models
+    mine = next(m for m in listed if m.model == MODEL_ID)
+    assert mine.size > 1_000_000 and len(mine.digest) == 64 and mine.details.format == "gguf"
+    assert mine.details.family == "llama" and mine.details.quantization_level == "Q4_1"
+    shown = llama.show(MODEL_ID + ":latest")  # Ollama's tag names the configured model
+    assert shown.modelinfo["general.architecture"] == "llama" and shown.modelinfo["llama.context_length"] == 8192
+    assert "completion" in shown.capabilities and "im_start" in shown.template
+    running = llama.ps().models
+    assert [m.model for m in running] == [MODEL_ID] and running[0].context_length == 512
+    assert running[0].size > 0 and running[0].expires_at is not None
+    assert httpx.get(live_server.base_url + "/api/version").json()["version"]
+
+
+def test_structured_output_with_a_json_schema(llama):
+    schema = {"type": "object", "properties": {"capital": {"type": "string", "enum": ["Paris", "Lyon", "Nice"]},
+                                               "is_big": {"type": "boolean"}},
+              "required": ["capital", "is_big"]}
+    r = llama.chat(model=MODEL_ID, messages=[{"role": "user", "content": "What is the capital of France?"}],
+                   format=schema, options={"temperature": 0, "num_predict": 40})
+    data = json.loads(r.message.content)
+    assert data["capital"] in ("Paris", "Lyon", "Nice") and isinstance(data["is_big"], bool)
+    r = llama.generate(model=MODEL_ID, prompt="Describe Paris as JSON.", format="json",
+                       options={"temperature": 0, "num_predict": 60})
+    assert r.response.lstrip().startswith("{")
+
+
+def test_tool_call_and_result(llama):
+    messages = [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]
+    r = llama.chat(model=MODEL_ID, messages=messages, tools=[WEATHER], options={"temperature": 0, "num_predict": 80})
+    assert r.message.tool_calls, r.message
+    call = r.message.tool_calls[0]
+    assert call.function.name == "get_weather" and isinstance(call.function.arguments.get("city"), str)
+    streamed = list(llama.chat(model=MODEL_ID, messages=messages, tools=[WEATHER], stream=True,
+                               options={"temperature": 0, "num_predict": 80}))
+    calls = [c for p in streamed for c in p.message.tool_calls or []]
+    assert [c.function.name for c in calls] == ["get_weather"]
+    assert calls[0].function.arguments == call.function.arguments
+    messages += [r.message, {"role": "tool", "content": "Sunny, 24 C", "tool_name": "get_weather"}]
+    answer = llama.chat(model=MODEL_ID, messages=messages, options={"temperature": 0, "num_predict": 12})
+    assert answer.message.content and not answer.message.tool_calls
+
+
+def test_errors_in_ollamas_shape(llama, live_server):
+    with pytest.raises(ollama.ResponseError) as e:
+        llama.pull("llama3.2")
+    assert e.value.status_code == 501 and "configuration" in e.value.error
+    with pytest.raises(ollama.ResponseError) as e:
+        llama.delete(MODEL_ID)
+    assert e.value.status_code == 501
+    with pytest.raises(ollama.ResponseError) as e:
+        llama.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 404 and "no-such-model" in e.value.error
+    with pytest.raises(ollama.ResponseError) as e:
+        llama.chat(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], options={"mirostat": 2})
+    assert e.value.status_code == 400 and "mirostat" in e.value.error
+    with httpx.Client(base_url=live_server.base_url, timeout=30) as http:
+        r = http.post("/api/chat", json={"model": MODEL_ID, "messages": [], "options": {"no_such_option": 1}})
+        assert r.status_code == 400 and r.json() == {"error": r.json()["error"]} and "no_such_option" in r.text
+        r = http.post("/api/chat", json={"model": MODEL_ID, "keep_alive": "soon", "messages": []})
+        assert r.status_code == 400 and "keep_alive" in r.json()["error"]
+        assert http.get("/api/nothing").json() == {"error": "Unknown endpoint: no route matches this URL."}
+        assert http.get("/api/chat").status_code == 405
+
+
+def test_same_greedy_answer_through_three_apis(llama, live_server, oai):
+    """One engine behind the three dialects: the same conversation at
+    temperature 0 gives the same text, and the metrics count each request."""
+    prompt = "Write one sentence about the sea."
+    openai_text = oai.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": prompt}],
+                                              max_tokens=12, temperature=0).choices[0].message.content
+    with anthropic.Anthropic(base_url=live_server.base_url, api_key="unused", max_retries=0) as claude:
+        msg = claude.messages.create(model=MODEL_ID, max_tokens=12, messages=[{"role": "user", "content": prompt}],
+                                     extra_body={"temperature": 0})
+    ollama_text = llama.chat(model=MODEL_ID, messages=[{"role": "user", "content": prompt}],
+                             options={"temperature": 0, "num_predict": 12}).message.content
+    assert openai_text and openai_text == msg.content[0].text == ollama_text
+    metrics = httpx.get(live_server.base_url + "/metrics/prometheus").text
+    for endpoint in ("/chat/completions", "/messages", "/api/chat"):
+        assert f'kolosal_requests_total{{endpoint="{endpoint}",engine="{MODEL_ID}",status="200"}}' in metrics
+
+
+KEY = "ollama-test-key"
+
+
+@pytest.fixture(scope="module")
+def own_server(model_path, tmp_path_factory):
+    """A server of this module's own (keep_alive unloads its model), with an API key."""
+    cfg = server_config(model_path)
+    cfg["security"] = {"api_keys": [KEY]}
+    server = start_server(cfg, tmp_path_factory.mktemp("ollama-own"))
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+def _loaded(client: ollama.Client) -> list:
+    return [m.model for m in client.ps().models]
+
+
+def _wait_until(check, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_keys_and_keep_alive(own_server):
+    with ollama.Client(host=own_server.base_url) as anonymous, pytest.raises(ollama.ResponseError) as e:
+        anonymous.list()
+    assert e.value.status_code == 401 and "API key" in e.value.error
+    with ollama.Client(host=own_server.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
+        _keep_alive(client)
+
+
+def _keep_alive(client: ollama.Client) -> None:
+    assert _loaded(client) == [MODEL_ID]
+    r = client.chat(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], options={"num_predict": 2},
+                    keep_alive=0)
+    assert r.done
+    assert _wait_until(lambda: _loaded(client) == [])  # unloaded once answered
+    r = client.chat(model=MODEL_ID)  # no messages: load the model
+    assert r.done_reason == "load" and _loaded(client) == [MODEL_ID] and r.load_duration > 0
+    client.generate(model=MODEL_ID, prompt="hi", options={"num_predict": 2}, keep_alive="1s")
+    assert _wait_until(lambda: _loaded(client) == [])  # unloaded after a second idle
+    r = client.generate(model=MODEL_ID, prompt="hi", options={"num_predict": 2}, keep_alive=-1)
+    assert r.done and r.load_duration > 0 and _loaded(client) == [MODEL_ID]

@@ -43,6 +43,7 @@ void translate(std::exception_ptr p) {
         PyErr_SetObject(exc.get_type().ptr(), exc.ptr());
     } catch (const ModelNotFoundError & e) { raise("ModelNotFoundError", e);
     } catch (const ModelPermissionError & e) { raise("ModelPermissionError", e);
+    } catch (const WorkerUnreachableError & e) { raise("WorkerUnreachableError", e);
     } catch (const UnsupportedArchitectureError & e) { raise("UnsupportedArchitectureError", e);
     } catch (const InvalidModelError & e) { raise("InvalidModelError", e);
     } catch (const ModelLoadError & e) { raise("ModelLoadError", e);
@@ -189,6 +190,7 @@ struct EngineDeleter {
 #else
         const bool finalizing = _Py_IsFinalizing();
 #endif
+        if (e->abandoned()) return;  // its thread may still use it (a lost RPC worker): kept until exit
         if (PyGILState_Check() && !finalizing) {
             py::gil_scoped_release nogil;
             delete e;
@@ -208,6 +210,10 @@ PYBIND11_MODULE(_native, m) {
     set_log_level(GGML_LOG_LEVEL_WARN);
 
     m.def("build_info_json", &build_info_json);
+    m.def("rpc_available", &rpc_available, "Whether this build has llama.cpp's RPC backend.");
+    m.def("rpc_serve", &rpc_serve, py::arg("host"), py::arg("port"), py::arg("n_threads") = 0, py::arg("mem_mib") = 0,
+          py::arg("cache_dir") = "", py::call_guard<py::gil_scoped_release>(),
+          "Runs ggml's RPC server (CPU device) on host:port; returns only by raising when it cannot start.");
     m.def("set_log_level", &set_log_level, py::arg("level"),
           "Threshold for llama.cpp's log output: 1 debug, 2 info, 3 warn, 4 error, 5 none.");
     m.def("set_log_capture", &set_log_capture, py::arg("capture"),
@@ -336,7 +342,7 @@ PYBIND11_MODULE(_native, m) {
                          int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool embeddings,
                          std::optional<uint32_t> seed, const std::string & flash_attn, bool kv_unified,
                          const std::string & chat_template, float slot_prompt_similarity, int64_t cache_ram_mib,
-                         std::shared_ptr<LoadProgress> progress) {
+                         std::shared_ptr<LoadProgress> progress, std::vector<std::string> rpc_servers) {
                  EngineConfig c;
                  c.model_path = model_path;
                  c.model_id = model_id;
@@ -359,6 +365,7 @@ PYBIND11_MODULE(_native, m) {
                  c.slot_prompt_similarity = slot_prompt_similarity;
                  c.cache_ram_mib = cache_ram_mib;
                  c.progress = std::move(progress);
+                 c.rpc_servers = std::move(rpc_servers);
                  py::gil_scoped_release nogil;
                  return EngineHolder(new Engine(std::move(c)));
              }),
@@ -367,8 +374,23 @@ PYBIND11_MODULE(_native, m) {
              py::arg("main_gpu"), py::arg("tensor_split"), py::arg("use_mmap"), py::arg("use_mlock"),
              py::arg("embeddings"), py::arg("seed"), py::arg("flash_attn"), py::arg("kv_unified"),
              py::arg("chat_template"), py::arg("slot_prompt_similarity") = 0.1f, py::arg("cache_ram_mib") = 2048,
-             py::arg("progress") = py::none())
+             py::arg("progress") = py::none(), py::arg("rpc_servers") = std::vector<std::string>{})
         .def("close", &Engine::close, py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("failure", &Engine::failure)
+        .def("devices", [](const Engine & e) {
+            py::list out;
+            for (const DeviceInfo & d : e.devices()) {
+                py::dict x;
+                x["name"] = d.name;
+                x["kind"] = d.kind;
+                x["description"] = to_str(d.description);
+                if (!d.endpoint.empty()) x["endpoint"] = d.endpoint;
+                x["memory_total_bytes"] = d.memory_total;
+                x["memory_free_bytes"] = d.memory_free;
+                out.append(x);
+            }
+            return out;
+        }, "The local CPU, then each RPC worker's device (memory as at load time).")
         .def_property_readonly("closed", &Engine::closed)
         .def("info", [](const Engine & e) {
             const ModelInfo & i = e.info();

@@ -5,6 +5,7 @@
 
 #include "errors.h"
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -47,6 +48,12 @@ public:
     bool closed() const {
         std::lock_guard<std::mutex> lock(mutex_);
         return closed_;
+    }
+
+    // Waits up to `d` for no call to be in flight; true if none is.
+    bool wait_idle_for(std::chrono::milliseconds d) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        return idle_.wait_for(lock, d, [&] { return active_ == 0; });
     }
 
     // Blocks until no call is in flight.

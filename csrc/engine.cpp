@@ -73,9 +73,28 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
         mp.progress_callback = &LoadProgress::callback;
         mp.progress_callback_user_data = cfg_.progress.get();
     }
+    // RPC workers: their devices first (as llama.cpp orders them), then local
+    // GPUs; layers go to them (all unless n_gpu_layers says otherwise).
+    std::vector<ggml_backend_dev_t> devices;
+    if (!cfg_.rpc_servers.empty()) {
+        devices = rpc_devices(cfg_.rpc_servers);
+        for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+            ggml_backend_dev_t d = ggml_backend_dev_get(i);
+            const auto t = ggml_backend_dev_type(d);
+            if (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU) devices.push_back(d);
+        }
+        devices.push_back(nullptr);
+        mp.devices = devices.data();
+        if (mp.n_gpu_layers == 0) mp.n_gpu_layers = -1;
+        rpc_watch_ = std::make_unique<RpcFailureWatch>(cfg_.rpc_servers, [this](const std::string & why) { lose_worker(why); });
+    }
     model_.reset(llama_model_load_from_file(cfg_.model_path.c_str(), mp));
     if (!model_) throw ModelLoadError("llama.cpp could not load the model: " + cfg_.model_path);
     vocab_ = llama_model_get_vocab(model_.get());
+    if (ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU)) devices_.push_back(describe_device(cpu));
+    for (ggml_backend_dev_t d : devices) {
+        if (d) devices_.push_back(describe_device(d));
+    }
 
     const int32_t n_threads = cfg_.n_threads > 0 ? cfg_.n_threads : common_cpu_get_num_math();
     llama_context_params cp = llama_context_default_params();
@@ -172,6 +191,11 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     so.cache_ram_bytes = cfg_.cache_ram_mib < 0 ? SIZE_MAX : size_t(cfg_.cache_ram_mib) << 20;
     so.kv_unified = cfg_.kv_unified;
     scheduler_ = std::make_unique<Scheduler>(ctx_.get(), model, cfg_.n_parallel, profiler_, so);
+    {
+        std::lock_guard<std::mutex> lock(fail_mutex_);
+        sched_ = scheduler_.get();
+        if (failed_) sched_->fail_all(failure_);
+    }
 }
 
 Engine::~Engine() { close(); }
@@ -182,9 +206,26 @@ void Engine::close() {
     closed_ = true;
     // A running embedding stops at its next graph node; it raises EngineClosedError.
     abort_embedding_ = true;
-    // Calls in flight (tokenize, submit, embed, ...) leave before anything is freed.
-    gate_.wait_idle();
+    // Calls in flight (tokenize, submit, embed, ...) leave before anything is
+    // freed; with RPC, a call blocked on a lost worker never leaves.
+    if (rpc_watch_) {
+        while (!gate_.wait_idle_for(std::chrono::milliseconds(50)) && !failed_) {}
+    } else {
+        gate_.wait_idle();
+    }
     // Cancels every request and interrupts a running decode, then joins the thread.
+    if (failed_ || (scheduler_ && !scheduler_->shutdown())) {
+        // A lost RPC worker: the scheduler thread may be blocked for good in
+        // llama.cpp, using the context, the model and this object. All of it
+        // stays allocated (and the thread parked) until the process ends.
+        abandoned_ = true;
+        mem_.reset();
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lock(fail_mutex_);
+        sched_ = nullptr;
+    }
     scheduler_.reset();
     mem_.reset();
     std::lock_guard<std::mutex> lock(embd_mutex_);
@@ -195,6 +236,21 @@ void Engine::close() {
     threadpool_.reset();
     model_.reset();
     vocab_ = nullptr;
+    rpc_watch_.reset();
+}
+
+std::string Engine::failure() const {
+    std::lock_guard<std::mutex> lock(fail_mutex_);
+    return failure_;
+}
+
+void Engine::lose_worker(const std::string & why) {
+    // On ggml's connection thread (rpc.cpp): fail everything now, free nothing.
+    std::lock_guard<std::mutex> lock(fail_mutex_);
+    if (failure_.empty()) failure_ = why;
+    failed_ = true;
+    abort_embedding_ = true;
+    if (sched_) sched_->fail_all(failure_);
 }
 
 bool Engine::abort_embedding(void * engine) {
@@ -230,6 +286,7 @@ std::string Engine::token_to_piece(int32_t token, bool special) const {
 }
 
 std::shared_ptr<Request> Engine::make_request(std::vector<int32_t> prompt, GenParams params) {
+    if (failed_) throw WorkerUnreachableError(failure());
     if (prompt.empty()) throw InvalidParameterError("prompt", "the prompt is empty");
     for (int32_t t : prompt) {
         if (t < 0 || t >= info_.n_vocab) throw InvalidParameterError("prompt", "prompt token id " + std::to_string(t) + " is outside the vocabulary");
@@ -407,6 +464,7 @@ int32_t Engine::pooled_size(enum llama_pooling_type pooling, int32_t n_cls_out, 
 
 std::vector<std::vector<float>> Engine::embed(const std::vector<std::string> & texts, bool normalize) {
     auto pass = enter();
+    if (failed_) throw WorkerUnreachableError(failure());
     std::lock_guard<std::mutex> lock(embd_mutex_);
     if (!embd_ctx_) init_embedding_context();
     llama_context * ectx = embd_ctx_.get();

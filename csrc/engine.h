@@ -7,6 +7,7 @@
 #include "memory_manager.h"
 #include "profiler.h"
 #include "request.h"
+#include "rpc.h"
 #include "scheduler.h"
 
 #include "chat.h"
@@ -45,6 +46,7 @@ struct EngineConfig {
     std::string chat_template;    // override of the model's template (Jinja source or a built-in name)
     float slot_prompt_similarity = 0.1f;  // share of a prompt a slot's cached prefix must cover to be reused (0: LRU only)
     int64_t cache_ram_mib = 2048;         // host-memory prompt cache bound in MiB; 0: off, -1: unbounded
+    std::vector<std::string> rpc_servers;  // host:port of RPC workers that take the layers (kolosal.rpc_worker)
     std::shared_ptr<LoadProgress> progress;  // fed by llama.cpp while the weights load (optional)
 };
 
@@ -132,6 +134,14 @@ public:
     // the calls in flight and frees the model. A second call waits for the first.
     void close();
     bool closed() const { return closed_; }
+    // Non-empty once the engine failed for good (a lost RPC worker): requests
+    // fail, and close() leaves its thread and memory alone (abandoned()).
+    std::string failure() const;
+    // The engine may not be deleted: its scheduler thread may be blocked for
+    // good inside llama.cpp; what it uses stays allocated until the process ends.
+    bool abandoned() const { return abandoned_; }
+    // The devices the model runs on: the local CPU first, then the workers (memory as at load time).
+    const std::vector<DeviceInfo> & devices() const { return devices_; }
 
     const ModelInfo & info() const { return info_; }
     const EngineConfig & config() const { return cfg_; }
@@ -167,6 +177,7 @@ private:
     CallGate::Pass enter() const { return gate_.enter(); }
     void init_embedding_context();
     static bool abort_embedding(void * engine);
+    void lose_worker(const std::string & why);
 
     EngineConfig cfg_;
     ModelInfo info_;
@@ -175,6 +186,14 @@ private:
     std::atomic<bool> closed_{false};
     std::atomic<bool> abort_embedding_{false};
     std::mutex close_mutex_;
+    std::vector<DeviceInfo> devices_;
+    mutable std::mutex fail_mutex_;  // guards failure_ and sched_ for lose_worker()
+    std::string failure_;
+    std::atomic<bool> failed_{false};
+    std::atomic<bool> abandoned_{false};
+    Scheduler * sched_ = nullptr;     // scheduler_ while its thread may run
+    // Before the model: a worker lost while anything is freed still fails the engine.
+    std::unique_ptr<RpcFailureWatch> rpc_watch_;
 
     // Declared in the order they are made: they are destroyed in reverse.
     llama_model_ptr model_;

@@ -15,6 +15,8 @@ struct ModelNotFoundError : ModelLoadError { using ModelLoadError::ModelLoadErro
 struct InvalidModelError : ModelLoadError { using ModelLoadError::ModelLoadError; };
 struct UnsupportedArchitectureError : ModelLoadError { using ModelLoadError::ModelLoadError; };
 struct ModelPermissionError : ModelLoadError { using ModelLoadError::ModelLoadError; };
+// An RPC worker (rpc_servers) cannot be reached, at load time or later.
+struct WorkerUnreachableError : ModelLoadError { using ModelLoadError::ModelLoadError; };
 struct OutOfMemoryError : KolosalError { using KolosalError::KolosalError; };
 struct ContextOverflowError : KolosalError { using KolosalError::KolosalError; };
 struct InvalidParameterError : KolosalError {

@@ -79,10 +79,14 @@ void Scheduler::submit(std::vector<std::shared_ptr<Request>> reqs) {
     {
         std::lock_guard<std::mutex> lock(queue_mutex_);
         for (auto & req : reqs) {
-            if (stopping_) {
+            if (stopping_ || !failure_.empty()) {
                 if (req->sampler) common_sampler_free(req->sampler);
                 req->sampler = nullptr;
-                req->finish_with(Finish::cancelled, req->usage, "engine is closed");
+                if (failure_.empty()) {
+                    req->finish_with(Finish::cancelled, req->usage, "engine is closed");
+                } else {
+                    req->finish_with(Finish::error, req->usage, failure_);
+                }
                 continue;
             }
             queue_.push_back(std::move(req));
@@ -91,15 +95,42 @@ void Scheduler::submit(std::vector<std::shared_ptr<Request>> reqs) {
     queue_cv_.notify_one();
 }
 
-void Scheduler::shutdown() {
+bool Scheduler::shutdown() {
     {
         std::lock_guard<std::mutex> lock(queue_mutex_);
-        if (stopping_ && !thread_.joinable()) return;
+        if (stopping_ && !thread_.joinable()) return exited_ || failure_.empty();
         stopping_ = true;
     }
     abort_ = true;
     queue_cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    if (!thread_.joinable()) return true;
+    {
+        std::unique_lock<std::mutex> lock(queue_mutex_);
+        exit_cv_.wait(lock, [&] { return exited_ || !failure_.empty(); });
+        if (!exited_) return false;
+    }
+    thread_.join();
+    return true;
+}
+
+void Scheduler::fail_all(const std::string & err) {
+    std::vector<std::shared_ptr<Request>> reqs;
+    {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        if (failure_.empty()) failure_ = err.empty() ? std::string("engine failed") : err;
+        reqs.assign(inflight_.begin(), inflight_.end());
+        reqs.insert(reqs.end(), queue_.begin(), queue_.end());
+        queue_.clear();
+    }
+    // The scheduler thread may still hold these: finish_with() is idempotent
+    // and locked, and their samplers are left to their owners.
+    for (auto & r : reqs) {
+        Usage u;
+        u.prompt_tokens = int32_t(r->prompt.size());
+        r->finish_with(Finish::error, u, failure_);
+    }
+    exit_cv_.notify_all();
+    queue_cv_.notify_all();
 }
 
 SchedulerStats Scheduler::stats() const {
@@ -144,6 +175,11 @@ void Scheduler::run() {
         }
     }
     shutdown_requests();
+    {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        exited_ = true;
+    }
+    exit_cv_.notify_all();
 }
 
 void Scheduler::step() {
@@ -299,6 +335,7 @@ void Scheduler::admit_queued() {
             if (!best) return;
             req = queue_.front();
             queue_.pop_front();
+            inflight_.push_back(req);
         }
         Slot & s = *best;
         llama_memory_t mem = llama_get_memory(ctx_);
@@ -543,6 +580,10 @@ void Scheduler::finish(Slot & s, Finish f, const std::string & err, const std::s
     if (s.req->sampler) common_sampler_free(s.req->sampler);
     s.req->sampler = nullptr;
     std::shared_ptr<Request> req = std::move(s.req);
+    {
+        std::lock_guard<std::mutex> lock(queue_mutex_);
+        inflight_.erase(std::remove(inflight_.begin(), inflight_.end(), req), inflight_.end());
+    }
     s.generating = false;
     s.pending.clear();
     s.pending_chunk = Chunk{};

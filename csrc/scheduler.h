@@ -62,8 +62,14 @@ public:
 
     // Queues requests together: the scheduler admits them in the same loop turn.
     void submit(std::vector<std::shared_ptr<Request>> reqs);
-    // Cancels everything in flight and joins the thread.
-    void shutdown();
+    // Cancels everything in flight and joins the thread. Returns false, and
+    // leaves the thread alone, once fail_all() was called before the thread
+    // ended: it may be blocked for good inside llama.cpp (a lost RPC worker),
+    // so this Scheduler and its context must then never be freed.
+    bool shutdown();
+    // From any thread: every queued and running request ends with `err`
+    // (finish_reason "error") and later submits fail at once.
+    void fail_all(const std::string & err);
     SchedulerStats stats() const;
     uint32_t n_ctx_slot() const { return n_ctx_slot_; }
 
@@ -102,6 +108,13 @@ private:
     std::condition_variable queue_cv_;
     std::deque<std::shared_ptr<Request>> queue_;
     bool stopping_ = false;
+    // Guarded by queue_mutex_: requests taken into a slot and not yet finished
+    // (fail_all reaches them without touching the slots), the failure, and
+    // whether run() has returned (shutdown waits for that or for a failure).
+    std::vector<std::shared_ptr<Request>> inflight_;
+    std::string failure_;
+    bool exited_ = false;
+    std::condition_variable exit_cv_;
     std::atomic<bool> abort_{false};  // set by shutdown(): the abort callback of the context
     std::atomic<int32_t> slots_busy_{0};
 

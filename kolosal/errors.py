@@ -15,6 +15,7 @@ __all__ = [
     "InvalidModelError",
     "UnsupportedArchitectureError",
     "ModelPermissionError",
+    "WorkerUnreachableError",
     "OutOfMemoryError",
     "ContextOverflowError",
     "InvalidParameterError",
@@ -45,6 +46,11 @@ class UnsupportedArchitectureError(ModelLoadError):
 
 class ModelPermissionError(ModelLoadError, PermissionError):
     """The model file exists but cannot be read."""
+
+
+class WorkerUnreachableError(ModelLoadError):
+    """An RPC worker (``rpc_servers``) cannot be reached: at load time, or the
+    engine lost it while serving (the engine has then failed for good)."""
 
 
 class OutOfMemoryError(KolosalError, MemoryError):

@@ -31,11 +31,14 @@ def llama(live_server):
 
 def test_chat(llama):
     r = llama.chat(model=MODEL_ID, messages=[{"role": "system", "content": "You are terse."},
-                                             {"role": "user", "content": "Say hello."}], options=GREEDY)
+                                             {"role": "user", "content": "Say hello."}], options=GREEDY,
+                   logprobs=True, top_logprobs=2)
     assert isinstance(r, ollama.ChatResponse) and r.model == MODEL_ID and r.done
     assert r.message.role == "assistant" and r.message.content and not r.message.tool_calls
     assert r.done_reason in ("stop", "length") and 0 < r.eval_count <= 10 and r.prompt_eval_count > 5
     assert r.total_duration > 0 and r.eval_duration > 0 and r.created_at.endswith("Z")
+    assert len(r.logprobs) == r.eval_count and all(len(lp.top_logprobs) == 2 for lp in r.logprobs)
+    assert "".join(lp.token for lp in r.logprobs).strip() == r.message.content
 
 
 def test_chat_stream_matches_whole_answer(llama):

@@ -13,9 +13,12 @@ cd "$(dirname "$0")/.."
 #   prometheus/promtool: the shipped Prometheus files and a live scrape;
 #   redis-server: rate limits and quotas shared between instances;
 #   nginx, haproxy: the shipped proxy and load-balancer configurations;
-#   chromium: the web console, driven headless by Playwright.
+#   chromium: the web console, driven headless by Playwright;
+#   openssl, systemd-analyze (systemd), curl, jq: the deployment files and ops
+#   scripts (test certificates, the unit's verify, the health-check scripts).
 missing=()
-for pair in promtool:prometheus redis-server:redis-server nginx:nginx haproxy:haproxy chromium:chromium; do
+for pair in promtool:prometheus redis-server:redis-server nginx:nginx haproxy:haproxy chromium:chromium \
+            openssl:openssl systemd-analyze:systemd curl:curl jq:jq; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair##*:}")
 done
 if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then

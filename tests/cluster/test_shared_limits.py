@@ -47,7 +47,7 @@ def limited(model_path, tmp_path_factory):
         lb = HAProxy(REPO / "deploy/haproxy/haproxy.cfg", tmp / "haproxy.sock", env)
         for inst in instances:
             assert lb.wait_status(BACKEND, inst.name, "UP") == "UP"
-        yield instances, f"http://127.0.0.1:{lb_port}"
+        yield instances, f"http://127.0.0.1:{lb_port}", redis
     finally:
         if lb is not None:
             lb.close()
@@ -57,7 +57,7 @@ def limited(model_path, tmp_path_factory):
 
 
 def test_rate_limit_is_one_budget_across_instances(limited):
-    instances, url = limited
+    instances, url, _ = limited
     remaining = []
     for _ in range(RATE):
         r = httpx.get(url + "/v1/models", headers=bearer("alice-key"), timeout=10)
@@ -75,7 +75,7 @@ def test_rate_limit_is_one_budget_across_instances(limited):
 
 
 def test_token_quota_is_one_budget_across_instances(limited):
-    instances, url = limited
+    instances, url, _ = limited
     before = [inst.requests_served().get(MODEL, 0) for inst in instances]
     body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 40, "ignore_eos": True}
     used = []
@@ -96,3 +96,15 @@ def test_token_quota_is_one_budget_across_instances(limited):
     for inst in instances:
         r = httpx.post(inst.url + "/v1/completions", json=body, headers=bearer("bob-key"), timeout=60)
         assert r.status_code == 429 and r.json()["error"]["code"] == "token_quota_exceeded", (inst.name, r.text)
+
+
+def test_while_redis_is_down_each_instance_keeps_its_own_limits(limited):
+    """Runs last: Redis stops. Keys are then limited per instance, in memory, rather than refused or failed."""
+    instances, url, redis = limited
+    redis.close()  # stops redis-server
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 4}
+    with httpx.Client(base_url=url, timeout=60, headers=bearer("bob-key")) as client:
+        for _ in range(3):  # bob's quota was spent in Redis; each instance now counts from zero
+            r = client.post("/v1/completions", json=body)
+            assert r.status_code == 200, r.text
+    assert any("kept in memory" in inst.log() for inst in instances)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from typing import Dict, Iterator, List
 
 import httpx
@@ -43,10 +44,17 @@ def _codes(c: httpx.Client, n: int, headers: Dict[str, str]) -> List[int]:
     return [c.get("/v1/models", headers=headers).status_code for _ in range(n)]
 
 
-def _access_lines(server: LiveServer) -> List[dict]:
+def _access_lines(server: LiveServer, prefix: str, count: int) -> List[dict]:
+    """The access lines whose request id starts with ``prefix``, once ``count`` are written (a line is
+    written when its response has been sent, so it may trail the client's read by a moment)."""
     path = server.config_path.parent / "logs" / "kolosal.log"
-    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    return [x for x in lines if x["component"] == "access"]
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        mine = [x for x in lines if x["component"] == "access" and str(x["request_id"]).startswith(prefix)]
+        if len(mine) >= count or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.05)
 
 
 def test_five_forwarded_clients_get_five_buckets(proxied_server):
@@ -59,8 +67,7 @@ def test_five_forwarded_clients_get_five_buckets(proxied_server):
         assert _codes(proxy, 1, spoof) == [429]
         r = proxy.get("/v1/models", headers={"X-Forwarded-For": "198.51.100.1"})
         assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
-    clients = {x["request_id"]: x["client"] for x in _access_lines(proxied_server)
-               if str(x["request_id"]).startswith("fwd-")}
+    clients = {x["request_id"]: x["client"] for x in _access_lines(proxied_server, "fwd-", 5 * (LIMIT + 1))}
     assert clients == {f"fwd-{i}": f"198.51.100.{i}" for i in range(1, 6)}
 
 
@@ -76,7 +83,7 @@ def test_untrusted_peer_headers_are_ignored(proxied_server):
                                                    "X-Request-ID": f"direct-{i}"}).status_code
                  for i in range(LIMIT + 1)]
         assert codes == [200] * LIMIT + [429]  # one bucket: the peer's own address
-    mine = [x for x in _access_lines(proxied_server) if str(x["request_id"]).startswith("direct-")]
+    mine = _access_lines(proxied_server, "direct-", LIMIT + 1)
     assert len(mine) == LIMIT + 1
     assert {(x["client"], x["scheme"]) for x in mine} == {("127.0.0.2", "http")}
 
@@ -86,7 +93,7 @@ def test_forwarded_proto_from_a_trusted_proxy_sets_the_scheme(proxied_server):
         r = proxy.get("/health", headers={"X-Forwarded-For": "198.51.100.200", "X-Forwarded-Proto": "https",
                                           "X-Request-ID": "proto-1"})
         assert r.status_code == 200
-    line = [x for x in _access_lines(proxied_server) if x["request_id"] == "proto-1"]
+    line = _access_lines(proxied_server, "proto-1", 1)
     assert [(x["client"], x["scheme"]) for x in line] == [("198.51.100.200", "https")]
 
 

@@ -45,8 +45,10 @@ def test_page_and_files_are_public_with_a_strict_csp(keyed):
     assert "unsafe" not in csp
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     html = page.get_data(as_text=True)
-    assert 'src="console/app.js"' in html and "<script>" not in html and "style=" not in html  # nothing inline
-    for name, mimetype in (("app.js", "text/javascript"), ("app.css", "text/css"), ("favicon.svg", "image/svg+xml")):
+    assert "<script>" not in html and "style=" not in html  # nothing inline
+    assert '<script type="module" src="console/app.js">' in html
+    for name, mimetype in (("app.js", "text/javascript"), ("metrics.js", "text/javascript"), ("app.css", "text/css"),
+                           ("favicon.svg", "image/svg+xml")):
         r = get(keyed, f"/console/{name}")
         assert r.status_code == 200 and r.mimetype == mimetype, name
         assert r.headers["Content-Security-Policy"] == csp

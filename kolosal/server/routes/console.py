@@ -16,7 +16,7 @@ from ..security import security_of
 from ..state import get_state
 
 STATIC = Path(__file__).resolve().parent.parent / "console" / "static"
-ASSETS = ("app.js", "app.css", "favicon.svg")
+ASSETS = ("app.js", "api.js", "overview.js", "metrics.js", "playground.js", "app.css", "favicon.svg")
 
 # The page loads only its own files and talks only to this server.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List
+from typing import Any, Callable, Dict, Iterable
 
 from flask import current_app
 
@@ -111,7 +111,3 @@ class ClosingBody:
                 close()
         finally:
             self._on_close(self._bytes)
-
-
-def engines_summary(state: ServerState) -> List[Dict[str, str]]:
-    return [{"engine_id": r.engine_id, "status": r.state} for r in state.registry.records()]

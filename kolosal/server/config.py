@@ -161,6 +161,8 @@ def _resolve_models(models: List[ModelEntry], base: Path, source: Optional[Path]
             m.path = _resolve(m.path, base)
         if m.model_path:
             m.model_path = _resolve(m.model_path, base)
+        for adapter in m.load_params.lora or []:
+            adapter.path = _resolve(adapter.path, base) or adapter.path
 
 
 def read_models_file(path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> List[ModelEntry]:
@@ -224,9 +226,12 @@ def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str
             keys.api_keys_file = _config_file(keys.api_keys_file, folder, base)
     cfg.security.model_directories = [_resolve(d, base) or d for d in cfg.security.model_directories]
     if cfg.inference.models_file:
-        cfg.inference.models_file = _config_file(cfg.inference.models_file, folder, base)
+        given = cfg.inference.models_file
+        cfg.inference.models_file = _config_file(given, folder, base)
         if not Path(cfg.inference.models_file).is_file():
-            raise ConfigError([f"inference.models_file: models file not found: {cfg.inference.models_file}"])
+            beside = _resolve(given, folder)
+            also = f" (nor beside the config file: {beside})" if beside != cfg.inference.models_file else ""
+            raise ConfigError([f"inference.models_file: models file not found: {cfg.inference.models_file}{also}"])
     elif path is not None:
         beside = [folder / n for n in MODELS_FILE_NAMES if (folder / n).is_file() and folder / n != path]
         if beside:

@@ -175,3 +175,34 @@ def test_uri_password_masking():
     assert mask_uri_passwords("rediss://:s3cret@h") == "rediss://:***@h"
     assert mask_uri_passwords("redis://h:6379/0") == "redis://h:6379/0"
     assert mask_uri_passwords("memory://") == "memory://"
+
+
+def test_root_dir_key_and_root_flag(tmp_path, model_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "srv" / "models").mkdir(parents=True)
+    (tmp_path / "srv" / "models" / "m.gguf").symlink_to(model_path)
+    path = tmp_path / "etc" / "kolosal.yaml"
+    path.write_text(yaml.safe_dump({"server": {"root_dir": "../srv"}, "logging": {"file": "logs/k.log"},
+                                    "models": [{"id": "m", "path": "models/m.gguf"}]}))
+    cfg = load_config(path)
+    assert cfg.server.root_dir == str(tmp_path / "srv")
+    assert cfg.models[0].file == str(tmp_path / "srv" / "models" / "m.gguf")
+    assert cfg.logging.file_path == str(tmp_path / "srv" / "logs" / "k.log")
+    other = tmp_path / "other"
+    other.mkdir()
+    assert load_config(path, root=other).logging.file_path == str(other / "logs" / "k.log")  # --root wins
+    with pytest.raises(ConfigError, match=f"--root: not a directory: {tmp_path / 'nowhere'}"):
+        load_config(path, root=tmp_path / "nowhere")
+    path.write_text(yaml.safe_dump({"server": {"root_dir": "../nowhere"}}))
+    with pytest.raises(ConfigError, match=f"server.root_dir: not a directory: {tmp_path / 'nowhere'}"):
+        load_config(path)
+
+
+def test_models_file_named_but_missing(tmp_path):
+    path = tmp_path / "config" / "production.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"inference": {"models_file": "models.json"}}))
+    with pytest.raises(ConfigError) as ei:
+        load_config(path)
+    assert ei.value.errors == [f"inference.models_file: models file not found: {tmp_path / 'models.json'} "
+                               f"(nor beside the config file: {path.parent / 'models.json'})"]

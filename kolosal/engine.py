@@ -11,7 +11,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from . import _native, tool_calls
-from .errors import GenerationError, InvalidParameterError
+from .errors import GenerationError, InvalidParameterError, KolosalError, WorkerUnreachableError
+from .rpc_endpoints import check_endpoints, unreachable
 
 REASONING_FORMATS = ("none", "deepseek", "auto")
 
@@ -149,6 +150,15 @@ class Generation:
     def cancel(self) -> None:
         self._native.cancel()
 
+    def exception(self) -> KolosalError:
+        """What a generation that ended with ``finish_reason == "error"``
+        raises: WorkerUnreachableError when its engine lost an RPC worker,
+        else GenerationError."""
+        msg = self.error or "generation failed"
+        if self._engine.failure:
+            return WorkerUnreachableError(msg)
+        return GenerationError(msg)
+
     # -- results ---------------------------------------------------------
     @property
     def id(self) -> int:
@@ -278,7 +288,7 @@ class ChatCompletion(Completion):
 def _finished(gen: Generation) -> Generation:
     gen.wait()
     if gen.finish_reason == "error":
-        raise GenerationError(gen.error or "generation failed")
+        raise gen.exception()
     return gen
 
 
@@ -294,6 +304,15 @@ class Engine:
     a host-memory prompt cache of at most ``cache_ram_mib`` MiB (0: off, -1:
     no limit), and a saved state the new prompt extends is restored instead
     of prefilling it again.
+
+    ``rpc_servers`` (``["host:port", ...]``, workers started with
+    ``python -m kolosal.rpc_worker``) puts the model's layers on those
+    workers (all of them unless ``n_gpu_layers`` says how many); only
+    loopback and private addresses are accepted unless ``allow_public_rpc``.
+    A worker that does not accept a connection within ``rpc_timeout``
+    seconds fails the load with WorkerUnreachableError. A worker lost later
+    fails the engine for good (``failure``; its requests end with an error)
+    without affecting other engines.
 
     ``load_progress`` (a ``LoadProgress``) is updated while the weights are
     read: another thread may read its ``value`` (0 to 1) during the load."""
@@ -321,6 +340,9 @@ class Engine:
         model_id: Optional[str] = None,
         slot_prompt_similarity: float = 0.1,
         cache_ram_mib: int = 2048,
+        rpc_servers: Optional[Sequence[str]] = None,
+        allow_public_rpc: bool = False,
+        rpc_timeout: float = 3.0,
         reasoning_format: str = "auto",
         chat_template_kwargs: Optional[Mapping[str, Any]] = None,
         load_progress: Optional["_native.LoadProgress"] = None,
@@ -341,6 +363,7 @@ class Engine:
         self.chat_template_kwargs = _template_kwargs(chat_template_kwargs)
         self.model_path = os.fspath(model_path)
         self.model_id = model_id or os.path.basename(self.model_path)
+        endpoints = self._rpc_endpoints(rpc_servers, allow_public_rpc, rpc_timeout)
         self._native = _native.Engine(
             model_path=self.model_path,
             model_id=self.model_id,
@@ -362,6 +385,7 @@ class Engine:
             chat_template=chat_template or "",
             slot_prompt_similarity=float(slot_prompt_similarity),
             cache_ram_mib=cache_ram_mib,
+            rpc_servers=endpoints,
             progress=load_progress,
         )
         self._info = self._native.info()
@@ -389,6 +413,35 @@ class Engine:
     @property
     def profiler(self) -> "_native.Profiler":
         return self._native.profiler
+
+    @staticmethod
+    def _rpc_endpoints(rpc_servers: Optional[Sequence[str]], allow_public: bool, timeout: float) -> List[str]:
+        if not rpc_servers:
+            return []
+        try:
+            endpoints = check_endpoints(rpc_servers, allow_public=bool(allow_public), resolve=True)
+        except ValueError as e:
+            raise InvalidParameterError(f"invalid 'rpc_servers': {e}", param="rpc_servers") from None
+        if not _native.rpc_available():
+            raise InvalidParameterError("rpc_servers needs a build with the RPC backend (-DUSE_RPC=ON)",
+                                        param="rpc_servers")
+        # ggml's RPC client aborts the process when it cannot connect: check first.
+        for e in endpoints:
+            why = unreachable(e, timeout)
+            if why is not None:
+                raise WorkerUnreachableError(f"the RPC worker {e} is unreachable ({why}); is "
+                                             f"`python -m kolosal.rpc_worker` running there?")
+        return endpoints
+
+    def devices(self) -> List[Dict[str, Any]]:
+        """The devices the model runs on: the local CPU, then each RPC
+        worker's device with its ``endpoint`` (memory as at load time)."""
+        return self._native.devices()
+
+    @property
+    def failure(self) -> Optional[str]:
+        """Why the engine failed for good (an RPC worker was lost), else None."""
+        return self._native.failure or None
 
     def stats(self) -> Dict[str, int]:
         """Slots in use, queued requests, token counters and the host-memory

@@ -309,8 +309,21 @@ class LoadParams(_Section):
     kv_unified: Optional[bool] = None  # all slots share one KV pool
     cache_ram_mib: Optional[int] = Field(None, ge=-1)  # host-memory prompt cache (0: off, -1: no limit)
     slot_prompt_similarity: Optional[float] = Field(None, ge=0, le=1)  # prompt share a slot's cache must cover to be reused
+    # llama.cpp RPC workers (python -m kolosal.rpc_worker) that take the layers, as host:port. The protocol
+    # has no authentication or encryption: loopback and private addresses only, unless allow_public_rpc.
+    allow_public_rpc: Optional[bool] = None
+    rpc_servers: Optional[List[str]] = None
     reasoning_format: Optional[Literal["none", "deepseek", "auto"]] = None  # think block -> reasoning_content (default auto)
     chat_template_kwargs: Optional[Dict[str, Any]] = None  # extra chat template variables, e.g. enable_thinking
+
+    @field_validator("rpc_servers")
+    @classmethod
+    def _private_workers(cls, v: Optional[List[str]], info: Any) -> Optional[List[str]]:
+        if v is None:
+            return v
+        from ..rpc_endpoints import check_endpoints
+        # host names are resolved and checked when the model loads
+        return check_endpoints(v, allow_public=bool(info.data.get("allow_public_rpc")), resolve=False)
 
     def engine_kwargs(self) -> Dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

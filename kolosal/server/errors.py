@@ -115,6 +115,8 @@ def from_engine_error(exc: BaseException) -> ApiError:
         return ApiError(503, "the model was unloaded while serving this request", code="engine_closed")
     if isinstance(exc, kerr.OutOfMemoryError):
         return ApiError(503, f"out of memory: {exc}", code="out_of_memory")
+    if isinstance(exc, kerr.WorkerUnreachableError):
+        return ApiError(503, str(exc), code="worker_unreachable")
     if isinstance(exc, kerr.ModelLoadError):
         return ApiError(503, f"the model could not be loaded: {exc}", code="model_load_failed")
     if isinstance(exc, kerr.GenerationError):

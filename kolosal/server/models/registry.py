@@ -39,6 +39,7 @@ _LOAD_ERROR_CODES: Tuple[Tuple[type, str], ...] = (
     (kerr.InvalidModelError, "invalid_model_file"),
     (kerr.OutOfMemoryError, "out_of_memory"),
     (kerr.InvalidParameterError, "invalid_load_parameter"),
+    (kerr.WorkerUnreachableError, "worker_unreachable"),
     (kerr.ModelLoadError, "model_load_failed"),
 )
 
@@ -69,6 +70,18 @@ class EngineRecord:
     file_stamp: Optional[Tuple[int, int]] = None  # (size, mtime) of the file when it was loaded
     load_progress: Optional[LoadProgress] = None  # of the current or last load
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def check_failure(self) -> None:
+        """A loaded engine that failed for good (it lost an RPC worker) leaves:
+        the record goes to ``error`` with code ``worker_unreachable``; a later
+        request loads the model again (refused while the worker is gone)."""
+        eng = self.engine
+        if eng is None or self.state != LOADED or not eng.failure:
+            return
+        self.state, self.error, self.error_code = FAILED, eng.failure, "worker_unreachable"
+        self.engine = None
+        log.error("engine %s failed: %s", self.engine_id, eng.failure)
+        eng.close()  # returns at once: its parked thread and memory stay until the process ends
 
     def requests_in_flight(self) -> int:
         n = self.admitting
@@ -109,6 +122,7 @@ class EngineRecord:
         return (self.measured_bytes or 0) + self.prompt_cache_bytes()
 
     def describe(self, detail: bool = False) -> Dict[str, Any]:
+        self.check_failure()
         out: Dict[str, Any] = {"engine_id": self.engine_id, "model_path": self.model_path, "status": self.state,
                                "created": self.created, "loading_parameters": dict(self.params),
                                "priority": self.priority if self.priority is not None else "medium",
@@ -129,6 +143,7 @@ class EngineRecord:
             out["context_length"] = meta["n_ctx_slot"]
             if detail:
                 out["metadata"] = {k: v for k, v in meta.items() if k != "chat_template"}
+                out["devices"] = eng.devices()
                 try:
                     out["stats"] = eng.stats()
                 except kerr.EngineClosedError:
@@ -187,7 +202,10 @@ class EngineRegistry:
 
     def loaded(self) -> List[EngineRecord]:
         """The records whose model is loaded now."""
-        return [r for r in self.records() if r.state == LOADED and r.engine is not None]
+        recs = self.records()
+        for r in recs:
+            r.check_failure()
+        return [r for r in recs if r.state == LOADED and r.engine is not None]
 
     # -- loading -------------------------------------------------------------
     def estimate(self, rec: EngineRecord) -> int:
@@ -305,6 +323,7 @@ class EngineRegistry:
             with self._lock:
                 rec.admitting += 1
         try:
+            rec.check_failure()
             engine = rec.engine
             if rec.state == LOADED and engine is not None:
                 return engine

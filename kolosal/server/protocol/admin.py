@@ -45,6 +45,7 @@ class EngineInfo(Reply):
     context_length: Optional[int] = None  # when loaded
     metadata: Optional[Dict[str, Any]] = None  # when loaded, in the detailed answers
     stats: Optional[Dict[str, int]] = None
+    devices: Optional[List[Dict[str, Any]]] = None  # when loaded: the local CPU, then each RPC worker's device
 
 
 class EngineList(Reply):

@@ -6,7 +6,6 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ...engine import Generation, TokenLogprob
-from ...errors import GenerationError
 from ..errors import ApiError, ClientGone
 
 __all__ = ["ClientGone", "Watch", "cancel_all", "finish_reason", "usage", "chat_logprobs", "completion_logprobs"]
@@ -52,7 +51,7 @@ class Watch:
                 continue
             if chunk is None:
                 if gen.finish_reason == "error":
-                    raise GenerationError(gen.error or "generation failed")
+                    raise gen.exception()
                 if gen.finish_reason == "cancelled":  # not by us: we raise before cancelling
                     raise ApiError(503, "The generation was cancelled because its model was unloaded.",
                                    code="engine_closed")

@@ -1,0 +1,143 @@
+"""llama.cpp's RPC backend from the Python API: ``python -m kolosal.rpc_worker``
+and ``Engine(rpc_servers=...)`` with workers on 127.0.0.2 and 127.0.0.3."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from typing import Iterator, List
+
+import pytest
+
+import kolosal
+from kolosal import _native
+from kolosal.errors import InvalidParameterError, ModelLoadError, WorkerUnreachableError
+from server.rpc_workers import Worker, closed_endpoint, start_worker
+
+PROMPT = "The three primary colours are"
+
+
+def test_this_build_has_the_rpc_backend():
+    # USE_RPC is on by default: the tests below must run, not skip.
+    assert _native.rpc_available()
+    assert "RPC" in kolosal.build_info()["backends"]
+
+
+def test_the_worker_refuses_a_public_address():
+    r = subprocess.run([sys.executable, "-m", "kolosal.rpc_worker", "--host", "8.8.8.8", "--port", "50052"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "--allow-public" in r.stderr
+
+
+def test_the_worker_refuses_a_host_name():
+    r = subprocess.run([sys.executable, "-m", "kolosal.rpc_worker", "--host", "localhost"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "IPv4 address" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_worker_stops_on_a_signal(tmp_path, sig):
+    w = start_worker("127.0.0.2", tmp_path)
+    assert w.stop(sig) == 0
+    assert "Starting RPC server" in w.log()
+
+
+def test_a_second_worker_on_a_busy_port_exits_with_an_error(tmp_path):
+    w = start_worker("127.0.0.2", tmp_path)
+    try:
+        r = subprocess.run([sys.executable, "-m", "kolosal.rpc_worker", "--host", w.host, "--port", str(w.port)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1
+        assert "could not listen" in r.stderr
+    finally:
+        w.stop()
+
+
+@pytest.mark.parametrize("servers, why", [
+    (["8.8.8.8:50052"], "not a loopback or private address"),
+    (["127.0.0.2"], "not host:port"),
+    (["127.0.0.2:0"], "not host:port"),
+    (["[::1]:50052"], "IPv4"),
+    ("127.0.0.2:50052", "list"),
+])
+def test_bad_worker_addresses_are_refused_before_loading(model_path, servers, why):
+    with pytest.raises(InvalidParameterError) as err:
+        kolosal.Engine(model_path, rpc_servers=servers)
+    assert err.value.param == "rpc_servers"
+    assert why in str(err.value)
+
+
+def test_an_unreachable_worker_is_a_load_error_naming_it(model_path):
+    endpoint = closed_endpoint("127.0.0.3")
+    with pytest.raises(WorkerUnreachableError) as err:
+        kolosal.Engine(model_path, rpc_servers=[endpoint], rpc_timeout=1.0)
+    assert endpoint in str(err.value)
+    assert isinstance(err.value, ModelLoadError)
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory) -> Iterator[List[Worker]]:
+    tmp = tmp_path_factory.mktemp("rpc-workers")
+    started: List[Worker] = []
+    try:
+        for host in ("127.0.0.2", "127.0.0.3"):
+            started.append(start_worker(host, tmp))
+        yield started
+    finally:
+        for w in started:
+            w.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def sharded(model_path, workers):
+    e = kolosal.Engine(model_path, n_ctx=1024, n_parallel=2, seed=42, n_threads=1,
+                       rpc_servers=[w.endpoint for w in workers])
+    yield e
+    e.close()
+
+
+def test_the_engine_lists_its_devices(sharded, workers):
+    devices = sharded.devices()
+    assert devices[0]["kind"] == "cpu"
+    assert [(d["kind"], d["endpoint"]) for d in devices[1:]] == [("rpc", w.endpoint) for w in workers]
+    assert sharded.failure is None
+
+
+def test_greedy_output_on_the_workers_is_identical_to_the_local_engine(engine, sharded):
+    local = engine.complete(PROMPT, max_tokens=24, temperature=0)
+    remote = sharded.complete(PROMPT, max_tokens=24, temperature=0)
+    assert local.tokens and remote.tokens == local.tokens
+    assert remote.text == local.text
+
+
+def test_a_lost_worker_fails_the_engine_alone(engine, sharded, workers, tmp_path):
+    """Runs last in this module: it kills a worker."""
+    gen = sharded.generate("Count from one to one hundred:", max_tokens=400, temperature=0, ignore_eos=True)
+    assert gen.next_chunk(60) is not None
+    workers[0].proc.send_signal(signal.SIGKILL)
+    with pytest.raises(WorkerUnreachableError) as err:
+        while gen.next_chunk(60) is not None:
+            pass
+        raise gen.exception()
+    assert gen.finish_reason == "error"
+    assert workers[0].endpoint in str(err.value)
+    assert sharded.failure and "worker_unreachable" in sharded.failure
+    with pytest.raises(WorkerUnreachableError):
+        sharded.generate(PROMPT, max_tokens=4)
+    sharded.close()  # returns: the engine's thread stays parked, not joined
+    assert sharded.closed
+
+    # Other engines keep working.
+    assert engine.complete(PROMPT, max_tokens=4, temperature=0).tokens
+
+    # The dead connection is ggml's for good: a worker back on the same
+    # address is refused until the process restarts.
+    back = start_worker(workers[0].host, tmp_path, port=workers[0].port)
+    try:
+        with pytest.raises(WorkerUnreachableError) as err:
+            kolosal.Engine(sharded.model_path, n_ctx=512, rpc_servers=[back.endpoint])
+        assert "restart" in str(err.value)
+    finally:
+        back.stop()

@@ -13,9 +13,11 @@ A service is stopped by the control manager, not by a signal, so the
 start/stop logic is ``ServiceHost``, a plain class with no Windows imports:
 it runs the same app and Waitress server as ``python -m kolosal.server``
 (``serve.py``'s ``create_app``/``waitress_options``/``use_json_errors``) in a
-thread, and a stop request drains the way SIGTERM does there: new requests
-are refused (503, health ``draining``), running ones get up to
-``server.shutdown_grace_seconds`` to finish, what is left is cancelled.
+thread, and a stop request drains the way SIGTERM does there: ``/health``
+answers 503 at once, new requests are still taken for
+``server.drain_delay_seconds`` (0 by default) and then refused, running ones
+get up to ``server.shutdown_grace_seconds`` to finish, what is left is
+cancelled.
 pywin32 (``win32serviceutil`` and friends) is imported only when the
 service class or a service command is used, so this module imports on any
 system.
@@ -103,17 +105,21 @@ class ServiceHost:
     # stop ------------------------------------------------------------------
 
     def stop_wait_hint_ms(self) -> int:
-        """How long a stop may take: the grace period, the wait for cancelled
-        requests, and a margin for closing the engines."""
-        grace = self.cfg.server.shutdown_grace_seconds if self.cfg is not None else 0.0
-        return int((grace + CANCEL_WAIT_SECONDS + 10.0) * 1000)
+        """How long a stop may take: the drain delay, the grace period, the
+        wait for cancelled requests, and a margin for closing the engines."""
+        if self.cfg is None:
+            return int((CANCEL_WAIT_SECONDS + 10.0) * 1000)
+        server = self.cfg.server
+        return int((server.drain_delay_seconds + server.shutdown_grace_seconds + CANCEL_WAIT_SECONDS + 10.0) * 1000)
 
     def request_stop(self) -> None:
         """Ask for a drained stop; returns at once (a service control handler
         must not block). New requests are refused from here on, as after
         SIGTERM."""
-        if self.state is not None:
-            self.state.draining = True
+        if self.state is not None and not self._stop_requested.is_set():
+            self.state.stopping = True  # /health answers 503 from now on
+            if self.cfg.server.drain_delay_seconds <= 0:
+                self.state.draining = True
         self._stop_requested.set()
         self._wake.set()
 
@@ -131,6 +137,10 @@ class ServiceHost:
         """serve.py's SIGTERM path: refuse new work, wait for the running
         requests up to the grace period, then cancel the rest."""
         state = self.state
+        delay = self.cfg.server.drain_delay_seconds
+        if delay > 0:  # /health answers 503 already: a load balancer takes this instance out meanwhile
+            log.info("draining: /health answers 503; new requests are still taken for %.1fs", delay)
+            threading.Event().wait(delay)
         state.draining = True
         grace = self.cfg.server.shutdown_grace_seconds
         log.info("draining: waiting up to %.0fs for %d in-flight request(s)", grace, state.inflight)

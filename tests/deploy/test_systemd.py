@@ -60,7 +60,9 @@ def test_hardening_rated_ok_by_systemd(tmp_path):
 
 def test_stop_waits_longer_than_the_drain():
     svc = service_section()
-    drain = ServerSection().shutdown_grace_seconds + 5  # grace, then the cancelled requests get 5 s (serve.py)
+    server = ServerSection()
+    # serve.py: the drain delay, the grace period, then the cancelled requests get 5 s
+    drain = server.drain_delay_seconds + server.shutdown_grace_seconds + 5
     assert int(svc["TimeoutStopSec"]) > drain
     assert svc["KillSignal"] == "SIGTERM"
     assert svc["Restart"] == "on-failure"

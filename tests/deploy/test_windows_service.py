@@ -113,6 +113,28 @@ def test_host_serves_then_drains_in_flight_requests(model_path, tmp_path, keep_l
     assert [x for x in logged if x["level"] in ("ERROR", "CRITICAL")] == []
 
 
+def test_host_keeps_taking_requests_during_the_drain_delay(tmp_path, keep_logging):
+    """server.drain_delay_seconds as after SIGTERM: /health answers 503 at
+    once so a load balancer stops sending, requests are still served until
+    the delay ends."""
+    port = free_port()
+    path = write_config(tmp_path, {"server": {"host": "127.0.0.1", "port": port, "drain_delay_seconds": 3}})
+    host = ServiceHost(["--config", str(path)])
+    host.start()
+    runner = threading.Thread(target=host.run_until_stopped)
+    runner.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            assert c.get("/health").status_code == 200
+            host.request_stop()
+            assert c.get("/health").json()["status"] == "draining"
+            assert c.get("/v1/models").status_code == 200
+    finally:
+        host.request_stop()
+        runner.join(60)
+    assert refused(port)
+
+
 def test_host_reports_a_server_that_ended_by_itself(tmp_path, keep_logging):
     host = ServiceHost(["--config", str(no_model_config(tmp_path, free_port()))])
     host.start()

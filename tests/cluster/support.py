@@ -23,8 +23,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
-# small slots and one compute thread each: three instances share a small machine
-LOAD_PARAMS = {"n_ctx": 512, "n_parallel": 2, "seed": 42, "n_threads": 1}
+# two slots of 512 tokens and one compute thread each: three instances share a small machine
+LOAD_PARAMS = {"n_ctx": 1024, "n_parallel": 2, "seed": 42, "n_threads": 1}
 
 
 def need(program: str) -> str:

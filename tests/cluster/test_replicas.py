@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 
 import httpx
@@ -66,26 +67,59 @@ def test_load_spreads_over_the_three_instances(cluster):
 
 def test_kill_9_under_load_loses_no_plain_request_and_hangs_no_stream(cluster):
     instances, lb, url = cluster
-    victim = instances[1]
+    # a long stream first, alone, so that HAProxy's session count shows which instance serves it: that one is killed
+    started, probe = threading.Event(), {}
+    runner = threading.Thread(target=_long_stream, args=(url, started, probe), daemon=True)
+    runner.start()
+    assert started.wait(30), probe
+    busy = [r["svname"] for r in lb.stats() if r["pxname"] == BACKEND and r["svname"] != "BACKEND"
+            and int(r["scur"] or 0) > 0]
+    assert len(busy) == 1, busy
+    victim = next(inst for inst in instances if inst.name == busy[0])
     retries_before = _retries(lb)
     with SteadyLoad(url, MODEL, plain=3, streams=2, read_timeout=30) as load:
-        time.sleep(3)
+        time.sleep(2)
         before_kill = len(load.outcomes)
+        killed = time.monotonic()
         victim.stop(signal.SIGKILL)
         status = lb.wait_status(BACKEND, victim.name, "DOWN", timeout=20)
+        down_after = time.monotonic() - killed
         time.sleep(3)
+    runner.join(40)
     assert status == "DOWN"
     summary = load.summary()
-    print(f"kill -9: {summary}, stream failures {load.failures('stream')}, retries {_retries(lb) - retries_before}")
+    print(f"kill -9: {summary}, stream failures {load.failures('stream')}, retries {_retries(lb) - retries_before}, "
+          f"DOWN after {down_after:.1f}s, the long stream: {probe['outcome']} {probe['ended'] - killed:.2f}s "
+          f"after the kill")
     assert load.failures("plain") == [], summary
     assert summary["plain"]["ok"] > 0 and len(load.outcomes) > before_kill
-    # a stream cut off by the kill ends with a closed connection, never a client timeout
+    # streams cut off by the kill end with a closed connection, never a client timeout
+    assert probe["outcome"].startswith("closed"), probe
     assert all(not d.startswith("timeout") for d in load.failures("stream")), load.failures("stream")
     assert summary["stream"]["ok"] > 0, summary
     # requests sent to the dead instance before it was marked DOWN were retried on the others
     assert _retries(lb) > retries_before
     victim.start()
     assert lb.wait_status(BACKEND, victim.name, "UP") == "UP"
+
+
+def _long_stream(url: str, started: threading.Event, probe: dict) -> None:
+    body = chat(MODEL, content="Tell a long story.", max_tokens=400, ignore_eos=True, stream=True)
+    events = []
+    try:
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(30, connect=5)) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    started.set()
+                events.append(line)
+        probe["outcome"] = "finished" if "data: [DONE]" in events else "ended without [DONE]"
+    except httpx.TimeoutException as e:
+        probe["outcome"] = f"timeout: {e!r}"
+    except httpx.HTTPError as e:
+        probe["outcome"] = f"closed: {e!r}"
+    finally:
+        probe["ended"] = time.monotonic()
+        started.set()
 
 
 def _retries(lb: HAProxy) -> int:
@@ -99,14 +133,19 @@ def test_rolling_restart_under_load_loses_no_request(cluster):
         for inst in instances:
             time.sleep(1)
             assert inst.proc is not None
+            sent = time.monotonic()
             inst.proc.send_signal(signal.SIGTERM)
             # /v1/health answers 503 at once, and the instance takes requests for drain_delay_seconds:
             # HAProxy marks it DOWN while it still runs, so no new request reaches it once it refuses them
             assert lb.wait_status(BACKEND, inst.name, "DOWN", timeout=10) == "DOWN"
+            down = time.monotonic() - sent
             assert inst.running(), "the instance exited before HAProxy took it out"
             assert inst.wait_exit(90) == 0, inst.log()
-            inst.start()
+            exited = time.monotonic() - sent
+            inst.start(wait=False)
             assert lb.wait_status(BACKEND, inst.name, "UP") == "UP"
+            print(f"{inst.name}: DOWN {down:.1f}s after SIGTERM, exited at {exited:.1f}s, "
+                  f"UP again {time.monotonic() - sent:.1f}s after SIGTERM")
         time.sleep(1)
     summary = load.summary()
     print(f"rolling restart: {summary}")

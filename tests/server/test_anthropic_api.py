@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import pytest
 
-from .conftest import MODEL_ID, server_config, start_server
+from .conftest import MODEL_ID, REPO, server_config, start_server
 
 WEATHER = {"name": "get_weather", "description": "Current weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -163,9 +163,10 @@ def test_errors_are_typed_and_in_anthropics_shape(claude, live_server):
         claude.messages.create(model=MODEL_ID, max_tokens=4, messages=[{"role": "user", "content": [
             {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]}])
     assert e.value.body["error"]["type"] == "invalid_request_error" and "image" in e.value.body["error"]["message"]
-    with pytest.raises(anthropic.BadRequestError):
-        claude.messages.create(model=MODEL_ID, max_tokens=4, messages=HELLO, thinking={"type": "enabled",
-                                                                                      "budget_tokens": 1024})
+    with pytest.raises(anthropic.BadRequestError) as e:  # a server tool: this server runs no tools itself
+        claude.messages.create(model=MODEL_ID, max_tokens=4, messages=HELLO,
+                               tools=[{"type": "web_search_20250305", "name": "web_search"}])
+    assert "tools[0]" in e.value.body["error"]["message"]
     with httpx.Client(base_url=live_server.base_url, timeout=30) as http:
         r = http.post("/v1/messages", json={"model": MODEL_ID, "messages": HELLO})  # no max_tokens
         assert r.status_code == 400
@@ -214,3 +215,39 @@ def test_keys_rate_limits_and_quota_apply(keyed):
     r = httpx.post(keyed.base_url + "/v1/chat/completions", headers={"x-api-key": KEY},
                    json={"model": MODEL_ID, "max_tokens": 2, "messages": HELLO})  # x-api-key on every route
     assert r.status_code == 200, r.text
+
+
+# A template whose answer opens with a think block (Qwen3.5's: same ChatML tokens as the demo model's).
+THINKING_TEMPLATE = REPO / "vendor/llama.cpp/models/templates/Qwen3.5-4B.jinja"
+
+
+@pytest.fixture(scope="module")
+def thinking(model_path, tmp_path_factory):
+    cfg = server_config(model_path)
+    cfg["models"][0]["load_params"].update(chat_template=THINKING_TEMPLATE.read_text(), n_parallel=2, n_ctx=1024)
+    server = start_server(cfg, tmp_path_factory.mktemp("anthropic-thinking"))
+    with anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60) as c:
+        yield c
+    assert server.stop() == 0, server.log()
+
+
+def test_thinking_blocks(thinking):
+    """With ``thinking`` enabled the think block comes back as a thinking block
+    (streamed as thinking_delta, closed by a signature_delta); without it the
+    template is asked not to think, as Anthropic's models do not unless asked."""
+    kw: Dict[str, Any] = dict(model=MODEL_ID, max_tokens=12, messages=HELLO, extra_body=GREEDY)
+    on = thinking.messages.create(**kw, thinking={"type": "enabled", "budget_tokens": 1024})
+    assert on.content[0].type == "thinking" and on.content[0].thinking.strip()
+    events, final = _stream(thinking, **kw, thinking={"type": "enabled", "budget_tokens": 1024})
+    _check_order(events)
+    assert events[1].content_block.type == "thinking"
+    deltas = [e.delta for e in events if e.type == "content_block_delta" and e.index == 0]
+    assert [d.type for d in deltas[:-1]] == ["thinking_delta"] * (len(deltas) - 1)
+    assert deltas[-1].type == "signature_delta"
+    assert "".join(d.thinking for d in deltas[:-1]) == on.content[0].thinking == final.content[0].thinking
+    off = thinking.messages.create(**kw)
+    assert [b.type for b in off.content] == ["text"] and off.content[0].text
+    assert off.usage.input_tokens > on.usage.input_tokens  # the template closed an empty think block
+    history = [*HELLO, {"role": "assistant", "content": on.content}, {"role": "user", "content": "And again."}]
+    again = thinking.messages.create(**{**kw, "messages": history})  # thinking blocks sent back are left out
+    assert again.content

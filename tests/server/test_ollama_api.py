@@ -15,9 +15,10 @@ import httpx
 import ollama
 import pytest
 
-from .conftest import MODEL_ID, server_config, start_server
+from .conftest import MODEL_ID, REPO, server_config, start_server
 
 GREEDY = {"temperature": 0, "num_predict": 10}
+THINKING_TEMPLATE = REPO / "vendor/llama.cpp/models/templates/Qwen3.5-4B.jinja"
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
@@ -204,3 +205,27 @@ def _keep_alive(client: ollama.Client) -> None:
     assert _wait_until(lambda: _loaded(client) == [])  # unloaded after a second idle
     r = client.generate(model=MODEL_ID, prompt="hi", options={"num_predict": 2}, keep_alive=-1)
     assert r.done and r.load_duration > 0 and _loaded(client) == [MODEL_ID]
+
+
+@pytest.fixture(scope="module")
+def thinker(model_path, tmp_path_factory):
+    """The demo model with a template whose answer opens with a think block (Qwen3.5's, same ChatML tokens)."""
+    cfg = server_config(model_path)
+    cfg["models"][0]["load_params"].update(chat_template=THINKING_TEMPLATE.read_text(), n_parallel=2, n_ctx=1024)
+    server = start_server(cfg, tmp_path_factory.mktemp("ollama-thinking"))
+    with ollama.Client(host=server.base_url, timeout=60) as c:
+        yield c
+    assert server.stop() == 0, server.log()
+
+
+def test_think(thinker):
+    messages = [{"role": "user", "content": "Say hello."}]
+    on = thinker.chat(model=MODEL_ID, messages=messages, think=True, options=GREEDY)
+    assert on.message.thinking and on.message.thinking.strip()
+    parts = list(thinker.chat(model=MODEL_ID, messages=messages, think=True, options=GREEDY, stream=True))
+    assert "".join(p.message.thinking or "" for p in parts) == on.message.thinking
+    off = thinker.chat(model=MODEL_ID, messages=messages, think=False, options=GREEDY)
+    assert not off.message.thinking and off.message.content
+    assert off.prompt_eval_count > on.prompt_eval_count  # the template closed an empty think block
+    gen = thinker.generate(model=MODEL_ID, prompt="Say hello.", think=True, options=GREEDY)
+    assert gen.thinking == on.message.thinking

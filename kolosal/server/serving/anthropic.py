@@ -21,9 +21,9 @@ from ..errors import ApiError
 from ..protocol.anthropic.messages import (ContentBlockDelta, ContentBlockStart, ContentBlockStop, CountTokensRequest,
                                            DeltaUsage, ErrorEnvelope, ErrorInfo, InputJsonDelta, Message,
                                            MessageDelta, MessagesInput, MessagesRequest, MessageStart, MessageStop,
-                                           MessageUsage, OutBlock, StopDelta, StreamEvent, TextBlock, TextDelta,
-                                           TextOut, ThinkingBlock, TokenCount, ToolResultBlock, ToolUseBlock,
-                                           ToolUseOut, UnsupportedBlock)
+                                           MessageUsage, OutBlock, SignatureDelta, StopDelta, StreamEvent, TextBlock,
+                                           TextDelta, TextOut, ThinkingBlock, ThinkingDelta, ThinkingOut, TokenCount,
+                                           ToolResultBlock, ToolUseBlock, ToolUseOut, UnsupportedBlock)
 from ..protocol.openai.chat import ChatCompletionRequest
 from .chat import ChatRun, plan_chat, start_chat
 from .runner import Watch
@@ -121,10 +121,9 @@ def chat_messages(req: MessagesInput) -> List[Dict[str, Any]]:
 
 def chat_request(req: Union[MessagesRequest, CountTokensRequest]) -> ChatCompletionRequest:
     """``req`` as the chat completion request it is planned as (400 for what this server does not support)."""
-    if req.thinking is not None and req.thinking.type != "disabled":
-        raise ApiError(400, "Unsupported parameter: 'thinking' may only be {\"type\": \"disabled\"} on this server.",
-                       param="thinking", code="unsupported_parameter")
     body: Dict[str, Any] = {"model": req.model, "messages": chat_messages(req)}
+    if req.thinking is None or req.thinking.type == "disabled":
+        body["reasoning_effort"] = "none"  # thinking is asked for, as with Anthropic (templates with a switch)
     if isinstance(req, MessagesRequest):
         body.update(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
                     stop=req.stop_sequences, stream=bool(req.stream))
@@ -202,10 +201,13 @@ class MessageRun:
         return {"stop_reason": "end_turn", "stop_sequence": None}
 
     def response(self, w: Watch) -> Message:
-        """The whole message, once generated: a text block, then tool_use blocks."""
+        """The whole message, once generated: a thinking block (when the model's template separates one), a
+        text block, then tool_use blocks."""
         answer = self.chat.response(w)
         choice = answer.choices[0]
         blocks: List[OutBlock] = []
+        if choice.message.reasoning_content:
+            blocks.append(ThinkingOut(thinking=choice.message.reasoning_content))
         if choice.message.content:
             blocks.append(TextOut(text=choice.message.content))
         for call in choice.message.tool_calls or []:
@@ -226,6 +228,21 @@ class MessageRun:
         index, open_kind = -1, None
         finish: Optional[str] = None
         output_tokens = 0
+
+        def open_block(kind: str, block: OutBlock) -> Iterator[StreamEvent]:
+            nonlocal index, open_kind
+            yield from close_block()
+            index, open_kind = index + 1, kind
+            yield ContentBlockStart(index=index, content_block=block)
+
+        def close_block() -> Iterator[StreamEvent]:
+            nonlocal open_kind
+            if open_kind == "thinking":
+                yield ContentBlockDelta(index=index, delta=SignatureDelta(signature=""))
+            if open_kind is not None:
+                yield ContentBlockStop(index=index)
+            open_kind = None
+
         for chunk in self.chat.chunks(w):
             if chunk is None:
                 yield None
@@ -234,26 +251,23 @@ class MessageRun:
                 output_tokens = chunk.usage.completion_tokens
             for ch in chunk.choices:
                 d = ch.delta
+                if d.reasoning_content:
+                    if open_kind != "thinking":
+                        yield from open_block("thinking", ThinkingOut(thinking=""))
+                    yield ContentBlockDelta(index=index, delta=ThinkingDelta(thinking=d.reasoning_content))
                 if d.content:
                     if open_kind != "text":
-                        if open_kind is not None:
-                            yield ContentBlockStop(index=index)
-                        index, open_kind = index + 1, "text"
-                        yield ContentBlockStart(index=index, content_block=TextOut(text=""))
+                        yield from open_block("text", TextOut(text=""))
                     yield ContentBlockDelta(index=index, delta=TextDelta(text=d.content))
                 for tc in d.tool_calls or []:
                     if tc.id is not None:  # a call's first delta
-                        if open_kind is not None:
-                            yield ContentBlockStop(index=index)
-                        index, open_kind = index + 1, "tool_use"
-                        yield ContentBlockStart(index=index, content_block=ToolUseOut(
-                            id=_tool_id(), name=tc.function.name or "", input={}))
+                        yield from open_block("tool_use", ToolUseOut(id=_tool_id(), name=tc.function.name or "",
+                                                                     input={}))
                     if tc.function.arguments:
                         yield ContentBlockDelta(index=index, delta=InputJsonDelta(partial_json=tc.function.arguments))
                 if ch.finish_reason is not None:
                     finish = ch.finish_reason
-        if open_kind is not None:
-            yield ContentBlockStop(index=index)
+        yield from close_block()
         yield MessageDelta(delta=StopDelta(**self._stop(finish)), usage=DeltaUsage(output_tokens=output_tokens))
         yield MessageStop()
 

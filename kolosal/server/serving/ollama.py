@@ -164,6 +164,10 @@ def chat_request(req: Union[ChatRequest, GenerateRequest]) -> ChatCompletionRequ
     rf = _response_format(req.format)
     if rf is not None:
         body["response_format"] = rf
+    if req.think is False:
+        body["reasoning_effort"] = "none"  # thinking off (templates with a switch)
+    elif isinstance(req.think, str):
+        body["reasoning_effort"] = req.think  # "low", "medium", "high": the template's reasoning_effort
     tools = getattr(req, "tools", None)
     if tools:
         body["tools"] = [{"type": "function", "function": t.function} for t in tools]

@@ -112,7 +112,11 @@ class MessagesInput(Strict):
     tool_choice: Optional[ToolChoice] = None
     thinking: Optional[ThinkingConfig] = None
     output_config: Optional[OutputConfig] = None
-    cache_control: Optional[Dict[str, Any]] = None  # accepted, ignored
+    # accepted, ignored: the prefix cache is automatic; no context is kept between requests; one region, one speed
+    cache_control: Optional[Dict[str, Any]] = None
+    context_management: Optional[Dict[str, Any]] = None
+    inference_geo: Optional[str] = None
+    speed: Optional[str] = None
 
 
 class MessagesRequest(MessagesInput):
@@ -145,7 +149,15 @@ class ToolUseOut(Reply):
     input: Dict[str, Any]
 
 
-OutBlock = Annotated[Union[TextOut, ToolUseOut], Field(discriminator="type")]
+class ThinkingOut(Reply):
+    """The model's think block (a template that separates one); unsigned: sent back, it is left out."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str = ""
+
+
+OutBlock = Annotated[Union[ThinkingOut, TextOut, ToolUseOut], Field(discriminator="type")]
 StopReason = Optional[Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]]
 
 
@@ -183,6 +195,16 @@ class InputJsonDelta(Reply):
     partial_json: str
 
 
+class ThinkingDelta(Reply):
+    type: Literal["thinking_delta"] = "thinking_delta"
+    thinking: str
+
+
+class SignatureDelta(Reply):
+    type: Literal["signature_delta"] = "signature_delta"
+    signature: str
+
+
 class MessageStart(Reply):
     type: Literal["message_start"] = "message_start"
     message: Message
@@ -197,7 +219,7 @@ class ContentBlockStart(Reply):
 class ContentBlockDelta(Reply):
     type: Literal["content_block_delta"] = "content_block_delta"
     index: int
-    delta: Annotated[Union[TextDelta, InputJsonDelta], Field(discriminator="type")]
+    delta: Annotated[Union[TextDelta, InputJsonDelta, ThinkingDelta, SignatureDelta], Field(discriminator="type")]
 
 
 class ContentBlockStop(Reply):

@@ -10,6 +10,7 @@ is printed at the end of the module)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -189,6 +190,28 @@ def test_chat_streams_token_by_token(admin):
     assert admin.errors == []
 
 
+def test_playground_sends_its_settings(admin):
+    page = admin.page
+    admin.tab("playground")
+    page.wait_for_selector(f"#pg-model option[value='{MODEL_ID}']", state="attached")
+    page.fill("#pg-system", "You describe animals.")
+    page.fill("#pg-stop", "END\nSTOP")
+    page.check("#pg-json")
+    with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as sent:
+        _start_chat(page, "Describe a cat as a JSON object.", 40)
+    body = sent.value.post_data_json
+    assert body["model"] == MODEL_ID and body["stream"] is True
+    assert body["messages"] == [{"role": "system", "content": "You describe animals."},
+                                {"role": "user", "content": "Describe a cat as a JSON object."}]
+    assert (body["temperature"], body["top_p"], body["max_tokens"], body["seed"]) == (0, 0.95, 40, 7)
+    assert body["stop"] == ["END", "STOP"] and body["response_format"] == {"type": "json_object"}
+    page.wait_for_selector("#transcript li.assistant[data-finish]")
+    # JSON mode held (the model's chat format allows the object inside a ```json fence)
+    answer = page.text_content("#transcript li.assistant .text")
+    assert re.sub(r"^\s*```json\s*", "", answer).startswith("{"), answer
+    assert admin.errors == []
+
+
 def test_stop_button_cancels_and_frees_the_slot(admin, server):
     page = admin.page
     admin.tab("playground")
@@ -263,6 +286,14 @@ def test_admin_unload_and_load_from_the_page(admin, server):
     log = server.log()
     for pct in range(10, 101, 10):
         assert f"loading {MODEL_ID}: {pct}%" in log
+    loads = log.count(f"loading {MODEL_ID}: 100%")
+    page.get_by_role("button", name=f"Reload {MODEL_ID}").click()
+    deadline = time.monotonic() + 60
+    while server.log().count(f"loading {MODEL_ID}: 100%") == loads and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.log().count(f"loading {MODEL_ID}: 100%") == loads + 1  # a fresh load of the file
+    page.wait_for_selector("#engine-rows tr[data-state='loaded']")
+    assert engine_status(server)["status"] == "loaded"
     assert admin.errors == []
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List
 
 import httpx
 import pytest
@@ -51,6 +52,8 @@ def backend(model_path, tmp_path_factory) -> Iterator[LiveServer]:
     cfg = server_config(model_path)
     cfg["security"] = {"trusted_proxies": ["127.0.0.1"],
                        "rate_limiting": {"enabled": True, "requests_per_minute": LIMIT}}
+    cfg["logging"] = {"level": "INFO", "access_log": True, "console_output": False,
+                      "file_path": str(tmp / "logs" / "kolosal.log")}
     server = start_server(cfg, tmp)
     yield server
     code = server.stop()
@@ -59,15 +62,32 @@ def backend(model_path, tmp_path_factory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
-def proxy(backend, tls, tmp_path_factory) -> Iterator[str]:
-    """nginx on a free port, HTTPS; yields its base URL."""
+def nginx_ports(backend, tls, tmp_path_factory) -> Iterator[dict]:
+    """nginx on free ports: HTTPS and the plain-HTTP redirect."""
     nginx = Nginx(tmp_path_factory.mktemp("nginx"))
-    port = free_port()
-    render_site(nginx.prefix / "conf.d", tls, port, free_port(), [backend.port, free_port()])
-    url = f"https://127.0.0.1:{port}"
-    nginx.start(url + "/health", verify=tls["context"])
-    yield url
+    ports = {"https": free_port(), "http": free_port()}
+    render_site(nginx.prefix / "conf.d", tls, ports["https"], ports["http"], [backend.port, free_port()])
+    nginx.start(f"https://127.0.0.1:{ports['https']}/health", verify=tls["context"])
+    yield ports
     nginx.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(nginx_ports) -> str:
+    return f"https://127.0.0.1:{nginx_ports['https']}"
+
+
+def slots_busy(backend: LiveServer) -> int:
+    """From /completion-metrics, which rate limits do not count (the engine
+    status endpoint would use up the requests of 127.0.0.1)."""
+    report = httpx.get(backend.base_url + "/completion-metrics", timeout=10).json()["completion_metrics"]
+    return next(e["slots_busy"] for e in report["per_engine"] if e["engine_id"] == MODEL_ID)
+
+
+def access_lines(backend: LiveServer) -> List[dict]:
+    """The backend's access log (status >= 0 lines only come after the body was sent)."""
+    path = backend.config_path.parent / "logs" / "kolosal.log"
+    return [x for x in map(json.loads, path.read_text().splitlines()) if x["component"] == "access"]
 
 
 def test_nginx_accepts_the_shipped_files(tls, tmp_path):
@@ -104,6 +124,22 @@ def test_openai_sdk_over_https(proxy, tls):
         httpx.get(proxy + "/health", timeout=10)
 
 
+def test_server_sees_the_client_and_https_through_nginx(proxy, tls, backend):
+    """X-Forwarded-For and X-Forwarded-Proto from nginx, believed by the
+    server because nginx's address is in security.trusted_proxies."""
+    with httpx.Client(verify=tls["context"], timeout=30) as c:
+        r = c.get(proxy + "/v1/models", headers={"X-Request-ID": "through-nginx"})
+    assert r.status_code == 200
+    [line] = [x for x in access_lines(backend) if x["request_id"] == "through-nginx"]
+    assert line["scheme"] == "https" and line["client"] == "127.0.0.1" and line["path"] == "/v1/models"
+
+
+def test_plain_http_redirects_to_https(nginx_ports):
+    r = httpx.get(f"http://127.0.0.1:{nginx_ports['http']}/v1/models?x=1", timeout=10)
+    assert r.status_code == 301
+    assert r.headers["location"] == "https://127.0.0.1/v1/models?x=1"
+
+
 def test_stream_arrives_event_by_event(proxy, tls, backend):
     """The first token reaches the client while the server is still
     generating (its slot busy), and the rest follow as separate events: a
@@ -121,15 +157,19 @@ def test_stream_arrives_event_by_event(proxy, tls, backend):
                     continue
                 delta = json.loads(line[6:])["choices"][0]["delta"].get("content")
                 if delta and busy_at_first_token is None:
-                    busy_at_first_token = backend.slots_busy()
+                    busy_at_first_token = slots_busy(backend)
                 if delta:
                     contents.append(delta)
     assert busy_at_first_token == 1, "the first token arrived only after the generation had ended"
     assert len(contents) > 10
-    assert backend.wait_slots_busy(0) == 0
+    for _ in range(100):  # the slot is freed right after the last event
+        if slots_busy(backend) == 0:
+            break
+        time.sleep(0.05)
+    assert slots_busy(backend) == 0
 
 
-def test_clients_behind_nginx_get_separate_rate_limit_buckets(proxy, tls):
+def test_clients_behind_nginx_get_separate_rate_limit_buckets(proxy, tls, backend):
     """127.0.0.2 uses up its requests; 127.0.0.3, through the same nginx,
     still has all of its own (the server trusts nginx's X-Forwarded-For)."""
     def client(source: str) -> httpx.Client:
@@ -144,3 +184,5 @@ def test_clients_behind_nginx_get_separate_rate_limit_buckets(proxy, tls):
         assert refused.json()["error"]["type"]
         assert [second.get("/v1/models").status_code for _ in range(LIMIT)] == [200] * LIMIT
         assert second.get("/v1/models").status_code == 429
+    clients = {x["client"] for x in access_lines(backend) if x["status"] == 429}
+    assert clients == {"127.0.0.2", "127.0.0.3"}

@@ -131,6 +131,13 @@ void worker_get_props(ggml_backend_dev_t dev, ggml_backend_dev_props * props) {
     props->memory_free = size_t(g_worker_mem);
     props->memory_total = size_t(g_worker_mem);
 }
+
+// The server asks the backend for its device when a client asks for memory.
+ggml_backend_t worker_init_backend(ggml_backend_dev_t dev, const char * params) {
+    ggml_backend_t backend = g_worker_cpu->iface.init_backend(g_worker_cpu, params);
+    if (backend) backend->device = dev;
+    return backend;
+}
 #endif
 
 }  // namespace
@@ -203,6 +210,7 @@ void rpc_serve(const std::string & host, int port, int n_threads, int64_t mem_mi
         auto * limited = new ggml_backend_device{cpu->iface, cpu->reg, cpu->context};
         limited->iface.get_memory = &worker_get_memory;
         limited->iface.get_props = &worker_get_props;
+        limited->iface.init_backend = &worker_init_backend;
         dev = limited;
     }
     const int threads = n_threads > 0 ? n_threads : common_cpu_get_num_math();

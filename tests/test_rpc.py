@@ -82,8 +82,8 @@ def workers(tmp_path_factory) -> Iterator[List[Worker]]:
     tmp = tmp_path_factory.mktemp("rpc-workers")
     started: List[Worker] = []
     try:
-        for host in ("127.0.0.2", "127.0.0.3"):
-            started.append(start_worker(host, tmp))
+        started.append(start_worker("127.0.0.2", tmp))
+        started.append(start_worker("127.0.0.3", tmp, "--mem", "4096"))  # offers 4 GiB whatever the machine has
         yield started
     finally:
         for w in started:
@@ -102,6 +102,7 @@ def test_the_engine_lists_its_devices(sharded, workers):
     devices = sharded.devices()
     assert devices[0]["kind"] == "cpu"
     assert [(d["kind"], d["endpoint"]) for d in devices[1:]] == [("rpc", w.endpoint) for w in workers]
+    assert devices[2]["memory_total_bytes"] == devices[2]["memory_free_bytes"] == 4096 << 20
     assert sharded.failure is None
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import types
@@ -24,6 +26,8 @@ from kolosal.server import windows_service
 from kolosal.server.windows_service import CLASS_STRING, ServiceHost
 
 from server.conftest import MODEL_ID, free_port, server_config
+
+from .support import REPO
 
 # serve.py's waitress_options pass send_bytes (the CLI runs it in its own process, where the warning is not an error)
 pytestmark = pytest.mark.filterwarnings("ignore:send_bytes will be removed:DeprecationWarning")
@@ -133,6 +137,41 @@ def test_host_keeps_taking_requests_during_the_drain_delay(tmp_path, keep_loggin
         host.request_stop()
         runner.join(60)
     assert refused(port)
+
+
+def test_debug_command_serves_until_ctrl_c(tmp_path):
+    """``python -m kolosal.server.windows_service debug --config FILE``: the
+    service host in a console; Ctrl+C (SIGINT) drains and exits 0."""
+    port = free_port()
+    path = no_model_config(tmp_path, port)
+    proc = subprocess.Popen([sys.executable, "-m", "kolosal.server.windows_service", "debug", "--config", str(path)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                threading.Event().wait(0.1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+    assert refused(port)
+
+
+def test_debug_command_reports_a_config_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server: {port: 99999}\n")
+    result = subprocess.run([sys.executable, "-m", "kolosal.server.windows_service", "debug", "--config", str(bad)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "configuration error" in result.stderr and "server.port" in result.stderr
 
 
 def test_host_reports_a_server_that_ended_by_itself(tmp_path, keep_logging):

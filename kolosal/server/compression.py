@@ -18,7 +18,9 @@ def install_compression(app: Flask, server: ServerSection) -> None:
         return
     from flask_compress import Compress
 
-    app.config.update(COMPRESS_MIMETYPES=MIMETYPES, COMPRESS_ALGORITHM=ALGORITHMS, COMPRESS_LEVEL=server.compression_level,
-                      COMPRESS_DEFLATE_LEVEL=server.compression_level, COMPRESS_MIN_SIZE=server.compression_min_bytes,
-                      COMPRESS_STREAMS=False, COMPRESS_REGISTER=True)
+    app.config.update(COMPRESS_MIMETYPES=MIMETYPES, COMPRESS_ALGORITHM=ALGORITHMS,
+                      COMPRESS_LEVEL=server.compression_level, COMPRESS_DEFLATE_LEVEL=server.compression_level,
+                      COMPRESS_MIN_SIZE=server.compression_min_bytes,
+                      COMPRESS_STREAMS=False,  # a streamed answer (SSE) is passed through untouched
+                      COMPRESS_REGISTER=True)
     Compress(app)

@@ -60,7 +60,6 @@ class ServiceHost:
         self._thread: Optional[threading.Thread] = None
         self._wake = threading.Event()
         self._stop_requested = threading.Event()
-        self._stopped = threading.Event()
 
     # start -----------------------------------------------------------------
 
@@ -134,8 +133,9 @@ class ServiceHost:
         return 0 if requested else 1
 
     def _drain(self) -> None:
-        """serve.py's SIGTERM path: refuse new work, wait for the running
-        requests up to the grace period, then cancel the rest."""
+        """serve.py's SIGTERM path: after the drain delay refuse new work,
+        wait for the running requests up to the grace period, then cancel
+        the rest."""
         state = self.state
         delay = self.cfg.server.drain_delay_seconds
         if delay > 0:  # /health answers 503 already: a load balancer takes this instance out meanwhile
@@ -167,7 +167,6 @@ class ServiceHost:
             wasyncore.close_all(loop_map)
             self._thread.join(5.0)
         self.state.registry.close_all()
-        self._stopped.set()
         log.info("stopped")
 
 
@@ -193,25 +192,27 @@ def service_class() -> type:
 
         def __init__(self, args: Any) -> None:
             super().__init__(args)
+            # the name it was installed under (install --name), which keys its registry parameters
+            self.name = str(args[0]) if args else SERVICE_NAME
             self.host: Optional[ServiceHost] = None
             self._stop_early = threading.Event()
 
         def SvcDoRun(self) -> None:  # noqa: N802 (pywin32's names)
-            raw = win32serviceutil.GetServiceCustomOption(self._svc_name_, ARGS_OPTION, None)
+            raw = win32serviceutil.GetServiceCustomOption(self.name, ARGS_OPTION, None)
             if not raw:
-                raise RuntimeError(f"{self._svc_name_}: no server command line stored; run "
+                raise RuntimeError(f"{self.name}: no server command line stored; run "
                                    "`python -m kolosal.server.windows_service install --config FILE`")
             self.host = ServiceHost(json.loads(raw))
             self.host.start()  # a config error or a busy port fails the service (failure actions apply)
             if self._stop_early.is_set():
                 self.host.request_stop()
-            servicemanager.LogInfoMsg(f"{self._svc_name_}: listening on port {self.host.port}")
+            servicemanager.LogInfoMsg(f"{self.name}: listening on port {self.host.port}")
             code = self.host.run_until_stopped()
             if code != 0:
                 # raising makes the framework report SERVICE_STOPPED with an error code, which
                 # (failure actions flag set at install) lets the control manager restart the service
-                raise RuntimeError(f"{self._svc_name_}: the server stopped without a stop request")
-            servicemanager.LogInfoMsg(f"{self._svc_name_}: stopped")
+                raise RuntimeError(f"{self.name}: the server stopped without a stop request")
+            servicemanager.LogInfoMsg(f"{self.name}: stopped")
 
         def SvcStop(self) -> None:  # noqa: N802
             hint = self.host.stop_wait_hint_ms() if self.host is not None else 30000

@@ -306,6 +306,26 @@ def test_install_registers_the_service_host_with_restart_on_failure(win32, tmp_p
         c[1:] for c in configs if c[1] == win32svc.SERVICE_CONFIG_FAILURE_ACTIONS_FLAG)
 
 
+def test_service_installed_under_another_name_reads_its_own_parameters(win32, tmp_path, keep_logging):
+    port = free_port()
+    assert windows_service.main(["install", "--name", "KolosalB", "--config", str(no_model_config(tmp_path, port))]) == 0
+    assert ("KolosalB", "ServerArgs") in win32.options
+    service = windows_service.KolosalService(["KolosalB"])
+    runner = threading.Thread(target=service.SvcDoRun)
+    runner.start()
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                threading.Event().wait(0.1)
+    finally:
+        service.SvcStop()
+        runner.join(60)
+    assert [c[1][0] for c in win32.calls if c[0] == "LogInfoMsg"][0] == f"KolosalB: listening on port {port}"
+
+
 def test_service_refuses_to_start_when_not_installed(win32):
     with pytest.raises(RuntimeError, match="install --config"):
         windows_service.KolosalService(["KolosalServer"]).SvcDoRun()

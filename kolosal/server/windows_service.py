@@ -72,11 +72,13 @@ class ServiceHost:
         from .app import create_app
         from .cli import parse, resolve_config
         from .logging_setup import configure_logging
+        from .process import apply_process_settings
         from .serve import use_json_errors, waitress_options
         from .state import EXT
 
         self.cfg = resolve_config(parse(self.server_args))
         configure_logging(self.cfg.logging)
+        apply_process_settings(self.cfg.server)  # process_priority, cpu_affinity: before any thread starts
         app = create_app(self.cfg, load_models="background")
         self.state = app.extensions[EXT]
         try:

@@ -11,7 +11,7 @@ import pytest
 
 from kolosal.server.config_schema import ServerSection
 
-from .support import DEPLOY, need, render, run
+from .support import DEPLOY, REPO, need, render, run
 
 UNIT = DEPLOY / "systemd" / "kolosal.service"
 SHIPPED_PYTHON = "/opt/kolosal/venv/bin/python"
@@ -33,6 +33,21 @@ def service_section() -> configparser.SectionProxy:
 def test_systemd_analyze_verify_passes(tmp_path):
     need("systemd-analyze")
     result = run(["systemd-analyze", "verify", str(rendered_unit(tmp_path))])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+
+def test_health_check_timer_and_service_verify(tmp_path):
+    """kolosal-healthcheck.timer starts kolosal-healthcheck.service (same
+    name), which runs the shipped scripts/ops/health-check.sh."""
+    need("systemd-analyze")
+    service = (DEPLOY / "systemd" / "kolosal-healthcheck.service").read_text()
+    (tmp_path / "kolosal-healthcheck.service").write_text(render(service, {
+        "/opt/kolosal/scripts/ops/health-check.sh": str(REPO / "scripts" / "ops" / "health-check.sh")}))
+    (tmp_path / "kolosal-healthcheck.timer").write_text((DEPLOY / "systemd" / "kolosal-healthcheck.timer").read_text())
+    rendered_unit(tmp_path)
+    result = run(["systemd-analyze", "verify", *(str(tmp_path / n) for n in (
+        "kolosal-healthcheck.timer", "kolosal-healthcheck.service", "kolosal.service"))])
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
 

@@ -181,13 +181,15 @@ def test_errors_are_typed_and_in_anthropics_shape(claude, live_server):
 
 
 KEY = "anthropic-test-key"
+ADMIN = "anthropic-test-admin-key"
 
 
 @pytest.fixture(scope="module")
 def keyed(model_path, tmp_path_factory):
     """A server with an API key, a request rate limit and a token quota."""
     cfg = server_config(model_path)
-    cfg["security"] = {"api_keys": [KEY], "rate_limiting": {"enabled": True, "requests_per_minute": 1000,
+    cfg["security"] = {"api_keys": [KEY], "admin_api_keys": [ADMIN],
+                       "rate_limiting": {"enabled": True, "requests_per_minute": 1000,
                                                             "tokens_per_minute": 300}}
     server = start_server(cfg, tmp_path_factory.mktemp("anthropic-keyed"))
     yield server
@@ -215,6 +217,24 @@ def test_keys_rate_limits_and_quota_apply(keyed):
     r = httpx.post(keyed.base_url + "/v1/chat/completions", headers={"x-api-key": KEY},
                    json={"model": MODEL_ID, "max_tokens": 2, "messages": HELLO})  # x-api-key on every route
     assert r.status_code == 200, r.text
+
+
+def test_failure_mid_stream_is_an_error_event(keyed):
+    """The model removed while it streams: the stream ends with Anthropic's
+    error event, which the SDK raises. (Removes the keyed server's model.)"""
+    with anthropic.Anthropic(base_url=keyed.base_url, api_key=KEY, max_retries=0, timeout=60) as c:
+        with pytest.raises(anthropic.APIStatusError) as e:
+            with c.messages.stream(model=MODEL_ID, max_tokens=150, extra_body=GREEDY,  # within the quota
+                                   messages=[{"role": "user", "content": "Write a long story about a dragon."}]) as s:
+                deleted = False
+                for event in s:
+                    if event.type == "content_block_delta" and not deleted:
+                        r = httpx.delete(f"{keyed.base_url}/engines/{MODEL_ID}", headers={"x-api-key": ADMIN})
+                        assert r.status_code == 200, r.text
+                        deleted = True
+    assert deleted
+    assert e.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": e.value.body["error"][
+        "message"]}} and "unloaded" in e.value.body["error"]["message"]
 
 
 # A template whose answer opens with a think block (Qwen3.5's: same ChatML tokens as the demo model's).

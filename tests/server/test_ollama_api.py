@@ -160,13 +160,14 @@ def test_same_greedy_answer_through_three_apis(llama, live_server, oai):
 
 
 KEY = "ollama-test-key"
+ADMIN = "ollama-test-admin-key"
 
 
 @pytest.fixture(scope="module")
 def own_server(model_path, tmp_path_factory):
     """A server of this module's own (keep_alive unloads its model), with an API key."""
     cfg = server_config(model_path)
-    cfg["security"] = {"api_keys": [KEY]}
+    cfg["security"] = {"api_keys": [KEY], "admin_api_keys": [ADMIN]}
     server = start_server(cfg, tmp_path_factory.mktemp("ollama-own"))
     yield server
     assert server.stop() == 0, server.log()
@@ -191,6 +192,7 @@ def test_keys_and_keep_alive(own_server):
     assert e.value.status_code == 401 and "API key" in e.value.error
     with ollama.Client(host=own_server.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
         _keep_alive(client)
+        _failure_mid_stream(client, own_server.base_url)
 
 
 def _keep_alive(client: ollama.Client) -> None:
@@ -229,3 +231,16 @@ def test_think(thinker):
     assert off.prompt_eval_count > on.prompt_eval_count  # the template closed an empty think block
     gen = thinker.generate(model=MODEL_ID, prompt="Say hello.", think=True, options=GREEDY)
     assert gen.thinking == on.message.thinking
+
+
+def _failure_mid_stream(client: ollama.Client, base_url: str) -> None:
+    """The model removed while it streams: the last line is {"error": ...}, which the client raises."""
+    deleted = False
+    with pytest.raises(ollama.ResponseError) as e:
+        for part in client.chat(model=MODEL_ID, messages=[{"role": "user", "content": "Write a long story."}],
+                                options={"temperature": 0, "num_predict": 300}, stream=True):
+            if part.message.content and not deleted:
+                r = httpx.delete(f"{base_url}/engines/{MODEL_ID}", headers={"Authorization": f"Bearer {ADMIN}"})
+                assert r.status_code == 200, r.text
+                deleted = True
+    assert deleted and "unloaded" in e.value.error

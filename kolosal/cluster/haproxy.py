@@ -136,7 +136,8 @@ def render_haproxy(spec: ClusterSpec, bind: str = "127.0.0.1:8000", stats_socket
         own_errors=[(s, _envelope(msg, kind, code)) for s, (kind, code, msg) in OWN_ERRORS.items()],
         known_chunks=[models[i:i + 20] for i in range(0, len(models), 20)] or [["-"]],
         too_large=_envelope(f"The request body is larger than the {bufsize // 1024} KiB the load balancer reads "
-                            f"to find its model.", "invalid_request_error", "request_too_large"),
+                            f"to find its model, and its model is not within them: send model first in the "
+                            f"JSON body, or shorten the request.", "invalid_request_error", "request_too_large"),
         unknown=unknown, unavailable=unavailable,
         none_up=_envelope("No instance of the cluster is up; retry later.", "server_error", "no_instance_available"),
         instances=list(spec.instances.items()), addresses=dict(spec.instances), backends=backends)

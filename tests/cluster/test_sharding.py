@@ -103,6 +103,19 @@ def test_unknown_model_is_404_in_the_error_envelope(sharded):
     assert caught.value.body["code"] == "model_not_found"
 
 
+def test_body_too_large_to_route_is_413_in_the_error_envelope(sharded):
+    instances, lb, url = sharded
+    text = "word " * 60000  # 300 KB: more than the 256 KiB HAProxy reads to route
+    # "model" after the long messages (as the openai SDK orders them): not in what HAProxy read
+    late = {"messages": [{"role": "user", "content": text}], "model": "alpha", "max_tokens": 2}
+    r = httpx.post(url + "/v1/chat/completions", json=late, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+    # "model" first: found in the first buffer, so routed to alpha's instances (which refuse a prompt that long)
+    early = {"model": "alpha", "messages": [{"role": "user", "content": text}], "max_tokens": 2}
+    r = httpx.post(url + "/v1/chat/completions", json=early, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
+
+
 def test_model_with_every_replica_down_is_503_in_the_error_envelope(sharded):
     instances, lb, url = sharded
     instances["c"].stop(signal.SIGKILL)

@@ -308,7 +308,8 @@ def test_install_registers_the_service_host_with_restart_on_failure(win32, tmp_p
 
 def test_service_installed_under_another_name_reads_its_own_parameters(win32, tmp_path, keep_logging):
     port = free_port()
-    assert windows_service.main(["install", "--name", "KolosalB", "--config", str(no_model_config(tmp_path, port))]) == 0
+    config = str(no_model_config(tmp_path, port))
+    assert windows_service.main(["install", "--name", "KolosalB", "--config", config]) == 0
     assert ("KolosalB", "ServerArgs") in win32.options
     service = windows_service.KolosalService(["KolosalB"])
     runner = threading.Thread(target=service.SvcDoRun)

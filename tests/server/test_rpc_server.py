@@ -152,6 +152,9 @@ def test_a_killed_worker_fails_its_request_and_engine_but_not_other_models(serve
     assert errors[0]["code"] == "worker_unreachable"
     assert workers[0].endpoint in errors[0]["message"]
 
+    health = httpx.get(f"{server.base_url}/health", timeout=10)
+    assert health.status_code == 200  # the other model is loaded
+    assert {e["engine_id"]: e["status"] for e in health.json()["engines"]} == {"local": "loaded", "sharded": "error"}
     info = httpx.get(f"{server.base_url}/engines/sharded/status", timeout=10).json()
     assert info["status"] == "error"
     assert info["error_code"] == "worker_unreachable"

@@ -191,7 +191,10 @@ class EngineRegistry:
 
     def records(self) -> List[EngineRecord]:
         with self._lock:
-            return list(self._records.values())
+            recs = list(self._records.values())
+        for r in recs:
+            r.check_failure()  # an engine that lost its RPC worker shows as failed everywhere
+        return recs
 
     def record(self, engine_id: str) -> EngineRecord:
         with self._lock:
@@ -202,10 +205,7 @@ class EngineRegistry:
 
     def loaded(self) -> List[EngineRecord]:
         """The records whose model is loaded now."""
-        recs = self.records()
-        for r in recs:
-            r.check_failure()
-        return [r for r in recs if r.state == LOADED and r.engine is not None]
+        return [r for r in self.records() if r.state == LOADED and r.engine is not None]
 
     # -- loading -------------------------------------------------------------
     def estimate(self, rec: EngineRecord) -> int:

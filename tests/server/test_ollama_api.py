@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from datetime import datetime, timedelta, timezone
 
 import anthropic
 import httpx
@@ -165,9 +166,11 @@ ADMIN = "ollama-test-admin-key"
 
 @pytest.fixture(scope="module")
 def own_server(model_path, tmp_path_factory):
-    """A server of this module's own (keep_alive unloads its model), with an API key."""
+    """A server of this module's own (keep_alive unloads its model), with API keys and idle models unloaded
+    after a second."""
     cfg = server_config(model_path)
     cfg["security"] = {"api_keys": [KEY], "admin_api_keys": [ADMIN]}
+    cfg["inference"]["keep_alive_seconds"] = 1
     server = start_server(cfg, tmp_path_factory.mktemp("ollama-own"))
     yield server
     assert server.stop() == 0, server.log()
@@ -196,17 +199,22 @@ def test_keys_and_keep_alive(own_server):
 
 
 def _keep_alive(client: ollama.Client) -> None:
-    assert _loaded(client) == [MODEL_ID]
     r = client.chat(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], options={"num_predict": 2},
                     keep_alive=0)
     assert r.done
     assert _wait_until(lambda: _loaded(client) == [])  # unloaded once answered
-    r = client.chat(model=MODEL_ID)  # no messages: load the model
-    assert r.done_reason == "load" and _loaded(client) == [MODEL_ID] and r.load_duration > 0
-    client.generate(model=MODEL_ID, prompt="hi", options={"num_predict": 2}, keep_alive="1s")
-    assert _wait_until(lambda: _loaded(client) == [])  # unloaded after a second idle
-    r = client.generate(model=MODEL_ID, prompt="hi", options={"num_predict": 2}, keep_alive=-1)
+    r = client.chat(model=MODEL_ID, keep_alive=-1)  # no messages: load the model, and keep it
+    assert r.done_reason == "load" and r.load_duration > 0 and _loaded(client) == [MODEL_ID]
+    expires = client.ps().models[0].expires_at
+    assert expires > datetime.now(timezone.utc) + timedelta(days=300)
+    time.sleep(2.5)  # past the server's keep_alive_seconds (1 s), which this model is exempt from
+    assert _loaded(client) == [MODEL_ID]
+    client.generate(model=MODEL_ID, prompt="hi", options={"num_predict": 2})  # back to the server's policy
+    assert _wait_until(lambda: _loaded(client) == [])
+    r = client.generate(model=MODEL_ID, prompt="hi", options={"num_predict": 2}, keep_alive="1h")
     assert r.done and r.load_duration > 0 and _loaded(client) == [MODEL_ID]
+    expires = client.ps().models[0].expires_at - datetime.now(timezone.utc)
+    assert timedelta(minutes=50) < expires < timedelta(minutes=70)
 
 
 @pytest.fixture(scope="module")

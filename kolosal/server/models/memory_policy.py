@@ -76,6 +76,7 @@ def choose_victim(policy: MemoryPolicy, engine_id: str, need: int,
 
 
 def idle_too_long(rec: "EngineRecord", keep_alive_seconds: float, now: float) -> bool:
-    """Whether the loaded ``rec`` has been idle past the keep-alive and may go."""
-    return (not rec.pinned and rec.last_used is not None
-            and now - rec.last_used > keep_alive_seconds and not rec.busy())
+    """Whether the loaded ``rec`` has been idle past the keep-alive (its own, when a request set one) and may go."""
+    keep = rec.keep_alive if rec.keep_alive is not None else keep_alive_seconds
+    return (keep >= 0 and not rec.pinned and rec.last_used is not None
+            and now - rec.last_used > keep and not rec.busy())

@@ -56,6 +56,7 @@ class EngineRecord:
     priority: Any = None
     sha256: Optional[str] = None
     pinned: bool = False
+    keep_alive: Optional[float] = None  # idle seconds before unloading, from a request's keep_alive (< 0: never)
     state: str = REGISTERED
     error: Optional[str] = None
     error_code: Optional[str] = None

@@ -57,9 +57,9 @@ def _admit(state: ServerState, name: str) -> "tuple[Engine, int]":
 
 
 def _with_keep_alive(resp: Response, engine_id: str, seconds: Optional[float]) -> Response:
-    if seconds is not None:
-        keep = _keep_alive()
-        resp.call_on_close(lambda: keep.after(engine_id, seconds))
+    """Once the answer is sent, the request's ``keep_alive`` (None: the server's policy) applies to the model."""
+    keep = _keep_alive()
+    resp.call_on_close(lambda: keep.after(engine_id, seconds))
     return resp
 
 

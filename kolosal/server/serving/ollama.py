@@ -391,10 +391,11 @@ def keep_alive_seconds(value: Any) -> Optional[float]:
 
 
 class KeepAlive:
-    """Per-request ``keep_alive``: once the request's answer is sent, the model
-    is unloaded after that many idle seconds (0: at once) unless a later
-    request used it meanwhile (its own ``keep_alive`` then applies). Without
-    ``keep_alive`` the server's policy (``inference.keep_alive_seconds``) alone decides."""
+    """Per-request ``keep_alive``, kept on the model's record (``EngineRecord.keep_alive``,
+    which the idle unloading of ``inference.keep_alive_seconds`` reads): once the
+    answer is sent the model is unloaded after that many idle seconds (0: at once)
+    unless a later request used it meanwhile; negative: never unloaded for being
+    idle. A request without ``keep_alive`` returns the model to the server's policy."""
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
@@ -402,15 +403,17 @@ class KeepAlive:
         self._timers: Dict[str, threading.Timer] = {}
 
     def after(self, engine_id: str, seconds: Optional[float]) -> None:
-        if seconds is None:
-            return
-        rec = self.state.registry.record(engine_id)
+        try:
+            rec = self.state.registry.record(engine_id)
+        except ApiError:
+            return  # removed meanwhile
+        rec.keep_alive = seconds
         stamp = rec.last_used
         with self._lock:
             old = self._timers.pop(engine_id, None)
             if old is not None:
                 old.cancel()
-            if seconds > 0:
+            if seconds is not None and seconds > 0:  # also without the upkeep thread of keep_alive_seconds
                 timer = threading.Timer(seconds, self.unload_if_idle, (engine_id, stamp))
                 timer.daemon = True
                 self._timers[engine_id] = timer
@@ -492,7 +495,8 @@ def listed(rec: EngineRecord) -> ListedModel:
 def running(rec: EngineRecord, keep_alive: Optional[float]) -> RunningModel:
     """A loaded model; ``expires_at`` is when the idle policy may unload it (far ahead when never)."""
     last = rec.last_used or time.time()
-    expires = last + keep_alive if keep_alive else time.time() + 10 * 365 * 86400
+    keep = rec.keep_alive if rec.keep_alive is not None else keep_alive
+    expires = last + keep if keep is not None and keep >= 0 else time.time() + 10 * 365 * 86400
     meta = rec.engine.metadata if rec.engine is not None else {}
     size = rec.memory_bytes() or _size(rec)
     vram = size if int(meta.get("n_gpu_layers") or 0) > 0 else 0

@@ -24,14 +24,19 @@ $ErrorActionPreference = "Stop"
 if (-not (Test-Path $Python)) { throw "Python not found: $Python" }
 if (-not (Test-Path $Config)) { throw "config file not found: $([System.IO.Path]::GetFullPath($Config))" }
 
-# pywin32's pythonservice.exe needs pywin32's DLLs registered for this Python.
-& $Python -c "import win32serviceutil" 2>$null
+# pywin32's pythonservice.exe needs pywin32's DLLs registered for this Python
+# (machine-wide when run elevated). The probe prints nothing on stderr, which
+# Windows PowerShell would turn into an error under ErrorActionPreference Stop.
+& $Python -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('win32serviceutil') else 3)"
 if ($LASTEXITCODE -ne 0) { throw "pywin32 is missing: $Python -m pip install `"kolosal[windows]`"" }
-$postinstall = Join-Path (Split-Path $Python) "pywin32_postinstall.py"
-if (Test-Path $postinstall) { & $Python $postinstall -install -quiet }
+& $Python -m pywin32_postinstall -install -quiet
+if ($LASTEXITCODE -ne 0) { throw "pywin32's post-install step failed: $Python -m pywin32_postinstall -install" }
 
-# The server checks its configuration before the service is registered.
+# The server checks its configuration before the service is registered
+# (its messages go to stderr: let them through rather than stop on them).
+$ErrorActionPreference = "Continue"
 & $Python -m kolosal.server --config $Config --check-config | Out-Null
+$ErrorActionPreference = "Stop"
 if ($LASTEXITCODE -ne 0) { throw "the configuration is not valid: $Python -m kolosal.server --config $Config --check-config" }
 
 $arguments = @("-m", "kolosal.server.windows_service", "install", "--config", $Config, "--name", $ServiceName,

@@ -11,13 +11,14 @@
 #  include "ggml-rpc.h"
 #endif
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#ifndef _WIN32
+#  include <errno.h>
+#  include <fcntl.h>
+#  include <netdb.h>
+#  include <poll.h>
+#  include <sys/socket.h>
+#  include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -46,6 +47,11 @@ uint64_t g_next_watch = 1;
 std::set<std::string> g_lost;  // endpoints whose connection died: ggml keeps it, dead, for good
 
 // Whether a TCP connection to host:port opens within `timeout_ms`.
+#ifdef _WIN32
+bool reachable(const std::string &, int) {
+    return false;  // not probed here: every worker in use counts as lost
+}
+#else
 bool reachable(const std::string & endpoint, int timeout_ms) {
     const size_t colon = endpoint.rfind(':');
     if (colon == std::string::npos) return false;
@@ -75,6 +81,7 @@ bool reachable(const std::string & endpoint, int timeout_ms) {
     freeaddrinfo(res);
     return ok;
 }
+#endif
 
 // ggml's abort hook. A lost worker fails the engines using it and parks this
 // thread (ggml's connection thread: returning would abort the process, and

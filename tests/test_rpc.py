@@ -69,6 +69,12 @@ def test_bad_worker_addresses_are_refused_before_loading(model_path, servers, wh
     assert why in str(err.value)
 
 
+def test_a_bad_rpc_timeout_is_refused(model_path):
+    with pytest.raises(InvalidParameterError) as err:
+        kolosal.Engine(model_path, rpc_servers=["127.0.0.2:50052"], rpc_timeout=0)
+    assert err.value.param == "rpc_timeout"
+
+
 def test_an_unreachable_worker_is_a_load_error_naming_it(model_path):
     endpoint = closed_endpoint("127.0.0.3")
     with pytest.raises(WorkerUnreachableError) as err:

@@ -418,35 +418,6 @@ class Engine:
     def _rpc_endpoints(rpc_servers: Optional[Sequence[str]], allow_public: bool, timeout: float) -> List[str]:
         if not rpc_servers:
             return []
-        try:
-            endpoints = check_endpoints(rpc_servers, allow_public=bool(allow_public), resolve=True)
-        except ValueError as e:
-            raise InvalidParameterError(f"invalid 'rpc_servers': {e}", param="rpc_servers") from None
-        if not _native.rpc_available():
-            raise InvalidParameterError("rpc_servers needs a build with the RPC backend (-DUSE_RPC=ON)",
-                                        param="rpc_servers")
-        # ggml's RPC client aborts the process when it cannot connect: check first.
-        for e in endpoints:
-            why = unreachable(e, timeout)
-            if why is not None:
-                raise WorkerUnreachableError(f"the RPC worker {e} is unreachable ({why}); is "
-                                             f"`python -m kolosal.rpc_worker` running there?")
-        return endpoints
-
-    def devices(self) -> List[Dict[str, Any]]:
-        """The devices the model runs on: the local CPU, then each RPC
-        worker's device with its ``endpoint`` (memory as at load time)."""
-        return self._native.devices()
-
-    @property
-    def failure(self) -> Optional[str]:
-        """Why the engine failed for good (an RPC worker was lost), else None."""
-        return self._native.failure or None
-
-    @staticmethod
-    def _rpc_endpoints(rpc_servers: Optional[Sequence[str]], allow_public: bool, timeout: float) -> List[str]:
-        if not rpc_servers:
-            return []
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
             raise InvalidParameterError("rpc_timeout must be a number of seconds > 0", param="rpc_timeout")
         try:

@@ -150,8 +150,9 @@ def test_wrong_key_shows_a_clear_message(browser, server):
         # a valid key then clears it, and the key lives in sessionStorage only
         page.fill("#api-key", USER_KEY)
         page.click("#key-use")
-        page.wait_for_selector("#alert", state="hidden")
+        wait_until(page, "document.getElementById('key-role').textContent !== ''")
         assert page.text_content("#key-role") == "key accepted (not admin)"
+        assert page.is_hidden("#alert")
         assert page.evaluate("sessionStorage.getItem('kolosal.apiKey')") == USER_KEY
         assert page.evaluate("localStorage.length") == 0
         assert page.evaluate("document.cookie") == ""

@@ -13,6 +13,7 @@ function showTab(name) {
     $(t).hidden = t !== name;
     $("tab-" + t).setAttribute("aria-pressed", String(t === name));
   }
+  if (name === "overview" && state.session.authenticated) refreshOverview();
   if (name === "metrics") charts.forEach((c) => c.draw());
   if (name === "playground" && state.session.authenticated) loadModels();
   if (location.hash !== "#" + name) history.replaceState(null, "", "#" + name);
@@ -43,8 +44,8 @@ async function refreshSession() {
 
 function tick() {
   if (document.hidden || !state.session.authenticated) return;
-  refreshOverview();
-  refreshMetrics();
+  if (!$("overview").hidden) refreshOverview();  // engines: only while shown (they count against rate limits)
+  refreshMetrics();  // always, to keep the charts' history
 }
 
 function init() {

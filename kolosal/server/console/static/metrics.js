@@ -143,12 +143,20 @@ export function quantile(q, byLe) {
 let lastTotals = null;
 const ttftHistory = [];
 
+let off = false;  // the server has no metrics endpoints (features.metrics: false)
+
 export async function refreshMetrics() {
+  if (off) return;
   const now = performance.now() / 1000;
   const [comp, host, prom] = await Promise.allSettled([
     getJSON("completion-metrics"), getJSON("metrics"),
     api("metrics/prometheus").then((r) => r.text()),
   ]);
+  if ([comp, host, prom].some((r) => r.status === "rejected" && r.reason.status === 404)) {
+    off = true;
+    $("metrics-off").hidden = false;
+    return;
+  }
   if (comp.status === "fulfilled") {
     const s = comp.value.completion_metrics.summary;
     showLoad(comp.value.completion_metrics);

@@ -144,7 +144,10 @@ export async function refreshOverview() {
     el.className = "state-" + h.status;
     $("uptime").textContent = fmtDuration(h.uptime_seconds);
     if (h.version) $("version").textContent = "v" + h.version;
-  }).catch(() => { $("health-status").textContent = "unreachable"; $("health-status").className = "state-error"; });
+  }).catch((e) => {
+    $("health-status").textContent = e.status === 404 ? "not served (features.health_check)" : "unreachable";
+    $("health-status").className = "state-error";
+  });
   await Promise.allSettled([health, refreshEngines()]);
 }
 

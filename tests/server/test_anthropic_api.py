@@ -208,6 +208,12 @@ def test_keys_rate_limits_and_quota_apply(keyed):
     with anthropic.Anthropic(base_url=keyed.base_url, auth_token=KEY, api_key=None, max_retries=0) as c:
         raw = c.messages.with_raw_response.count_tokens(model=MODEL_ID, messages=HELLO)  # Authorization: Bearer
         assert int(raw.headers["RateLimit-Remaining"]) < remaining  # one limit across the calls
+        remaining = int(raw.headers["RateLimit-Remaining"])
+    r = httpx.get(keyed.base_url + "/api/tags", headers={"Authorization": f"Bearer {KEY}"})  # Ollama's API
+    assert r.status_code == 200 and int(r.headers["RateLimit-Remaining"]) < remaining  # the same budget
+    r = httpx.post(keyed.base_url + "/api/chat", headers={"Authorization": f"Bearer {KEY}"},
+                   json={"model": MODEL_ID, "messages": HELLO, "options": {"num_predict": 400}})
+    assert r.status_code == 400 and "quota" in r.json()["error"]  # the token quota, in Ollama's shape
     with anthropic.Anthropic(base_url=keyed.base_url, api_key="wrong", max_retries=0) as c:
         with pytest.raises(anthropic.AuthenticationError) as e:
             c.messages.create(model=MODEL_ID, max_tokens=4, messages=HELLO)

@@ -111,6 +111,7 @@ def test_page_loads_without_errors_and_shows_the_server(admin, server):
     assert row.locator("td").nth(1).text_content().strip() == "100%"
     wait_until(page, "document.querySelector('#engine-rows tr td:nth-of-type(4)').textContent === '0 / 4'")
     assert "MiB" in page.text_content("#memory-text")
+    wait_until(page, "document.getElementById('memory-note').textContent.startsWith('no budget; host RAM')")
     for name in ("Unload", "Reload"):
         assert page.get_by_role("button", name=f"{name} {MODEL_ID}").is_visible()
     assert page.is_hidden("#alert")

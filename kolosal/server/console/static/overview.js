@@ -129,8 +129,9 @@ export async function refreshEngines() {
     if (info.status === "loaded" && info.memory) used += (info.memory.measured_bytes || 0) + (info.memory.prompt_cache_bytes || 0);
   }
   const budget = state.session.memory_budget_bytes || state.hostMemoryTotal;
-  $("memory-text").textContent = fmtBytes(used) + (state.session.memory_budget_bytes
-    ? " of " + fmtBytes(budget) + " budget" : budget ? " (no budget; host RAM " + fmtBytes(budget) + ")" : "");
+  $("memory-text").textContent = fmtBytes(used);
+  $("memory-note").textContent = state.session.memory_budget_bytes ? "of " + fmtBytes(budget) + " budget"
+    : budget ? "no budget; host RAM " + fmtBytes(budget) : "";
   const meter = $("memory-meter");
   meter.hidden = !budget;
   meter.max = budget || 1;

@@ -10,6 +10,7 @@ exercises the passive health check (``proxy_next_upstream error``)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Iterator, List
 import httpx
 import pytest
 
+from kolosal.server.config_schema import ServerSection
 from server.conftest import MODEL_ID, LiveServer, free_port, server_config, start_server
 
 from .support import DEPLOY, Nginx, make_tls, need, render
@@ -106,6 +108,9 @@ def test_shipped_site_has_what_sse_and_failover_need():
                       "proxy_set_header X-Forwarded-Proto $scheme;", "proxy_next_upstream error timeout"):
         assert directive in site
     assert upstream.count("max_fails=3 fail_timeout=30s") == 2
+    # nginx drops idle upstream connections before Waitress does (else a request may meet a closing one)
+    idle = int(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
+    assert idle < ServerSection().keep_alive_timeout_seconds
     assert "nginx_upstream_check_module" in upstream  # why the guide's `check` directive is not there
 
 

@@ -29,6 +29,9 @@
 #include <set>
 #include <thread>
 
+// ggml's own (ggml-impl.h): what its default abort prints after the message.
+extern "C" void ggml_print_backtrace(void);
+
 namespace kolosal {
 
 namespace {
@@ -115,7 +118,9 @@ void on_abort(const char * message) {
             for (;;) std::this_thread::sleep_for(std::chrono::hours(24));
         }
     }
+    // ggml's default: the message and a backtrace, then abort().
     std::fprintf(stderr, "%s\n", message ? message : "ggml abort");
+    ggml_print_backtrace();
 }
 
 void install_abort_handler() {

@@ -317,8 +317,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except KeyboardInterrupt:
             host.request_stop()
             return host.run_until_stopped()
-    import win32service
-    import win32serviceutil
+    try:
+        import win32service
+        import win32serviceutil
+    except ImportError:
+        print(f"error: {args.command} needs pywin32, which exists on Windows only: "
+              'python -m pip install "kolosal[windows]"', file=sys.stderr)
+        return 2
 
     if args.command == "install":
         install(server_args_of(args), args.name, args.startup, args.username, args.password)

@@ -340,6 +340,16 @@ def test_commands_refuse_a_missing_config(win32, tmp_path, capsys):
     assert not any(c[0] == "InstallService" for c in win32.calls)
 
 
+def test_service_commands_without_pywin32_say_what_is_missing(tmp_path):
+    if sys.platform == "win32":
+        pytest.skip("pywin32 may be installed on Windows")
+    result = subprocess.run([sys.executable, "-m", "kolosal.server.windows_service", "install", "--config",
+                             str(no_model_config(tmp_path, 8080))], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "needs pywin32" in result.stderr and "kolosal[windows]" in result.stderr
+
+
 def test_module_imports_without_pywin32():
     assert "win32serviceutil" not in sys.modules or isinstance(sys.modules["win32serviceutil"], types.ModuleType)
     with pytest.raises(ImportError):

@@ -299,6 +299,29 @@ def test_admin_unload_and_load_from_the_page(admin, server):
     assert admin.errors == []
 
 
+def test_admin_loads_a_registered_engine_from_the_page(admin, server, model_path):
+    page = admin.page
+    with api(server) as c:
+        r = c.post("/engines", json={"engine_id": "second", "model_path": str(model_path), "load_immediately": False,
+                                     "loading_parameters": {"n_ctx": 512, "n_parallel": 1, "n_threads": 1}})
+        assert r.status_code == 201 and r.json()["status"] == "registered"
+    try:
+        page.wait_for_selector("#engine-rows tr[data-state='registered']")
+        page.get_by_role("button", name="Load second").click()
+        page.wait_for_selector("#engine-rows tr[data-state='registered']", state="detached", timeout=60000)
+        wait_until(page, "[...document.querySelectorAll('#engine-rows tr')].some(tr => "
+                         "tr.querySelector('th').textContent === 'second' && tr.dataset.state === 'loaded')")
+        with api(server) as c:
+            info = c.get("/engines/second/status").json()
+        assert info["status"] == "loaded" and info["progress"] == 1.0
+        assert info["loading_parameters"]["n_ctx"] == 512  # loaded with its own parameters
+    finally:
+        with api(server) as c:
+            c.delete("/engines/second")
+    wait_until(page, "![...document.querySelectorAll('#engine-rows th')].some(th => th.textContent === 'second')")
+    assert admin.errors == []
+
+
 def test_keyboard_reaches_labelled_controls(admin):
     page = admin.page
     page.wait_for_selector("#engine-rows tr[data-state='loaded']")

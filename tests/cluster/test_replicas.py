@@ -72,8 +72,7 @@ def test_kill_9_under_load_loses_no_plain_request_and_hangs_no_stream(cluster):
     runner = threading.Thread(target=_long_stream, args=(url, started, probe), daemon=True)
     runner.start()
     assert started.wait(30), probe
-    busy = [r["svname"] for r in lb.stats() if r["pxname"] == BACKEND and r["svname"] != "BACKEND"
-            and int(r["scur"] or 0) > 0]
+    busy = _serving(lb)
     assert len(busy) == 1, busy
     victim = next(inst for inst in instances if inst.name == busy[0])
     retries_before = _retries(lb)
@@ -97,8 +96,65 @@ def test_kill_9_under_load_loses_no_plain_request_and_hangs_no_stream(cluster):
     assert probe["outcome"].startswith("closed"), probe
     assert all(not d.startswith("timeout") for d in load.failures("stream")), load.failures("stream")
     assert summary["stream"]["ok"] > 0, summary
-    # requests sent to the dead instance before it was marked DOWN were retried on the others
+    victim.start()
+    assert lb.wait_status(BACKEND, victim.name, "UP") == "UP"
+
+
+def _serving(lb: HAProxy) -> list:
+    """The servers with a request in progress, by HAProxy's session count."""
+    return [r["svname"] for r in lb.stats() if r["pxname"] == BACKEND and r["svname"] != "BACKEND"
+            and int(r["scur"] or 0) > 0]
+
+
+def test_plain_request_in_flight_on_a_killed_instance_is_retried_elsewhere(cluster):
+    """retry-on empty-response: the instance died before answering a byte, HAProxy sends the request again."""
+    instances, lb, url = cluster
+    result = {}
+
+    def long_plain() -> None:
+        body = chat(MODEL, content="Tell a long story.", max_tokens=300, ignore_eos=True)
+        result["response"] = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+
+    retries_before = _retries(lb)
+    runner = threading.Thread(target=long_plain)
+    runner.start()
+    busy = []
+    for _ in range(200):
+        busy = _serving(lb)
+        if busy:
+            break
+        time.sleep(0.02)
+    assert len(busy) == 1, busy
+    victim = next(inst for inst in instances if inst.name == busy[0])
+    time.sleep(0.5)  # generating by now
+    victim.stop(signal.SIGKILL)
+    runner.join(120)
+    r = result["response"]
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 300, r.text
     assert _retries(lb) > retries_before
+    assert lb.wait_status(BACKEND, victim.name, "DOWN", timeout=20) == "DOWN"
+    victim.start()
+    assert lb.wait_status(BACKEND, victim.name, "UP") == "UP"
+
+
+def test_requests_to_an_instance_not_yet_marked_down_are_redispatched(cluster):
+    """retry-on conn-failure with redispatch: the instance is gone but HAProxy still lists it UP (its checks
+    are paused here, standing in for the second or two before they notice); every request still succeeds."""
+    instances, lb, url = cluster
+    victim = instances[2]
+    lb.command(f"disable health {BACKEND}/{victim.name}")
+    try:
+        victim.stop(signal.SIGKILL)
+        assert lb.status(BACKEND, victim.name) != "DOWN"  # "no check": in rotation, state frozen
+        retries_before = _retries(lb)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for _ in range(6):  # round robin: two of them are sent to the dead instance first
+                r = client.post("/v1/chat/completions", json=chat(MODEL, max_tokens=2))
+                assert r.status_code == 200, r.text
+        assert _retries(lb) - retries_before >= 2
+    finally:
+        lb.command(f"enable health {BACKEND}/{victim.name}")
+    assert lb.wait_status(BACKEND, victim.name, "DOWN", timeout=20) == "DOWN"
     victim.start()
     assert lb.wait_status(BACKEND, victim.name, "UP") == "UP"
 

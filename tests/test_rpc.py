@@ -119,6 +119,15 @@ def test_greedy_output_on_the_workers_is_identical_to_the_local_engine(engine, s
     assert remote.text == local.text
 
 
+def test_a_second_engine_on_the_same_workers_loads_and_closes(model_path, sharded, workers):
+    # Both share one connection per worker; closing one frees its buffers there, not the connection.
+    other = kolosal.Engine(model_path, n_ctx=512, n_parallel=1, n_threads=1, model_id="other",
+                           rpc_servers=[w.endpoint for w in workers])
+    first = other.complete(PROMPT, max_tokens=8, temperature=0).tokens
+    other.close()
+    assert sharded.complete(PROMPT, max_tokens=8, temperature=0).tokens == first
+
+
 def test_a_lost_worker_fails_the_engine_alone(engine, sharded, workers, tmp_path):
     """Runs last in this module: it kills a worker."""
     gen = sharded.generate("Count from one to one hundred:", max_tokens=400, temperature=0, ignore_eos=True)

@@ -240,6 +240,16 @@ def __getattr__(name: str) -> Any:
 
 # Commands ---------------------------------------------------------------------------------------
 
+def service_class_string() -> str:
+    """What pythonservice.exe is told to load: ``folder\\module.Class``. It puts
+    the folder first on ``sys.path`` before importing, so the folder holding
+    the ``kolosal`` package is named (the environment's site-packages, or the
+    source tree of an editable install) and the service finds this copy of
+    Kolosal whatever Python path it starts with."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return package_parent + "\\" + CLASS_STRING
+
+
 def install(server_args: List[str], name: str = SERVICE_NAME, startup: str = "auto",
             username: Optional[str] = None, password: Optional[str] = None) -> None:
     import win32service
@@ -247,7 +257,7 @@ def install(server_args: List[str], name: str = SERVICE_NAME, startup: str = "au
 
     start_type = {"auto": win32service.SERVICE_AUTO_START, "manual": win32service.SERVICE_DEMAND_START,
                   "disabled": win32service.SERVICE_DISABLED}[startup]
-    win32serviceutil.InstallService(CLASS_STRING, name, DISPLAY_NAME, startType=start_type,
+    win32serviceutil.InstallService(service_class_string(), name, DISPLAY_NAME, startType=start_type,
                                     description=DESCRIPTION, userName=username, password=password)
     win32serviceutil.SetServiceCustomOption(name, ARGS_OPTION, json.dumps(server_args))
     set_failure_actions(name)

@@ -295,7 +295,10 @@ def test_install_registers_the_service_host_with_restart_on_failure(win32, tmp_p
     monkeypatch.chdir(tmp_path)
     assert windows_service.main(["install", "--config", config.name, "--", "--port", "8081"]) == 0
     install = next(c for c in win32.calls if c[0] == "InstallService")
-    assert install[1][:2] == (CLASS_STRING, "KolosalServer")
+    # pythonservice.exe: the folder before the last backslash goes first on sys.path, then module.Class is loaded
+    folder, _, class_string = install[1][0].rpartition("\\")
+    assert class_string == CLASS_STRING and install[1][1] == "KolosalServer"
+    assert Path(folder, "kolosal", "server", "windows_service.py").is_file()
     assert install[2]["startType"] == sys.modules["win32service"].SERVICE_AUTO_START
     assert json.loads(win32.options[("KolosalServer", "ServerArgs")]) == ["--config", str(config), "--port", "8081"]
     configs = [c[1] for c in win32.calls if c[0] == "ChangeServiceConfig2"]

@@ -135,6 +135,7 @@ class HAProxy:
         self.exe = need("haproxy")
         self.config = config
         self.socket_path = socket_path
+        self.stats_url: Optional[str] = None  # the stats page, when the test knows where the config puts it
         self.env = {**os.environ, **(env or {})}
         check = subprocess.run([self.exe, "-c", "-f", str(config)], env=self.env, capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr

@@ -4,6 +4,8 @@ a killed instance costs no non-streaming request and no hung stream, and a
 rolling restart (SIGTERM, drain, start) costs no request at all."""
 from __future__ import annotations
 
+import csv
+import io
 import signal
 import subprocess
 import threading
@@ -33,13 +35,14 @@ def cluster(model_path, tmp_path_factory):
             inst.start(wait=False)
         for inst in instances:
             inst.wait_healthy()
-        lb_port = free_port()
+        lb_port, stats_port = free_port(), free_port()
         env = {"KOLOSAL_LB_BIND": f"127.0.0.1:{lb_port}", "KOLOSAL_LB_SOCKET": str(tmp / "haproxy.sock"),
-               "KOLOSAL_LB_STATS": f"127.0.0.1:{free_port()}",
+               "KOLOSAL_LB_STATS": f"127.0.0.1:{stats_port}",
                **{f"KOLOSAL_{i}": inst.address for i, inst in enumerate(instances, 1)}}
         lb = HAProxy(REPO / "deploy/haproxy/haproxy.cfg", tmp / "haproxy.sock", env)
         for inst in instances:
             assert lb.wait_status(BACKEND, inst.name, "UP") == "UP"
+        lb.stats_url = f"http://127.0.0.1:{stats_port}/stats"
         yield instances, lb, f"http://127.0.0.1:{lb_port}"
     finally:
         if lb is not None:
@@ -63,6 +66,10 @@ def test_load_spreads_over_the_three_instances(cluster):
     counts = [a - b for a, b in zip(after, before)]
     assert sum(counts) == 12
     assert counts == [4, 4, 4], counts  # roundrobin, one request at a time, every server UP
+    # the stats page shows the same as the admin socket
+    page = httpx.get(lb.stats_url + ";csv", timeout=10).text.lstrip("# ")
+    rows = [r for r in csv.DictReader(io.StringIO(page)) if r["pxname"] == BACKEND and r["svname"] != "BACKEND"]
+    assert {r["svname"]: r["status"] for r in rows} == {inst.name: "UP" for inst in instances}
 
 
 def test_kill_9_under_load_loses_no_plain_request_and_hangs_no_stream(cluster):

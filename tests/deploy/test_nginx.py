@@ -139,6 +139,17 @@ def test_server_sees_the_client_and_https_through_nginx(proxy, tls, backend):
     assert line["scheme"] == "https" and line["client"] == "127.0.0.1" and line["path"] == "/v1/models"
 
 
+def test_large_request_bodies_reach_the_server(proxy, tls):
+    """nginx's own 1 MB default would refuse this 2 MB body with an HTML 413;
+    the shipped file lets the server decide (here: an unknown model)."""
+    body = {"model": "no-such-model", "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
+    transport = httpx.HTTPTransport(local_address="127.0.0.4", verify=tls["context"])
+    with httpx.Client(base_url=proxy, timeout=60, transport=transport) as c:
+        r = c.post("/v1/chat/completions", json=body)
+    assert r.status_code == 404, r.text[:300]
+    assert r.json()["error"]["param"] == "model"
+
+
 def test_plain_http_redirects_to_https(nginx_ports):
     r = httpx.get(f"http://127.0.0.1:{nginx_ports['http']}/v1/models?x=1", timeout=10)
     assert r.status_code == 301

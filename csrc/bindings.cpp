@@ -113,6 +113,9 @@ py::dict timings_dict(const Usage & u) {
     d["decode_ms"] = u.decode_ms;
     d["decode_tokens_per_s"] = (u.decode_ms > 0 && u.completion_tokens > 1) ? (u.completion_tokens - 1) * 1000.0 / u.decode_ms : 0.0;
     d["slot"] = u.slot;
+    // speculative decoding, under llama-server's names
+    d["draft_n"] = u.draft_tokens;
+    d["draft_n_accepted"] = u.draft_accepted;
     return d;
 }
 
@@ -342,7 +345,10 @@ PYBIND11_MODULE(_native, m) {
                          int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool embeddings,
                          std::optional<uint32_t> seed, const std::string & flash_attn, bool kv_unified,
                          const std::string & chat_template, float slot_prompt_similarity, int64_t cache_ram_mib,
-                         std::shared_ptr<LoadProgress> progress, std::vector<std::string> rpc_servers) {
+                         std::shared_ptr<LoadProgress> progress, std::vector<std::string> rpc_servers,
+                         const std::vector<std::pair<std::string, float>> & lora, const std::string & spec_type,
+                         const std::string & draft_model, int32_t n_draft, int32_t draft_min, float p_min,
+                         int32_t spec_ngram_n) {
                  EngineConfig c;
                  c.model_path = model_path;
                  c.model_id = model_id;
@@ -366,6 +372,13 @@ PYBIND11_MODULE(_native, m) {
                  c.cache_ram_mib = cache_ram_mib;
                  c.progress = std::move(progress);
                  c.rpc_servers = std::move(rpc_servers);
+                 for (const auto & [path, scale] : lora) c.lora.push_back({path, scale});
+                 c.spec.type = spec_type;
+                 c.spec.draft_model = draft_model;
+                 c.spec.n_draft = n_draft;
+                 c.spec.n_min = draft_min;
+                 c.spec.p_min = p_min;
+                 c.spec.ngram_n = spec_ngram_n;
                  py::gil_scoped_release nogil;
                  return EngineHolder(new Engine(std::move(c)));
              }),
@@ -374,7 +387,10 @@ PYBIND11_MODULE(_native, m) {
              py::arg("main_gpu"), py::arg("tensor_split"), py::arg("use_mmap"), py::arg("use_mlock"),
              py::arg("embeddings"), py::arg("seed"), py::arg("flash_attn"), py::arg("kv_unified"),
              py::arg("chat_template"), py::arg("slot_prompt_similarity") = 0.1f, py::arg("cache_ram_mib") = 2048,
-             py::arg("progress") = py::none(), py::arg("rpc_servers") = std::vector<std::string>{})
+             py::arg("progress") = py::none(), py::arg("rpc_servers") = std::vector<std::string>{},
+             py::arg("lora") = std::vector<std::pair<std::string, float>>{}, py::arg("spec_type") = "",
+             py::arg("draft_model") = "", py::arg("n_draft") = 16, py::arg("draft_min") = 0, py::arg("p_min") = 0.0f,
+             py::arg("spec_ngram_n") = 12)
         .def("close", &Engine::close, py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("failure", &Engine::failure)
         .def("devices", [](const Engine & e) {
@@ -431,6 +447,8 @@ PYBIND11_MODULE(_native, m) {
             d["prompt_cache_saves"] = s.prompt_cache_saves;
             d["prompt_cache_restores"] = s.prompt_cache_restores;
             d["kv_purges"] = s.kv_purges;
+            d["spec_draft_tokens"] = s.spec_draft_tokens;
+            d["spec_accepted_tokens"] = s.spec_accepted_tokens;
             return d;
         })
         .def_property_readonly("profiler", [](Engine & e) -> Profiler & { return e.profiler(); },
@@ -448,7 +466,8 @@ PYBIND11_MODULE(_native, m) {
         .def("token_to_piece", [](const Engine & e, int32_t t, bool special) {
             return py::bytes(e.token_to_piece(t, special));
         }, py::arg("token"), py::arg("special") = false)
-        .def("submit", [](Engine & e, std::vector<int32_t> prompt, const py::dict & params, const ChatPrompt * chat) {
+        .def("submit", [](Engine & e, std::vector<int32_t> prompt, const py::dict & params, const ChatPrompt * chat,
+                          std::optional<LoraRequest> lora) {
             GenParams p = params_from_dict(params);
             if (chat) {
                 // The template's grammar already folds in json_schema / grammar and the tool-call format.
@@ -466,21 +485,37 @@ PYBIND11_MODULE(_native, m) {
             std::shared_ptr<Request> r;
             {
                 py::gil_scoped_release nogil;
-                r = e.submit(std::move(prompt), std::move(p));
+                r = e.submit(std::move(prompt), std::move(p), lora);
             }
             return Generation{r};
-        }, py::arg("prompt"), py::arg("params"), py::arg("chat") = nullptr)
-        .def("submit_many", [](Engine & e, std::vector<std::vector<int32_t>> prompts, const py::dict & params) {
+        }, py::arg("prompt"), py::arg("params"), py::arg("chat") = nullptr, py::arg("lora") = py::none())
+        .def("submit_many", [](Engine & e, std::vector<std::vector<int32_t>> prompts, const py::dict & params,
+                               std::optional<LoraRequest> lora) {
             GenParams p = params_from_dict(params);
             std::vector<std::shared_ptr<Request>> reqs;
             {
                 py::gil_scoped_release nogil;
-                reqs = e.submit_many(std::move(prompts), p);
+                reqs = e.submit_many(std::move(prompts), p, lora);
             }
             py::list out;
             for (auto & r : reqs) out.append(py::cast(Generation{r}));
             return out;
-        }, py::arg("prompts"), py::arg("params"))
+        }, py::arg("prompts"), py::arg("params"), py::arg("lora") = py::none())
+        .def("lora_adapters", [](const Engine & e) {
+            py::list out;
+            for (const auto & a : e.lora_adapters()) {
+                py::dict d;
+                d["id"] = a.id;
+                d["path"] = to_str(a.path);
+                d["scale"] = a.scale;
+                d["task_name"] = to_str(a.task_name);
+                d["prompt_prefix"] = to_str(a.prompt_prefix);
+                out.append(d);
+            }
+            return out;
+        }, "The LoRA adapters with their global scales (llama-server's GET /lora-adapters shape).")
+        .def("set_lora_adapters", &Engine::set_lora_adapters, py::arg("scales"),
+             "Global scales as (id, scale) pairs; adapters not listed get 0.")
         .def("apply_chat_template", [](Engine & e, const std::string & messages_json, const std::string & tools_json,
                                        const std::string & tool_choice, bool parallel_tool_calls, bool add_generation_prompt,
                                        const std::string & json_schema, const std::string & grammar,

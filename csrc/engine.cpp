@@ -179,10 +179,18 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     seed_ = cfg_.seed ? *cfg_.seed : std::random_device{}();
     if (cfg_.embeddings) init_embedding_context();
 
+    lora_ = std::make_unique<LoraSet>(model_.get(), cfg_.lora);
+    if (!cfg_.spec.type.empty()) {
+        SpecConfig sc = cfg_.spec;
+        sc.n_threads = n_threads;
+        if (sc.n_gpu_layers == 0) sc.n_gpu_layers = cfg_.n_gpu_layers;
+        spec_ = std::make_unique<Speculator>(sc, model_.get(), info_.n_ctx_slot);
+    }
+
     ModelMemory mm;
     mm.model_id = cfg_.model_id.empty() ? cfg_.model_path : cfg_.model_id;
     mm.path = cfg_.model_path;
-    mm.weights_bytes = info_.size_bytes;
+    mm.weights_bytes = info_.size_bytes + (spec_ ? spec_->draft_bytes() : 0);  // with the draft model's
     mm.kv_bytes = info_.kv_bytes;
     mem_ = MemoryRegistration(mm);
 
@@ -190,6 +198,8 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     so.slot_prompt_similarity = cfg_.slot_prompt_similarity;
     so.cache_ram_bytes = cfg_.cache_ram_mib < 0 ? SIZE_MAX : size_t(cfg_.cache_ram_mib) << 20;
     so.kv_unified = cfg_.kv_unified;
+    so.lora = lora_.get();
+    so.spec = spec_.get();
     scheduler_ = std::make_unique<Scheduler>(ctx_.get(), model, cfg_.n_parallel, profiler_, so);
     {
         std::lock_guard<std::mutex> lock(fail_mutex_);
@@ -213,6 +223,7 @@ void Engine::close() {
     } else {
         gate_.wait_idle();
     }
+    if (spec_) spec_->abort();  // a draft being decoded stops too
     // Cancels every request and interrupts a running decode, then joins the thread.
     if (failed_ || (scheduler_ && !scheduler_->shutdown())) {
         // A lost RPC worker: the scheduler thread may be blocked for good in
@@ -227,6 +238,8 @@ void Engine::close() {
         sched_ = nullptr;
     }
     scheduler_.reset();
+    lora_.reset();  // adapters go before their model
+    spec_.reset();
     mem_.reset();
     std::lock_guard<std::mutex> lock(embd_mutex_);
     embd_ctx_.reset();
@@ -285,7 +298,18 @@ std::string Engine::token_to_piece(int32_t token, bool special) const {
     return common_token_to_piece(vocab_, token, special);
 }
 
-std::shared_ptr<Request> Engine::make_request(std::vector<int32_t> prompt, GenParams params) {
+std::vector<LoraInfo> Engine::lora_adapters() const {
+    auto pass = enter();
+    return lora_->list();
+}
+
+void Engine::set_lora_adapters(const LoraRequest & scales) {
+    auto pass = enter();
+    lora_->set_global(scales);
+}
+
+std::shared_ptr<Request> Engine::make_request(std::vector<int32_t> prompt, GenParams params,
+                                              const std::optional<LoraRequest> & lora) {
     if (failed_) throw WorkerUnreachableError(failure());
     if (prompt.empty()) throw InvalidParameterError("prompt", "the prompt is empty");
     for (int32_t t : prompt) {
@@ -296,7 +320,9 @@ std::shared_ptr<Request> Engine::make_request(std::vector<int32_t> prompt, GenPa
                                    std::to_string(info_.n_ctx_slot) + " tokens");
     }
     validate(params, info_.n_vocab);
+    std::vector<float> lora_scales = lora_->resolve(lora);
     auto req = std::make_shared<Request>();
+    req->lora = std::move(lora_scales);
     req->id = next_request_id_++;
     common_params_sampling sp = to_common(params, vocab_, seed_ + uint32_t(req->id), info_.n_ctx_slot);
     try {
@@ -311,18 +337,20 @@ std::shared_ptr<Request> Engine::make_request(std::vector<int32_t> prompt, GenPa
     return req;
 }
 
-std::shared_ptr<Request> Engine::submit(std::vector<int32_t> prompt, GenParams params) {
+std::shared_ptr<Request> Engine::submit(std::vector<int32_t> prompt, GenParams params,
+                                        const std::optional<LoraRequest> & lora) {
     auto pass = enter();
-    auto req = make_request(std::move(prompt), std::move(params));
+    auto req = make_request(std::move(prompt), std::move(params), lora);
     scheduler_->submit({req});
     return req;
 }
 
-std::vector<std::shared_ptr<Request>> Engine::submit_many(std::vector<std::vector<int32_t>> prompts, const GenParams & params) {
+std::vector<std::shared_ptr<Request>> Engine::submit_many(std::vector<std::vector<int32_t>> prompts, const GenParams & params,
+                                                          const std::optional<LoraRequest> & lora) {
     auto pass = enter();
     std::vector<std::shared_ptr<Request>> reqs;
     try {
-        for (auto & p : prompts) reqs.push_back(make_request(std::move(p), params));
+        for (auto & p : prompts) reqs.push_back(make_request(std::move(p), params, lora));
     } catch (...) {
         for (auto & r : reqs) {
             if (r->sampler) common_sampler_free(r->sampler);

@@ -3,11 +3,13 @@
 #pragma once
 
 #include "call_gate.h"
+#include "lora.h"
 #include "load_progress.h"
 #include "memory_manager.h"
 #include "profiler.h"
 #include "request.h"
 #include "rpc.h"
+#include "speculative.h"
 #include "scheduler.h"
 
 #include "chat.h"
@@ -46,6 +48,8 @@ struct EngineConfig {
     std::string chat_template;    // override of the model's template (Jinja source or a built-in name)
     float slot_prompt_similarity = 0.1f;  // share of a prompt a slot's cached prefix must cover to be reused (0: LRU only)
     int64_t cache_ram_mib = 2048;         // host-memory prompt cache bound in MiB; 0: off, -1: unbounded
+    std::vector<LoraSpec> lora;           // LoRA adapters and their global scales
+    SpecConfig spec;                      // speculative decoding (type "": off)
     std::vector<std::string> rpc_servers;  // host:port of RPC workers that take the layers (kolosal.rpc_worker)
     std::shared_ptr<LoadProgress> progress;  // fed by llama.cpp while the weights load (optional)
 };
@@ -153,9 +157,16 @@ public:
     std::string token_to_piece(int32_t token, bool special) const;
 
     // Validates, builds the sampler (grammar errors surface here), queues.
-    std::shared_ptr<Request> submit(std::vector<int32_t> prompt, GenParams params);
+    // `lora`: the request's adapter scales by id (unlisted: 0); none: the global scales.
+    std::shared_ptr<Request> submit(std::vector<int32_t> prompt, GenParams params,
+                                    const std::optional<LoraRequest> & lora = std::nullopt);
     // Several prompts with the same parameters, queued at once (prefilled together).
-    std::vector<std::shared_ptr<Request>> submit_many(std::vector<std::vector<int32_t>> prompts, const GenParams & params);
+    std::vector<std::shared_ptr<Request>> submit_many(std::vector<std::vector<int32_t>> prompts, const GenParams & params,
+                                                      const std::optional<LoraRequest> & lora = std::nullopt);
+
+    // The LoRA adapters with their global scales; setting them affects later requests without their own list.
+    std::vector<LoraInfo> lora_adapters() const;
+    void set_lora_adapters(const LoraRequest & scales);
 
     ChatPrompt apply_chat_template(const std::string & messages_json, const std::string & tools_json,
                                    const std::string & tool_choice, bool parallel_tool_calls,
@@ -173,7 +184,8 @@ public:
     static int32_t pooled_size(enum llama_pooling_type pooling, int32_t n_cls_out, int32_t n_embd_out, int32_t n_embd);
 
 private:
-    std::shared_ptr<Request> make_request(std::vector<int32_t> prompt, GenParams params);
+    std::shared_ptr<Request> make_request(std::vector<int32_t> prompt, GenParams params,
+                                          const std::optional<LoraRequest> & lora);
     CallGate::Pass enter() const { return gate_.enter(); }
     void init_embedding_context();
     static bool abort_embedding(void * engine);
@@ -204,6 +216,8 @@ private:
     common_chat_templates_ptr templates_;
     std::mutex embd_mutex_;
     llama_context_ptr embd_ctx_;
+    std::unique_ptr<LoraSet> lora_;
+    std::unique_ptr<Speculator> spec_;
     MemoryRegistration mem_;
     std::unique_ptr<Scheduler> scheduler_;
 

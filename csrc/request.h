@@ -55,6 +55,8 @@ struct Usage {
     int32_t prompt_tokens = 0;
     int32_t cached_tokens = 0;
     int32_t completion_tokens = 0;
+    int32_t draft_tokens = 0;     // tokens proposed by speculative decoding
+    int32_t draft_accepted = 0;   // of those, the ones the model agreed with
     double queue_ms = 0.0;
     double ttft_ms = 0.0;
     double prompt_ms = 0.0;
@@ -70,6 +72,7 @@ struct Request {
     GenParams params;
     common_sampler * sampler = nullptr;  // created on submit, freed by the scheduler (or with the request)
     std::vector<int32_t> preserved;      // sorted control tokens whose text is returned (template's preserved_tokens)
+    std::vector<float> lora;             // scale of each of the model's LoRA adapters for this request
     std::atomic<bool> cancelled{false};
     clock::time_point t_submit = clock::now();
 

@@ -21,6 +21,7 @@ struct Scheduler::Slot {
     int32_t id = 0;
     std::shared_ptr<Request> req;
     std::vector<llama_token> cache;  // tokens whose KV is in this sequence
+    std::vector<float> lora;         // the LoRA scales that KV was computed with
     size_t n_prompt_done = 0;        // prompt tokens already in `cache` or in the batch
     bool generating = false;
     int32_t i_batch = -1;            // row of this slot's logits in the current batch
@@ -152,6 +153,8 @@ SchedulerStats Scheduler::stats() const {
     st.prompt_cache_saves = cache_.saves();
     st.prompt_cache_restores = cache_.restores();
     st.kv_purges = kv_purges_.load();
+    st.spec_draft_tokens = spec_drafted_.load();
+    st.spec_accepted_tokens = spec_accepted_.load();
     return st;
 }
 
@@ -188,7 +191,10 @@ void Scheduler::step() {
     for (auto & s : slots_) {
         if (s->req && s->req->cancelled.load()) finish(*s, Finish::cancelled);
     }
+    choose_lora();
+    if (speculate()) return;
     if (!build_batch()) return;
+    if (opts_.lora && !opts_.lora->empty()) opts_.lora->apply(ctx_, active_lora_);
     for (;;) {
         int32_t ret = -1;
         try {
@@ -222,7 +228,7 @@ bool Scheduler::purge_idle(const Slot * except) {
         if (!idle || s->last_used < idle->last_used) idle = s.get();
     }
     if (!idle) return false;
-    cache_.save(ctx_, idle->id, idle->cache);
+    cache_.save(ctx_, idle->id, idle->cache, lora_tag(idle->lora));
     llama_memory_seq_rm(llama_get_memory(ctx_), idle->id, -1, -1);
     idle->cache.clear();
     kv_purges_++;
@@ -345,11 +351,20 @@ void Scheduler::admit_queued() {
             ScopedTimer t(profiler_, "prompt_cache");
             // With kv_unified the restored state needs free cells: idle slots give theirs up.
             auto purge = [&] { return opts_.kv_unified && purge_idle(&s); };
-            if (!cache_.exchange(ctx_, s.id, req->prompt, s.cache, purge)) {
+            const uint64_t restores = cache_.restores();
+            if (!cache_.exchange(ctx_, s.id, req->prompt, s.cache, purge, lora_tag(s.lora), lora_tag(req->lora))) {
                 llama_memory_seq_rm(mem, s.id, -1, -1);
                 s.cache.clear();
+            } else if (cache_.restores() != restores) {
+                s.lora = req->lora;  // the restored state was computed with the request's adapters
             }
         }
+        if (!lora_same(s.lora, req->lora)) {
+            // KV computed with other adapter scales is of no use to this request.
+            llama_memory_seq_rm(mem, s.id, -1, -1);
+            s.cache.clear();
+        }
+        s.lora = req->lora;
         // Keep the shared prefix, but always evaluate at least the last prompt token to get logits.
         size_t keep = std::min(common_prefix(s.cache, req->prompt), req->prompt.size() - 1);
         if (!llama_memory_seq_rm(mem, s.id, llama_pos(keep), -1)) {
@@ -383,16 +398,19 @@ bool Scheduler::build_batch() {
         s->i_batch = -1;
         s->n_batch_tokens = 0;
     }
+    // Only requests with the chosen adapter scales: llama.cpp applies adapters to the whole batch.
+    const bool by_lora = opts_.lora && !opts_.lora->empty();
+    auto other_lora = [&](const Slot & s) { return by_lora && !lora_same(s.req->lora, active_lora_); };
     // One decode step for every generating slot first: they never wait behind prompts.
     for (auto & s : slots_) {
-        if (!s->req || !s->generating) continue;
+        if (!s->req || !s->generating || other_lora(*s)) continue;
         s->i_batch = batch_.n_tokens;
         batch_add(batch_, s->last_token, llama_pos(s->cache.size()), s->id, true);
         s->n_batch_tokens = 1;
     }
     // Then prompt chunks, in slot order, while the batch has room.
     for (auto & s : slots_) {
-        if (!s->req || s->generating) continue;
+        if (!s->req || s->generating || other_lora(*s)) continue;
         const auto & prompt = s->req->prompt;
         while (s->n_prompt_done < prompt.size() && batch_.n_tokens < n_batch_) {
             const bool last = s->n_prompt_done + 1 == prompt.size();
@@ -403,6 +421,90 @@ bool Scheduler::build_batch() {
         }
     }
     return batch_.n_tokens > 0;
+}
+
+bool Scheduler::speculate() {
+    // Single-sequence speculative decoding: with one request in flight, the
+    // proposed tokens are checked in one decode call after its last token;
+    // the sampler keeps the longest prefix it agrees with, plus its own next
+    // token. With several requests, continuous batching goes on as usual.
+    if (!opts_.spec) return false;
+    Slot * only = nullptr;
+    for (auto & s : slots_) {
+        if (!s->req) continue;
+        if (only) return false;
+        only = s.get();
+    }
+    if (!only || !only->generating || only->req->cancelled.load()) return false;
+    Slot & s = *only;
+    Request & req = *s.req;
+    if (req.params.logprobs || req.params.n_probs > 0) return false;  // log-probabilities come one token at a time
+    int64_t n_max = opts_.spec->config().n_draft;
+    n_max = std::min<int64_t>(n_max, int64_t(n_ctx_slot_) - int64_t(s.cache.size()) - 2);
+    n_max = std::min<int64_t>(n_max, int64_t(n_batch_) - 1);
+    if (req.params.max_tokens >= 0) n_max = std::min<int64_t>(n_max, int64_t(req.params.max_tokens) - s.n_generated - 1);
+    if (n_max < 1) return false;
+    std::vector<llama_token> draft;
+    {
+        ScopedTimer t(profiler_, "draft");
+        draft = opts_.spec->draft(s.cache, s.last_token, int32_t(n_max));
+    }
+    if (draft.empty()) return false;
+    const llama_pos p0 = llama_pos(s.cache.size());
+    batch_.n_tokens = 0;
+    batch_add(batch_, s.last_token, p0, s.id, true);
+    for (size_t i = 0; i < draft.size(); ++i) batch_add(batch_, draft[i], p0 + 1 + llama_pos(i), s.id, true);
+    if (opts_.lora && !opts_.lora->empty()) opts_.lora->apply(ctx_, req.lora);
+    int32_t ret = -1;
+    {
+        ScopedTimer t(profiler_, "decode");
+        ret = llama_decode(ctx_, batch_);
+    }
+    llama_memory_t mem = llama_get_memory(ctx_);
+    batch_.n_tokens = 0;
+    if (ret != 0) {
+        // Nothing is lost: the cells past the sequence go, and the usual step decodes its token.
+        llama_memory_seq_rm(mem, s.id, p0, -1);
+        return ret == 2 && abort_.load();  // interrupted by shutdown(): nothing more to do
+    }
+    decode_calls_++;
+    std::vector<llama_token> ids;
+    try {
+        ScopedTimer t(profiler_, "sample");
+        ids = common_sampler_sample_and_accept_n(req.sampler, ctx_, draft);
+    } catch (const std::exception & e) {
+        llama_memory_seq_rm(mem, s.id, p0, -1);
+        finish(s, Finish::error, std::string("sampling failed: ") + e.what());
+        return true;
+    }
+    const size_t n_accepted = ids.size() - 1;
+    s.cache.push_back(s.last_token);
+    s.cache.insert(s.cache.end(), draft.begin(), draft.begin() + long(n_accepted));
+    llama_memory_seq_rm(mem, s.id, llama_pos(s.cache.size()), -1);  // the rejected proposals
+    spec_drafted_ += draft.size();
+    spec_accepted_ += n_accepted;
+    s.usage.draft_tokens += int32_t(draft.size());
+    s.usage.draft_accepted += int32_t(n_accepted);
+    for (llama_token tok : ids) {
+        take(s, tok);
+        if (!s.req) break;  // finished (end of generation, stop string, max_tokens)
+    }
+    return true;
+}
+
+void Scheduler::choose_lora() {
+    // Requests with different adapter scales take turns: the scales of the
+    // next busy slot after the one served last.
+    active_lora_.clear();
+    if (!opts_.lora || opts_.lora->empty()) return;
+    const size_t n = slots_.size();
+    for (size_t k = 0; k < n; ++k) {
+        const size_t i = (lora_turn_ + k) % n;
+        if (!slots_[i]->req) continue;
+        active_lora_ = slots_[i]->req->lora;
+        lora_turn_ = (i + 1) % n;
+        return;
+    }
 }
 
 void Scheduler::unbuild_batch() {
@@ -451,6 +553,12 @@ void Scheduler::sample(Slot & s) {
         tok = common_sampler_sample(req.sampler, ctx_, s.i_batch);
         common_sampler_accept(req.sampler, tok, true);
     }
+    take(s, tok);
+}
+
+void Scheduler::take(Slot & s, llama_token tok) {
+    // The sampled token `tok` is the request's next one: stop conditions, text, output.
+    Request & req = *s.req;
     const auto now = Request::clock::now();
     if (s.n_generated == 0) {
         s.t_first = now;

@@ -7,9 +7,11 @@
 // only touch the queue and the requests.
 #pragma once
 
+#include "lora.h"
 #include "profiler.h"
 #include "prompt_cache.h"
 #include "request.h"
+#include "speculative.h"
 
 #include "llama.h"
 
@@ -39,6 +41,8 @@ struct SchedulerStats {
     uint64_t prompt_cache_saves = 0;
     uint64_t prompt_cache_restores = 0;
     uint64_t kv_purges = 0;                 // idle slots cleared to make room (kv_unified)
+    uint64_t spec_draft_tokens = 0;         // tokens proposed by speculative decoding
+    uint64_t spec_accepted_tokens = 0;      // of those, the ones the model agreed with
 };
 
 struct SchedulerOptions {
@@ -50,6 +54,10 @@ struct SchedulerOptions {
     size_t cache_ram_bytes = 0;
     // All sequences share one pool of KV cells: idle slots are purged when it runs out.
     bool kv_unified = false;
+    // The model's LoRA adapters: requests with different scales are decoded in separate batches.
+    const LoraSet * lora = nullptr;
+    // Speculative decoding, while a single request is in flight (null: off).
+    Speculator * spec = nullptr;
 };
 
 class Scheduler {
@@ -82,12 +90,15 @@ private:
     void admit_queued();
     Slot * pick_slot(const std::vector<int32_t> & prompt, bool & give_away);
     void prepare(Request & req) const;
+    void choose_lora();
     bool build_batch();
     void unbuild_batch();
     bool make_room();
     bool purge_idle(const Slot * except);
     void process_outputs();
     void sample(Slot & s);
+    void take(Slot & s, llama_token tok);
+    bool speculate();
     void emit(Slot & s, bool final_flush);
     void finish(Slot & s, Finish f, const std::string & err = {}, const std::string & stop_word = {});
     void fail_batch(const std::string & err);
@@ -102,6 +113,8 @@ private:
     std::vector<std::unique_ptr<Slot>> slots_;
     uint64_t tick_ = 0;
     SchedulerOptions opts_;
+    std::vector<float> active_lora_;  // the adapter scales of the batch being built
+    size_t lora_turn_ = 0;           // the slot whose adapter scales go next when several differ
     PromptCache cache_;
 
     mutable std::mutex queue_mutex_;
@@ -120,6 +133,7 @@ private:
 
     std::atomic<uint64_t> requests_done_{0}, prompt_tokens_{0}, cached_tokens_{0}, generated_tokens_{0}, decode_calls_{0},
         kv_purges_{0};
+    std::atomic<uint64_t> spec_drafted_{0}, spec_accepted_{0};
     std::thread thread_;
 };
 

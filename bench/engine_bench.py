@@ -7,6 +7,10 @@ and its 8-stream aggregate decode speed against `llama-batched-bench`
 (bench/build_llama_tools.sh), same model, same thread count.
 
     python bench/engine_bench.py [--model PATH] [--repeat 3] [--markdown]
+
+On a GPU build, ``--n-gpu-layers -1`` puts every layer on the GPU for both
+sides and ``--tools build/llama-tools-cuda`` takes llama.cpp's CUDA tools
+(``LLAMA_TOOLS_CUDA=1 bash bench/build_llama_tools.sh``).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from kolosal import demo_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "build" / "llama-tools" / "bin"
+NGL = 0  # layers on the GPU, for llama.cpp's tools and kolosal alike (--n-gpu-layers)
 
 
 def run_tool(args: list[str]) -> str:
@@ -35,7 +40,7 @@ def run_tool(args: list[str]) -> str:
 
 def llama_bench_tg(model: str, threads: int, n_gen: int, repeat: int) -> float:
     out = run_tool([str(TOOLS / "llama-bench"), "-m", model, "-p", "0", "-n", str(n_gen), "-t", str(threads),
-                    "-r", str(repeat), "-o", "json"])
+                    "-r", str(repeat), "-ngl", str(NGL), "-o", "json"])
     return float(json.loads(out)[0]["avg_ts"])
 
 
@@ -43,7 +48,7 @@ def llama_batched_bench_tg(model: str, threads: int, npl: int, n_prompt: int, n_
     ctx = npl * (n_prompt + n_gen) + 256
     out = run_tool([str(TOOLS / "llama-batched-bench"), "-m", model, "-c", str(ctx), "-b", "2048", "-ub", "512",
                     "-npp", str(n_prompt), "-ntg", str(n_gen), "-npl", str(npl), "-t", str(threads),
-                    "--output-format", "jsonl"])
+                    "-ngl", str(NGL), "--output-format", "jsonl"])
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return float(rows[-1]["speed_tg"])
 
@@ -69,12 +74,17 @@ def kolosal_batched(engine: "kolosal.Engine", npl: int, n_prompt: int, n_gen: in
 
 
 def main() -> None:
+    global TOOLS, NGL
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="GGUF file (default: the demo model)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ap.add_argument("--n-gpu-layers", type=int, default=0, help="layers on the GPU (-1: all), both sides")
+    ap.add_argument("--tools", type=Path, default=TOOLS.parent,
+                    help="llama.cpp's tools build dir (default build/llama-tools)")
     args = ap.parse_args()
+    TOOLS, NGL = args.tools / "bin", args.n_gpu_layers
     model = args.model or str(demo_model.ensure(quiet=True))
     if not (TOOLS / "llama-bench").exists():
         sys.exit("build llama.cpp's tools first: bash bench/build_llama_tools.sh")
@@ -84,8 +94,9 @@ def main() -> None:
     # the same machine state; medians are reported.
     npl, n_prompt, n_gen = 8, 128, 128
     ref1, ours1, ref8, ours8 = [], [], [], []
-    with kolosal.Engine(model, n_ctx=1024, n_parallel=1, n_threads=args.threads) as single, \
-            kolosal.Engine(model, n_ctx=npl * (n_prompt + n_gen + 256), n_parallel=npl, n_threads=args.threads) as multi:
+    with kolosal.Engine(model, n_ctx=1024, n_parallel=1, n_threads=args.threads, n_gpu_layers=NGL) as single, \
+            kolosal.Engine(model, n_ctx=npl * (n_prompt + n_gen + 256), n_parallel=npl, n_threads=args.threads,
+                           n_gpu_layers=NGL) as multi:
         single.complete("warm up", max_tokens=8, ignore_eos=True)
         multi.complete("warm up", max_tokens=8, ignore_eos=True)
         for rep in range(args.repeat):

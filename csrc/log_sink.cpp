@@ -32,8 +32,31 @@ Sink & sink() {
     return *s;
 }
 
+thread_local ErrorCapture * t_capture = nullptr;
+
+}  // namespace
+
+void capture_error_line(const char * text) {
+    if (!t_capture) return;
+    std::string line(text);
+    while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+    if (!line.empty()) t_capture->lines_.push_back(std::move(line));
+}
+
+ErrorCapture::ErrorCapture() : outer_(t_capture) { t_capture = this; }
+ErrorCapture::~ErrorCapture() { t_capture = outer_; }
+
+std::string ErrorCapture::text() const {
+    std::string out;
+    for (const auto & l : lines_) out += (out.empty() ? "" : "; ") + l;
+    return out;
+}
+
+namespace {
+
 void log_callback(ggml_log_level level, const char * text, void *) {
     Sink & k = sink();
+    if (level == GGML_LOG_LEVEL_ERROR) capture_error_line(text);
     std::unique_lock<std::mutex> lock(k.mutex);
     if (level != GGML_LOG_LEVEL_CONT) k.line_level = level;
     const int lvl = k.line_level;

@@ -28,7 +28,8 @@ void PromptCache::drop(Iter it) {
     entries_list_.erase(it);
 }
 
-PromptCache::Iter PromptCache::find_best(const std::vector<llama_token> & prompt, const std::vector<llama_token> & tokens) {
+PromptCache::Iter PromptCache::find_best(const std::vector<llama_token> & prompt, const std::vector<llama_token> & tokens,
+                                         uint64_t tag) {
     auto best = entries_list_.end();
     if (prompt.empty()) return best;
     const size_t lcp_now = common_prefix(tokens, prompt);
@@ -36,6 +37,7 @@ PromptCache::Iter PromptCache::find_best(const std::vector<llama_token> & prompt
     float keep_best = tokens.empty() ? -1.0f : float(lcp_now) / float(tokens.size());
     float sim_best = float(lcp_now) / float(prompt.size());
     for (auto it = entries_list_.begin(); it != entries_list_.end(); ++it) {
+        if (it->tag != tag) continue;
         const size_t lcp = common_prefix(it->tokens, prompt);
         if (lcp == 0) continue;
         const float keep = float(lcp) / float(it->tokens.size());
@@ -51,15 +53,16 @@ PromptCache::Iter PromptCache::find_best(const std::vector<llama_token> & prompt
     return best;
 }
 
-bool PromptCache::save(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens) {
-    return save_keeping(ctx, seq, tokens, restoring_);
+bool PromptCache::save(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens, uint64_t tag) {
+    return save_keeping(ctx, seq, tokens, restoring_, tag);
 }
 
-bool PromptCache::save_keeping(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens, Iter keep) {
+bool PromptCache::save_keeping(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens, Iter keep,
+                               uint64_t tag) {
     if (!enabled() || tokens.empty()) return false;
     // Already kept: an entry holds these tokens (and maybe more).
     for (const auto & e : entries_list_) {
-        if (common_prefix(e.tokens, tokens) == tokens.size()) return false;
+        if (e.tag == tag && common_prefix(e.tokens, tokens) == tokens.size()) return false;
     }
     const size_t size = llama_state_seq_get_size_ext(ctx, seq, LLAMA_STATE_SEQ_FLAGS_NONE);
     if (size == 0) return false;
@@ -70,7 +73,7 @@ bool PromptCache::save_keeping(llama_context * ctx, llama_seq_id seq, const std:
     // Entries this state extends are worth nothing once it is kept.
     for (auto it = entries_list_.begin(); it != entries_list_.end();) {
         auto next = std::next(it);
-        if (it != keep && common_prefix(it->tokens, tokens) == it->tokens.size()) drop(it);
+        if (it != keep && it->tag == tag && common_prefix(it->tokens, tokens) == it->tokens.size()) drop(it);
         it = next;
     }
     // Make room before allocating, oldest first, so the limit holds.
@@ -87,6 +90,7 @@ bool PromptCache::save_keeping(llama_context * ctx, llama_seq_id seq, const std:
     try {
         e.state.resize(size);
         e.tokens = tokens;
+        e.tag = tag;
     } catch (const std::bad_alloc &) {
         publish();
         return false;
@@ -104,11 +108,13 @@ bool PromptCache::save_keeping(llama_context * ctx, llama_seq_id seq, const std:
 }
 
 bool PromptCache::exchange(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & prompt,
-                           std::vector<llama_token> & tokens, const std::function<bool()> & make_room) {
+                           std::vector<llama_token> & tokens, const std::function<bool()> & make_room, uint64_t tag,
+                           uint64_t want_tag) {
     if (!enabled()) return true;
     // Chosen before saving, so that making room for the save cannot push it out.
-    const Iter best = find_best(prompt, tokens);
-    save_keeping(ctx, seq, tokens, best);
+    // What the sequence holds is only worth keeping in place for a prompt computed the same way.
+    const Iter best = find_best(prompt, tag == want_tag ? tokens : std::vector<llama_token>{}, want_tag);
+    save_keeping(ctx, seq, tokens, best, tag);
     if (best == entries_list_.end()) return true;
     restoring_ = best;
     size_t n = 0;

@@ -34,13 +34,17 @@ public:
     // room for the entry, `make_room` is asked to free some (it may save()
     // other sequences meanwhile) until it returns false. Returns false when
     // the restore failed: the sequence must then be cleared by the caller.
+    // `tag` tells states of the same tokens apart when they were computed
+    // differently (e.g. with other LoRA scales): only entries with the tag
+    // of the new prompt (`want_tag`) are restored; the saved one gets `tag`.
     bool exchange(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & prompt,
-                  std::vector<llama_token> & tokens, const std::function<bool()> & make_room);
+                  std::vector<llama_token> & tokens, const std::function<bool()> & make_room, uint64_t tag = 0,
+                  uint64_t want_tag = 0);
 
     // Copies the state of sequence `seq` (holding `tokens`) into the cache,
     // unless an entry already holds these tokens or the state alone exceeds
     // the limit. Entries that `tokens` extends are dropped; old ones make room.
-    bool save(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens);
+    bool save(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens, uint64_t tag = 0);
 
     void clear();
 
@@ -48,11 +52,13 @@ private:
     struct Entry {
         std::vector<llama_token> tokens;
         std::vector<uint8_t> state;
+        uint64_t tag = 0;
     };
 
     using Iter = std::list<Entry>::iterator;
-    Iter find_best(const std::vector<llama_token> & prompt, const std::vector<llama_token> & tokens);
-    bool save_keeping(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens, Iter keep);
+    Iter find_best(const std::vector<llama_token> & prompt, const std::vector<llama_token> & tokens, uint64_t tag);
+    bool save_keeping(llama_context * ctx, llama_seq_id seq, const std::vector<llama_token> & tokens, Iter keep,
+                      uint64_t tag);
     void drop(Iter it);
     void publish();
 

@@ -62,6 +62,69 @@ def _template_kwargs(value: Any) -> Dict[str, Any]:
     return dict(value)
 
 
+def _lora_specs(value: Any) -> List[tuple]:
+    """A model's adapters: ``[{"path", "scale"}]`` (scale defaults to 1) or paths."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise InvalidParameterError("lora must be a list of {path, scale} adapters", param="lora")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, (str, os.PathLike)):
+            item = {"path": item}
+        if not isinstance(item, Mapping) or "path" not in item or set(item) - {"path", "scale"}:
+            raise InvalidParameterError(f"lora[{i}] must be an object with 'path' and optionally 'scale'", param="lora")
+        scale = item.get("scale", 1.0)
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+            raise InvalidParameterError(f"lora[{i}].scale must be a number", param="lora")
+        out.append((os.fspath(item["path"]), float(scale)))
+    return out
+
+
+def _lora_request(value: Any) -> Optional[List[tuple]]:
+    """A request's adapter scales, llama-server's shape: ``[{"id", "scale"}]``."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise InvalidParameterError("lora must be a list of {id, scale} objects", param="lora")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping) or set(item) - {"id", "scale"} or "id" not in item:
+            raise InvalidParameterError(f"lora[{i}] must be an object with 'id' and 'scale'", param="lora")
+        ident, scale = item["id"], item.get("scale", 0.0)
+        if not isinstance(ident, int) or isinstance(ident, bool):
+            raise InvalidParameterError(f"lora[{i}].id must be an integer adapter id", param="lora")
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+            raise InvalidParameterError(f"lora[{i}].scale must be a number", param="lora")
+        out.append((ident, float(scale)))
+    return out
+
+
+SPEC_TYPES = ("draft", "ngram")
+
+
+def _spec_args(draft_model: Any, spec_type: Optional[str], n_draft: Any, draft_min: Any, p_min: Any,
+               spec_ngram_n: Any) -> Dict[str, Any]:
+    """Speculative decoding settings for the native engine (``spec_type`` "": off)."""
+    if spec_type is None:
+        spec_type = "draft" if draft_model is not None else ""
+    if spec_type and spec_type not in SPEC_TYPES:
+        raise InvalidParameterError(f"spec_type must be one of {', '.join(SPEC_TYPES)}; got {spec_type!r}",
+                                    param="spec_type")
+    if spec_type == "draft" and draft_model is None:
+        raise InvalidParameterError("spec_type 'draft' needs a draft_model", param="draft_model")
+    if spec_type != "draft" and draft_model is not None:
+        raise InvalidParameterError("draft_model is only used with spec_type 'draft'", param="spec_type")
+    for name, value, low, high in (("n_draft", n_draft, 1, 256), ("draft_min", draft_min, 0, 256),
+                                   ("spec_ngram_n", spec_ngram_n, 1, 1024)):
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise InvalidParameterError(f"{name} must be an integer in [{low}, {high}]", param=name)
+    if not isinstance(p_min, (int, float)) or isinstance(p_min, bool) or not 0.0 <= p_min <= 1.0:
+        raise InvalidParameterError("p_min must be a number in [0, 1]", param="p_min")
+    return {"spec_type": spec_type, "draft_model": os.fspath(draft_model) if draft_model is not None else "",
+            "n_draft": n_draft, "draft_min": draft_min, "p_min": float(p_min), "spec_ngram_n": spec_ngram_n}
+
+
 def _native_params(params: Mapping[str, Any]) -> Dict[str, Any]:
     unknown = set(params) - _SAMPLING_KEYS
     if unknown:
@@ -346,6 +409,13 @@ class Engine:
         reasoning_format: str = "auto",
         chat_template_kwargs: Optional[Mapping[str, Any]] = None,
         load_progress: Optional["_native.LoadProgress"] = None,
+        lora: Optional[Sequence[Union[Mapping[str, Any], str]]] = None,
+        draft_model: Optional[Union[str, "os.PathLike[str]"]] = None,
+        spec_type: Optional[str] = None,
+        n_draft: int = 16,
+        draft_min: int = 0,
+        p_min: float = 0.0,
+        spec_ngram_n: int = 12,
     ) -> None:
         for name, value, low in (("n_ctx", n_ctx, 0), ("n_parallel", n_parallel, 1), ("n_batch", n_batch, 1),
                                  ("n_ubatch", n_ubatch, 1)):
@@ -387,6 +457,8 @@ class Engine:
             cache_ram_mib=cache_ram_mib,
             rpc_servers=endpoints,
             progress=load_progress,
+            lora=_lora_specs(lora),
+            **_spec_args(draft_model, spec_type, n_draft, draft_min, p_min, spec_ngram_n),
         )
         self._info = self._native.info()
         self._chat_caps = self._native.chat_template_caps()
@@ -457,6 +529,19 @@ class Engine:
         ``chat`` offers tools through a system message and a JSON answer)."""
         return bool(self._chat_caps.get("supports_tool_calls", False))
 
+    # -- LoRA adapters ----------------------------------------------------------
+    def lora_adapters(self) -> List[Dict[str, Any]]:
+        """The model's LoRA adapters (``lora=`` at load) with their global
+        scales, as llama-server's ``GET /lora-adapters`` lists them: ``id``,
+        ``path``, ``scale``, ``task_name``, ``prompt_prefix``."""
+        return self._native.lora_adapters()
+
+    def set_lora_adapters(self, scales: Sequence[Mapping[str, Any]]) -> None:
+        """Set the global scales, llama-server's ``POST /lora-adapters``:
+        ``[{"id", "scale"}]``; adapters not listed get 0. Requests that give
+        their own ``lora`` list use theirs instead."""
+        self._native.set_lora_adapters(_lora_request(scales) or [])
+
     # -- tokenizer -----------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> List[int]:
         if not isinstance(text, str):
@@ -477,7 +562,8 @@ class Engine:
     def generate(self, prompt: Prompt, **params: Any) -> Generation:
         """Start generating; returns at once with an iterable handle."""
         tokens = self._prompt_tokens(prompt)
-        return Generation(self._native.submit(tokens, _native_params(params)), self)
+        lora = _lora_request(params.pop("lora", None))
+        return Generation(self._native.submit(tokens, _native_params(params), None, lora), self)
 
     def generate_many(self, prompts: Sequence[Prompt], **params: Any) -> List[Generation]:
         """Start several generations with the same parameters at once: they are
@@ -485,7 +571,8 @@ class Engine:
         if isinstance(prompts, str) or not prompts:
             raise InvalidParameterError("prompts must be a non-empty list of prompts", param="prompts")
         tokens = [self._prompt_tokens(p) for p in prompts]
-        return [Generation(n, self) for n in self._native.submit_many(tokens, _native_params(params))]
+        lora = _lora_request(params.pop("lora", None))
+        return [Generation(n, self) for n in self._native.submit_many(tokens, _native_params(params), lora)]
 
     def complete(self, prompt: Prompt, **params: Any) -> Completion:
         """Generate to the end and return the result."""
@@ -615,7 +702,8 @@ class Engine:
                                         grammar=grammar, **template_options)
         if rendered.grammar:
             params["grammar"] = rendered.grammar
-        native = self._native.submit(rendered.tokens, _native_params(params), rendered.chat_prompt)
+        lora = _lora_request(params.pop("lora", None))
+        native = self._native.submit(rendered.tokens, _native_params(params), rendered.chat_prompt, lora)
         gen = ChatGeneration(native, self, rendered.chat_prompt, generic_tools=rendered.generic_tools)
         if stream:
             return gen

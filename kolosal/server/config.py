@@ -161,6 +161,10 @@ def _resolve_models(models: List[ModelEntry], base: Path, source: Optional[Path]
             m.path = _resolve(m.path, base)
         if m.model_path:
             m.model_path = _resolve(m.model_path, base)
+        for adapter in m.load_params.lora or []:
+            adapter.path = _resolve(adapter.path, base) or adapter.path
+        if m.load_params.draft_model:
+            m.load_params.draft_model = _resolve(m.load_params.draft_model, base)
 
 
 def read_models_file(path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> List[ModelEntry]:

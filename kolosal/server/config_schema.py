@@ -291,6 +291,13 @@ class InferenceSection(_Section):
     load_on_demand: Literal["any", "admin", "off"] = "any"
 
 
+class LoraAdapter(_Section):
+    """A LoRA adapter GGUF for the model and its global scale (``POST /lora-adapters`` changes it)."""
+
+    path: str = Field(..., min_length=1)
+    scale: float = 1.0
+
+
 class LoadParams(_Section):
     n_ctx: Optional[int] = Field(None, ge=0)
     n_gpu_layers: Optional[int] = Field(None, ge=-1)
@@ -315,6 +322,14 @@ class LoadParams(_Section):
     rpc_servers: Optional[List[str]] = None
     reasoning_format: Optional[Literal["none", "deepseek", "auto"]] = None  # think block -> reasoning_content (default auto)
     chat_template_kwargs: Optional[Dict[str, Any]] = None  # extra chat template variables, e.g. enable_thinking
+    lora: Optional[List[LoraAdapter]] = None  # LoRA adapters; requests pick scales by index with `lora: [{id, scale}]`
+    # speculative decoding (while one request is in flight): a draft model, or n-gram lookup (spec_type: ngram)
+    draft_model: Optional[str] = Field(None, min_length=1)
+    spec_type: Optional[Literal["draft", "ngram"]] = None  # default: draft when draft_model is set
+    n_draft: Optional[int] = Field(None, ge=1, le=256)  # most tokens proposed per step (16)
+    draft_min: Optional[int] = Field(None, ge=0, le=256)  # fewer proposed: decode normally (0)
+    p_min: Optional[float] = Field(None, ge=0, le=1)  # draft model: stop below this top-token probability (0)
+    spec_ngram_n: Optional[int] = Field(None, ge=1, le=1024)  # n-gram lookup: n-gram length (12)
 
     @field_validator("rpc_servers")
     @classmethod

@@ -163,7 +163,16 @@ class Monitoring:
                 "slots_busy": stats["slots_busy"] if stats else None,
                 "slots_total": stats["n_slots"] if stats else None,
                 "prompt_cache_hit_tokens": stats["cached_tokens"] if stats else None,
-                "prompt_cache_bytes": stats.get("prompt_cache_bytes", 0) if stats else None}
+                "prompt_cache_bytes": stats.get("prompt_cache_bytes", 0) if stats else None,
+                **_speculation(stats)}
+
+
+def _speculation(stats: Optional[Dict[str, int]]) -> Dict[str, Any]:
+    """Speculative decoding counters and the share of proposed tokens accepted (None before any)."""
+    drafted = int(stats.get("spec_draft_tokens", 0)) if stats else 0
+    accepted = int(stats.get("spec_accepted_tokens", 0)) if stats else 0
+    return {"spec_draft_tokens": drafted, "spec_accepted_tokens": accepted,
+            "spec_acceptance_rate": accepted / drafted if drafted else None}
 
 
 def get_monitoring(app: Flask) -> Monitoring:

@@ -96,6 +96,10 @@ class _ScrapeCollector:
         cache_bytes = _gauge("kolosal_prompt_cache_bytes", "Host memory held by saved prompt states", ("engine",))
         cached = CounterMetricFamily("kolosal_prompt_cache_hit_tokens", "Prompt tokens reused from the KV cache",
                                      labels=["engine"])
+        drafted = CounterMetricFamily("kolosal_spec_draft_tokens", "Tokens proposed by speculative decoding",
+                                      labels=["engine"])
+        accepted = CounterMetricFamily("kolosal_spec_accepted_tokens",
+                                       "Proposed tokens the model accepted (speculative decoding)", labels=["engine"])
         prof_s = CounterMetricFamily("kolosal_profile_seconds", "Time in each profiled phase", labels=["engine", "timer"])
         prof_n = CounterMetricFamily("kolosal_profile_calls", "Calls of each profiled phase", labels=["engine", "timer"])
         for rec, stats, timers in self.m.engine_views():
@@ -109,10 +113,12 @@ class _ScrapeCollector:
                 slots.add_metric([rec.engine_id], stats["n_slots"])
                 cached.add_metric([rec.engine_id], stats["cached_tokens"])
                 cache_bytes.add_metric([rec.engine_id], stats.get("prompt_cache_bytes", 0))
+                drafted.add_metric([rec.engine_id], stats.get("spec_draft_tokens", 0))
+                accepted.add_metric([rec.engine_id], stats.get("spec_accepted_tokens", 0))
             for name, t in (timers or {}).items():
                 prof_s.add_metric([rec.engine_id, name], t["total_ms"] / 1000.0)
                 prof_n.add_metric([rec.engine_id, name], t["count"])
-        yield from (state, progress, queued, busy, slots, cached, cache_bytes, prof_s, prof_n)
+        yield from (state, progress, queued, busy, slots, cached, cache_bytes, drafted, accepted, prof_s, prof_n)
         c = self.m.state.registry.counters
         for name, value, doc in (("kolosal_model_loads", c.loads, "Models loaded"),
                                  ("kolosal_model_load_failures", c.load_failures, "Model loads that failed"),

@@ -36,6 +36,11 @@ def create_engine():  # type: ignore[no-untyped-def]
               "n_parallel": cfg.default_parallel}
     if req.main_gpu_id is not None:
         params["main_gpu"] = req.main_gpu_id
+    for adapter in req.loading_parameters.lora or []:  # adapter and draft model files: under the model directories too
+        adapter.path = resolve_model_path(adapter.path, security_of(current_app).model_dirs)
+    if req.loading_parameters.draft_model:
+        req.loading_parameters.draft_model = resolve_model_path(req.loading_parameters.draft_model,
+                                                                security_of(current_app).model_dirs)
     params.update(req.loading_parameters.engine_kwargs())
     if req.replace and req.engine_id in {r.engine_id for r in state.registry.records()}:
         # Hot reload: running requests finish on the old model, new ones get the new one.

@@ -11,7 +11,7 @@ from kolosal.engine import Engine, Generation, RenderedChat
 
 from ..errors import ApiError
 from ..protocol.openai.chat import (ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
-                                    ChatCompletionResponse, ChunkDelta, Message, RefusalPart, ResponseMessage, TextPart)
+                                    ChatCompletionResponse, ChunkDelta, DraftTimings, Message, RefusalPart, ResponseMessage, TextPart)
 from .common import FINGERPRINT, include_usage, new_id, now
 from .runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
 from .sampling import fit_max_tokens, per_choice, sampling_kwargs
@@ -165,8 +165,14 @@ class ChatRun:
                               finish_reason=finish_reason(g),
                               logprobs=chat_logprobs(g.logprobs, req.top_logprobs or 0) if req.logprobs else None)
                    for i, g in enumerate(self.gens)]
+        extra = {}
+        if self.gens and self.gens[0].timings.get("draft_n"):
+            t, u = self.gens[0].timings, self.gens[0].usage
+            extra["timings"] = DraftTimings(prompt_n=t["prefill_tokens"], prompt_ms=t["prompt_ms"],
+                                            predicted_n=u["completion_tokens"], predicted_ms=t["decode_ms"],
+                                            draft_n=t["draft_n"], draft_n_accepted=t["draft_n_accepted"])
         return ChatCompletionResponse(id=self.id, created=self.created, model=req.model,
-                                      system_fingerprint=FINGERPRINT, choices=choices, usage=usage(self.gens))
+                                      system_fingerprint=FINGERPRINT, choices=choices, usage=usage(self.gens), **extra)
 
     def _chunk(self, choices: List[ChatChunkChoice], **fields: Any) -> ChatCompletionChunk:
         if include_usage(self.req):

@@ -54,6 +54,8 @@ def sampling_kwargs(req: SamplingFields, engine: Engine, max_tokens: int) -> Dic
         value = getattr(req, key)
         if value is not None:
             kw[key] = value
+    if req.lora is not None:
+        kw["lora"] = [{"id": item.id, "scale": item.scale} for item in req.lora]
     if req.logit_bias:
         n_vocab = engine.metadata.get("n_vocab", 0)
         bias = {}

@@ -213,6 +213,17 @@ class ChatChoice(Reply):
     logprobs: Optional[ChoiceLogprobs]
 
 
+class DraftTimings(Reply):
+    """llama-server's timings fields of a request that used speculative decoding."""
+
+    prompt_n: int
+    prompt_ms: float
+    predicted_n: int
+    predicted_ms: float
+    draft_n: int  # tokens proposed
+    draft_n_accepted: int  # of those, the ones the model accepted
+
+
 class ChatCompletionResponse(Reply):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -221,6 +232,9 @@ class ChatCompletionResponse(Reply):
     system_fingerprint: str
     choices: List[ChatChoice]
     usage: Usage
+    # llama-server's timings of the first choice; left out unless speculative decoding proposed tokens
+    # (draft_n, draft_n_accepted: the acceptance rate)
+    timings: Optional[DraftTimings] = None
 
 
 class DeltaFunction(Reply):

@@ -18,6 +18,13 @@ class StreamOptions(Strict):
     include_obfuscation: Optional[bool] = None  # accepted, ignored: no obfuscation padding is sent
 
 
+class LoraScale(Strict):
+    """One LoRA adapter's scale for a request (llama-server's shape; ids from GET /lora-adapters)."""
+
+    id: int = Field(..., ge=0)
+    scale: float
+
+
 class SamplingFields(Strict):
     """OpenAI sampling fields plus the llama.cpp extensions we support."""
 
@@ -43,6 +50,8 @@ class SamplingFields(Strict):
     repeat_last_n: Optional[int] = Field(None, ge=-1)
     grammar: Optional[str] = Field(None, min_length=1)
     ignore_eos: Optional[bool] = None
+    # the request's LoRA adapter scales; adapters not listed are off for it (default: the global scales)
+    lora: Optional[List[LoraScale]] = None
 
 
 class Usage(Reply):

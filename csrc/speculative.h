@@ -1,0 +1,64 @@
+// Speculative decoding: proposals of the next tokens of a sequence, which
+// the target model then checks in one decode call (the scheduler keeps the
+// longest prefix its own sampler agrees with). Two sources:
+//  - a draft model (a smaller model with the same vocabulary), run greedily
+//    in its own context for up to n_draft tokens while its top token's
+//    probability stays at or above p_min;
+//  - n-gram prompt lookup (no draft model): the tokens that followed the last
+//    n-gram the last time it occurred in the sequence (llama.cpp's
+//    ngram-simple), which pays off when the answer copies its input.
+// Used by the scheduler thread only.
+#pragma once
+
+#include "llama-cpp.h"
+#include "llama.h"
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kolosal {
+
+struct SpecConfig {
+    std::string type;             // "" (off), "draft" or "ngram"
+    std::string draft_model;      // GGUF of the draft model (type "draft")
+    int32_t n_draft = 16;         // most tokens proposed per step
+    int32_t n_min = 0;            // fewer proposed tokens than this: decode normally
+    float p_min = 0.0f;           // draft model: stop drafting below this probability of its top token
+    int32_t ngram_n = 12;         // n-gram lookup: length of the n-gram looked up
+    int32_t n_gpu_layers = 0;     // draft model layers on the GPU
+    int32_t n_threads = 1;
+};
+
+class Speculator {
+public:
+    // Loads the draft model (if any) and checks that its vocabulary is the
+    // target's; raises a typed load error naming the difference otherwise.
+    Speculator(const SpecConfig & cfg, const llama_model * target, uint32_t n_ctx_seq);
+    Speculator(const Speculator &) = delete;
+    Speculator & operator=(const Speculator &) = delete;
+
+    const SpecConfig & config() const { return cfg_; }
+    // Up to n_max tokens that may follow `history` (tokens in the target's
+    // KV) and `last` (sampled, not yet decoded). Empty: nothing worth checking.
+    std::vector<llama_token> draft(const std::vector<llama_token> & history, llama_token last, int32_t n_max);
+    // Interrupts a running draft decode (the engine is closing).
+    void abort() { abort_ = true; }
+
+    uint64_t draft_bytes() const;  // memory of the draft model and its context
+
+private:
+    std::vector<llama_token> draft_with_model(const std::vector<llama_token> & history, llama_token last, int32_t n_max);
+
+    SpecConfig cfg_;
+    llama_model_ptr model_;
+    llama_context_ptr ctx_;
+    std::vector<llama_token> dft_cache_;  // tokens whose KV the draft context holds (sequence 0)
+    std::atomic<bool> abort_{false};
+};
+
+// Why two vocabularies cannot share drafts ("" when they can).
+std::string vocab_mismatch(const llama_model * target, const llama_model * draft);
+
+}  // namespace kolosal

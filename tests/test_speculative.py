@@ -1,0 +1,123 @@
+"""Speculative decoding with the demo model: n-gram prompt lookup and a
+draft model (the demo model drafting for itself). Greedy output is the same
+as without speculation; the timings and stats count proposed and accepted
+tokens. Speculation runs while a single request is in flight; with more,
+continuous batching goes on as usual."""
+from __future__ import annotations
+
+import pytest
+
+import kolosal
+from kolosal.errors import InvalidModelError, InvalidParameterError, ModelNotFoundError
+
+from tiny_models import write_qwen3_reranker
+
+TEXT = ("The quick brown fox jumps over the lazy dog. Kolosal serves many requests at once with continuous "
+        "batching, and a prompt cache keeps the history of a conversation.")
+COPY = [{"role": "user", "content": "Repeat this text exactly, word for word:\n\n" + TEXT}]
+GREEDY = {"temperature": 0.0, "max_tokens": 40}
+ENGINE = {"n_ctx": 1024, "n_parallel": 2, "n_threads": 1, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def base(model_path):
+    with kolosal.Engine(model_path, **ENGINE) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def ngram(model_path):
+    with kolosal.Engine(model_path, spec_type="ngram", spec_ngram_n=3, n_draft=8, **ENGINE) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def drafted(model_path):
+    with kolosal.Engine(model_path, draft_model=model_path, n_draft=4, **ENGINE) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def want(base):
+    return base.chat(COPY, **GREEDY)
+
+
+def check_same(got, want):
+    assert got.tokens == want.tokens and got.text == want.text and got.finish_reason == want.finish_reason
+    assert got.usage["completion_tokens"] == want.usage["completion_tokens"]
+
+
+def test_ngram_lookup_gives_the_same_greedy_output(ngram, want):
+    before = ngram.stats()
+    got = ngram.chat(COPY, **GREEDY)
+    check_same(got, want)
+    t = got.timings
+    assert t["draft_n"] > 0 and 0 < t["draft_n_accepted"] <= t["draft_n"]
+    after = ngram.stats()
+    assert after["spec_draft_tokens"] - before["spec_draft_tokens"] == t["draft_n"]
+    assert after["spec_accepted_tokens"] - before["spec_accepted_tokens"] == t["draft_n_accepted"]
+    # Fewer decode calls than tokens: accepted proposals came several per call.
+    assert after["decode_calls"] - before["decode_calls"] < got.usage["completion_tokens"]
+
+
+def test_draft_model_gives_the_same_greedy_output(drafted, want):
+    got = drafted.chat(COPY, **GREEDY)
+    check_same(got, want)
+    assert got.timings["draft_n_accepted"] > 0
+
+
+def test_stop_strings_and_max_tokens_inside_a_checked_draft(ngram, base):
+    for params in ({"max_tokens": 7}, {"max_tokens": 40, "stop": ["lazy"]}, {"max_tokens": 40, "stop": ["serves"]}):
+        check_same(ngram.chat(COPY, temperature=0.0, **params), base.chat(COPY, temperature=0.0, **params))
+
+
+def test_concurrent_requests_are_batched_as_usual(model_path):
+    # Fresh engines that see the same requests in the same order: a reused
+    # prompt prefix can change the last bits of the logits, so both must.
+    other = [{"role": "user", "content": "Name three colours."}]
+
+    def pairs(engine):
+        out = []
+        for _ in range(2):
+            a = engine.chat(COPY, stream=True, **GREEDY)
+            b = engine.chat(other, stream=True, **GREEDY)
+            a.wait(), b.wait()
+            out.append((a.tokens, b.tokens))
+        return out
+
+    with kolosal.Engine(model_path, **ENGINE) as plain:
+        want = pairs(plain)
+    with kolosal.Engine(model_path, spec_type="ngram", spec_ngram_n=3, n_draft=8, **ENGINE) as spec:
+        assert pairs(spec) == want
+
+
+def test_logprobs_and_sampling_still_work(ngram, base):
+    lp = ngram.chat(COPY, logprobs=True, top_logprobs=2, **GREEDY)
+    ref = base.chat(COPY, logprobs=True, top_logprobs=2, **GREEDY)
+    assert lp.tokens == ref.tokens and len(lp.logprobs) == len(ref.logprobs)
+    sampled = ngram.chat(COPY, temperature=0.8, seed=11, max_tokens=30)
+    assert sampled.usage["completion_tokens"] == 30 or sampled.finish_reason == "stop"
+
+
+def test_draft_model_with_another_vocabulary(model_path, tmp_path):
+    other = write_qwen3_reranker(tmp_path / "qwen3.gguf")
+    with pytest.raises(InvalidModelError, match="cannot draft for this model"):
+        kolosal.Engine(model_path, draft_model=other, n_ctx=256, n_parallel=1)
+
+
+@pytest.mark.parametrize("kwargs, param", [
+    ({"spec_type": "lookahead"}, "spec_type"),
+    ({"spec_type": "draft"}, "draft_model"),
+    ({"spec_type": "ngram", "n_draft": 0}, "n_draft"),
+    ({"spec_type": "ngram", "p_min": 2.0}, "p_min"),
+    ({"spec_type": "ngram", "draft_min": 300}, "draft_min"),
+])
+def test_bad_speculative_settings(model_path, kwargs, param):
+    with pytest.raises(InvalidParameterError) as exc:
+        kolosal.Engine(model_path, n_ctx=256, n_parallel=1, **kwargs)
+    assert exc.value.param == param
+
+
+def test_missing_draft_model(model_path, tmp_path):
+    with pytest.raises(ModelNotFoundError, match="draft model not found"):
+        kolosal.Engine(model_path, draft_model=tmp_path / "draft.gguf", n_ctx=256, n_parallel=1)

@@ -86,6 +86,18 @@ def test_token_prompt_and_slot_choice(http):
     assert again["timings"]["cache_n"] > 0 and again["content"] == pinned["content"]
 
 
+def test_mixed_prompt_schema_and_time_limit(http):
+    ids = http.post("/tokenize", json={"content": " is", "add_special": False}).json()["tokens"]
+    mixed = completion(http, prompt=["The capital of France", *ids])
+    assert mixed["content"] == completion(http)["content"] and mixed["prompt"].endswith("The capital of France is")
+    answer = completion(http, prompt="Is Paris in France? Answer:", n_predict=6,
+                        json_schema={"type": "string", "enum": ["yes", "no"]})
+    assert json.loads(answer["content"]) in ("yes", "no") and answer["stop_type"] == "eos"
+    limited = completion(http, n_predict=400, ignore_eos=True, t_max_predict_ms=1)
+    assert limited["stop_type"] == "limit" and limited["tokens_predicted"] < 400
+    assert limited["generation_settings"]["t_max_predict_ms"] == 1
+
+
 def test_stream(http):
     with http.stream("POST", "/completion", json={"prompt": PROMPT, "n_predict": 8, "temperature": 0,
                                                  "stream": True, "return_tokens": True}) as r:

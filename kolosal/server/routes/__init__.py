@@ -16,12 +16,13 @@ def register_blueprints(app: Flask, metrics: bool = True, health: bool = True) -
     from . import anthropic, ollama
     from .engines import bp as engines
     from .health import bp as health_bp
+    from .llama_server import bp as llama_server
     from .lora import bp as lora
     from .metrics import bp as metrics_bp
     from .openai import bp as openai
     from .tokenize import bp as tokenize
 
-    families = (openai, anthropic.bp, engines, tokenize, lora) + ((health_bp,) if health else ()) + \
+    families = (openai, anthropic.bp, engines, tokenize, lora, llama_server) + ((health_bp,) if health else ()) + \
         ((metrics_bp,) if metrics else ())
     for bp in families:
         app.register_blueprint(bp, url_prefix="/v1")

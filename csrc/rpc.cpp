@@ -162,6 +162,14 @@ bool rpc_available() {
 #endif
 }
 
+std::vector<int> rpc_protocol_version() {
+#ifdef KOLOSAL_USE_RPC
+    return {RPC_PROTO_MAJOR_VERSION, RPC_PROTO_MINOR_VERSION, RPC_PROTO_PATCH_VERSION};
+#else
+    return {0, 0, 0};
+#endif
+}
+
 std::vector<ggml_backend_dev_t> rpc_devices(const std::vector<std::string> & endpoints) {
 #ifdef KOLOSAL_USE_RPC
     install_abort_handler();

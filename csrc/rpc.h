@@ -29,6 +29,8 @@ struct DeviceInfo {
 
 // Whether this build has the RPC backend (CMake option USE_RPC).
 bool rpc_available();
+// The RPC protocol version this build speaks (major, minor, patch); zeros without RPC.
+std::vector<int> rpc_protocol_version();
 
 // The devices of the workers at `endpoints` (host:port), in order. The caller
 // checked that each one accepts connections: ggml aborts the process when it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -12,7 +13,20 @@ import numpy as np
 
 from . import _native, tool_calls
 from .errors import GenerationError, InvalidParameterError, KolosalError, WorkerUnreachableError
-from .rpc_endpoints import check_endpoints, unreachable
+from .rpc_endpoints import check_endpoints, handshake, unreachable
+
+# RPC workers this process holds a connection to (llama.cpp keeps one per
+# address while an engine uses it), with how many engines use each.
+_rpc_lock = threading.Lock()
+_rpc_users: Dict[str, int] = {}
+
+
+def _rpc_release(endpoints: Sequence[str]) -> None:
+    with _rpc_lock:
+        for e in endpoints:
+            _rpc_users[e] -= 1
+            if not _rpc_users[e]:
+                del _rpc_users[e]
 
 REASONING_FORMATS = ("none", "deepseek", "auto")
 
@@ -460,6 +474,12 @@ class Engine:
             lora=_lora_specs(lora),
             **_spec_args(draft_model, spec_type, n_draft, draft_min, p_min, spec_ngram_n),
         )
+        if endpoints:
+            with _rpc_lock:
+                for e in endpoints:
+                    _rpc_users[e] = _rpc_users.get(e, 0) + 1
+        # Once closed (or collected), its connections to the workers are gone.
+        self._rpc_release = weakref.finalize(self, _rpc_release, endpoints) if endpoints else None
         self._info = self._native.info()
         self._chat_caps = self._native.chat_template_caps()
 
@@ -499,9 +519,15 @@ class Engine:
         if not _native.rpc_available():
             raise InvalidParameterError("rpc_servers needs a build with the RPC backend (-DUSE_RPC=ON)",
                                         param="rpc_servers")
-        # ggml's RPC client aborts the process when it cannot connect: check first.
+        # ggml's RPC client aborts the process when it cannot connect or the
+        # handshake fails, and waits for good on a worker busy with another
+        # client: check first. A worker this process is connected to already
+        # (another engine uses it) cannot answer a second connection.
+        version = _native.rpc_protocol_version()
         for e in endpoints:
-            why = unreachable(e, timeout)
+            with _rpc_lock:
+                connected = e in _rpc_users
+            why = unreachable(e, timeout) if connected else handshake(e, timeout, version)
             if why is not None:
                 raise WorkerUnreachableError(f"the RPC worker {e} is unreachable ({why}); is "
                                              f"`python -m kolosal.rpc_worker` running there?")
@@ -729,6 +755,13 @@ class Engine:
         (a running decode or embedding is interrupted and raises
         ``EngineClosedError``), later calls raise ``EngineClosedError``."""
         self._native.close()
+        if self._rpc_release is not None:
+            if self._native.failure:
+                # A failed engine keeps its connections (those to workers still alive
+                # work on) until the process ends: later engines share them.
+                self._rpc_release.detach()
+            else:
+                self._rpc_release()
 
     @property
     def closed(self) -> bool:

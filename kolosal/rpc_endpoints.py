@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
+import time
 from typing import List, Optional, Sequence, Tuple
 
-__all__ = ["parse_endpoint", "is_private_host", "check_endpoints", "unreachable"]
+__all__ = ["parse_endpoint", "is_private_host", "check_endpoints", "unreachable", "handshake"]
+
+# llama.cpp's RPC HELLO: command byte 14, the request's size (u64) and 24
+# bytes of transport capabilities (zeros: plain TCP); the answer is its size
+# (u64) then major, minor, patch, padding and 24 bytes of capabilities.
+_HELLO = 14
+_CAPS = 24
 
 
 def parse_endpoint(endpoint: str) -> Tuple[str, int]:
@@ -85,3 +93,43 @@ def unreachable(endpoint: str, timeout: float) -> Optional[str]:
             return None
     except OSError as e:
         return e.strerror or type(e).__name__
+
+
+def _recv_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
+    data = b""
+    while len(data) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout()
+        sock.settimeout(left)
+        part = sock.recv(n - len(data))
+        if not part:
+            raise ConnectionError("the connection was closed")
+        data += part
+    return data
+
+
+def handshake(endpoint: str, timeout: float, version: Sequence[int]) -> Optional[str]:
+    """None if a worker at ``endpoint`` answers the RPC handshake within
+    ``timeout`` seconds with a protocol this build speaks (``version``:
+    major, minor, patch), else why not. A worker serves one client at a time:
+    one busy with another process does not answer."""
+    host, port = parse_endpoint(endpoint)
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.sendall(struct.pack("<BQ", _HELLO, _CAPS) + bytes(_CAPS))
+            size = struct.unpack("<Q", _recv_exactly(sock, 8, deadline))[0]
+            if size != 4 + _CAPS:
+                return f"it answered the RPC handshake with {size} bytes: not a compatible RPC worker"
+            major, minor, patch = _recv_exactly(sock, 4 + _CAPS, deadline)[:3]
+    except socket.timeout:
+        return (f"no answer to the RPC handshake within {timeout:g} s: the worker is serving another client "
+                f"(a worker serves one process at a time) or it is not an RPC worker")
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__
+    if major != version[0] or minor > version[1]:
+        return (f"it speaks RPC protocol {major}.{minor}.{patch} and this build {version[0]}.{version[1]}.{version[2]}: "
+                f"run the same kolosal version on the worker")
+    return None

@@ -3,6 +3,8 @@ and ``Engine(rpc_servers=...)`` with workers on 127.0.0.2 and 127.0.0.3."""
 from __future__ import annotations
 
 import signal
+import socket
+import struct
 import subprocess
 import sys
 from typing import Iterator, List
@@ -81,6 +83,30 @@ def test_an_unreachable_worker_is_a_load_error_naming_it(model_path):
         kolosal.Engine(model_path, rpc_servers=[endpoint], rpc_timeout=1.0)
     assert endpoint in str(err.value)
     assert isinstance(err.value, ModelLoadError)
+
+
+def test_a_worker_busy_with_another_client_is_refused_not_waited_for(model_path, tmp_path):
+    w = start_worker("127.0.0.2", tmp_path)
+    try:
+        # Another process's connection, handshake done: the worker serves it alone.
+        with socket.create_connection((w.host, w.port), timeout=10) as other:
+            other.sendall(struct.pack("<BQ", 14, 24) + bytes(24))
+            assert len(other.recv(64)) > 0
+            with pytest.raises(WorkerUnreachableError) as err:
+                kolosal.Engine(model_path, rpc_servers=[w.endpoint], rpc_timeout=1.0)
+        assert w.endpoint in str(err.value) and "another client" in str(err.value)
+    finally:
+        w.stop()
+
+
+def test_something_that_is_not_a_worker_is_refused(model_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.3", 0))
+        listener.listen(1)
+        endpoint = "127.0.0.3:%d" % listener.getsockname()[1]
+        with pytest.raises(WorkerUnreachableError) as err:
+            kolosal.Engine(model_path, rpc_servers=[endpoint], rpc_timeout=1.0)
+    assert endpoint in str(err.value) and "RPC handshake" in str(err.value)
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,8 @@ function setRow(row, info, state) {
   row.cells.state.textContent = state;
   row.cells.state.className = "state-" + state;
   const p = info && info.progress != null ? info.progress : (state === "loaded" ? 1 : null);
-  if (p == null) { row.bar.removeAttribute("value"); row.bar.hidden = true; row.pct.textContent = "–"; }
+  const waiting = state === "loading" || state === "reloading";  // no figure yet: an indeterminate bar
+  if (p == null) { row.bar.removeAttribute("value"); row.bar.hidden = !waiting; row.pct.textContent = waiting ? "" : "–"; }
   else { row.bar.hidden = false; row.bar.value = p; row.pct.textContent = Math.round(p * 100) + "%"; }
   const mem = info && info.memory;
   row.cells.memory.textContent = mem && state === "loaded"
@@ -82,7 +83,11 @@ async function engineAction(id, action, button) {
       const body = { engine_id: id, model_path: info.model_path, loading_parameters: info.loading_parameters };
       if (!unloaded.has(id)) body.replace = true;  // an engine the server still knows: load it in place
       else { body.priority = info.priority; body.pinned = info.pinned; }
-      setRow(row, { progress: 0, memory: null, stats: null }, "loading");
+      // With replace the new copy loads out of sight (an old one serves meanwhile): no figure to show;
+      // a fresh POST /engines registers the engine at once, and its progress shows while it loads.
+      const pending = { progress: body.replace ? null : 0, memory: null, stats: null };
+      setRow(row, action === "reload" ? Object.assign({}, row.info, pending) : pending,
+             action === "reload" ? "reloading" : "loading");
       const poll = setInterval(refreshEngines, 300);  // the load progress while the request runs
       try {
         await api("engines", { method: "POST", headers: { "Content-Type": "application/json" },

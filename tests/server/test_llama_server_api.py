@@ -136,7 +136,8 @@ def test_slots_admin_only_and_busy_slot(http, server):
     idle = httpx.get(server.base_url + "/slots", headers=admin, timeout=30)
     assert idle.status_code == 200, idle.text
     assert [s["id"] for s in idle.json()] == [0, 1, 2, 3]
-    assert all(s["n_ctx"] == 512 and s["is_processing"] is False and "id_task" not in s for s in idle.json())
+    assert all(s["n_ctx"] == 512 and s["is_processing"] is False and "id_task" not in s and "params" not in s
+               for s in idle.json())
     with ThreadPoolExecutor(1) as pool:  # a long generation in slot 1, seen while it runs
         running = pool.submit(completion, http, id_slot=1, n_predict=200, ignore_eos=True)
         seen = None
@@ -149,6 +150,9 @@ def test_slots_admin_only_and_busy_slot(http, server):
         out = running.result()
     assert seen is not None and seen["id"] == 1 and seen["id_task"] > 0 and seen["generating"] is True
     assert seen["n_prompt_tokens"] == out["tokens_evaluated"] and seen["next_token"][0]["has_next_token"] is True
+    params = seen["params"]
+    assert params["n_predict"] == 200 and params["temperature"] == 0 and params["ignore_eos"] is True
+    assert params["id_slot"] == 1 and params["top_k"] == 40 and params["seed"] == 4294967295
     assert out["id_slot"] == 1 and out["tokens_predicted"] == 200
 
 

@@ -185,6 +185,8 @@ class SlotInfo(Reply):
     id_task: Optional[int] = Field(None, description="the request the slot is serving (absent when idle)")
     n_prompt_tokens: Optional[int] = None
     n_tokens_cached: int = Field(..., description="tokens whose KV the slot holds (its cached prompt and output)")
+    params: Optional[Dict[str, Any]] = Field(None, description="the parameters of the request it is serving "
+                                                                "(absent when idle)")
     generating: bool = Field(..., description="false while the prompt is being evaluated")
     next_token: List[SlotNextToken]
 

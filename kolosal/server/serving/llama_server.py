@@ -306,10 +306,17 @@ def _speculative(rec: Optional[EngineRecord]) -> bool:
 
 
 def slots(engine: Engine, rec: Optional[EngineRecord]) -> List[SlotInfo]:
+    states = getattr(engine._native, "slots", None)
+    if states is None:
+        raise ApiError(501, "This build's engine does not report its slots.", code="not_supported")
     out = []
-    for s in engine._native.slots():
+    for s in states():
         busy = bool(s["busy"])
         extra: Dict[str, Any] = {"id_task": int(s["request_id"]), "n_prompt_tokens": int(s["n_prompt"])} if busy else {}
+        if busy and "params" in s:
+            params = dict(s["params"])
+            params["max_tokens"] = params["n_predict"]
+            extra["params"] = params
         out.append(SlotInfo(id=int(s["id"]), n_ctx=engine.n_ctx_slot, speculative=_speculative(rec),
                             is_processing=busy, n_tokens_cached=int(s["n_cached"]),
                             generating=bool(s["generating"]),

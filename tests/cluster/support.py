@@ -136,6 +136,7 @@ class HAProxy:
         self.config = config
         self.socket_path = socket_path
         self.stats_url: Optional[str] = None  # the stats page, when the test knows where the config puts it
+        self.cluster_file: Optional[Path] = None  # the cluster file the config was written from
         self.env = {**os.environ, **(env or {})}
         check = subprocess.run([self.exe, "-c", "-f", str(config)], env=self.env, capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr

@@ -9,6 +9,8 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import httpx
 import openai
@@ -47,6 +49,7 @@ def sharded(model_path, tmp_path_factory):
         lb = HAProxy(cfg_path, sock)
         for name in instances:
             assert lb.wait_status("kolosal_all", name, "UP") == "UP"
+        lb.cluster_file = cluster_file
         yield instances, lb, f"http://127.0.0.1:{lb_port}"
     finally:
         if lb is not None:
@@ -74,6 +77,50 @@ def test_each_model_lands_on_its_instances_and_replicas_share(sharded):
     assert delta["a"] == {"alpha": 3, "beta": 2}, delta  # alpha alternates between its two replicas
     assert delta["b"] == {"alpha": 3}, delta
     assert delta["c"] == {"gamma": 3}, delta
+
+
+def test_least_conn_sends_work_to_the_replica_with_fewer_requests(sharded, tmp_path):
+    """The same cluster with routing_strategy least_conn, through a second HAProxy: while one alpha replica is
+    busy with a long request, the short ones all go to the other (round robin would alternate)."""
+    instances, lb, _ = sharded
+    spec = json.loads(lb.cluster_file.read_text())
+    spec["routing_strategy"] = "least_conn"
+    (tmp_path / "cluster.json").write_text(json.dumps(spec))
+    port, sock = free_port(), tmp_path / "haproxy.sock"
+    done = subprocess.run([sys.executable, "-m", "kolosal.cluster", "haproxy", str(tmp_path / "cluster.json"),
+                           "-o", str(tmp_path / "haproxy.cfg"), "--bind", f"127.0.0.1:{port}",
+                           "--stats-socket", str(sock), "--check"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lb2 = HAProxy(tmp_path / "haproxy.cfg", sock)
+    url = f"http://127.0.0.1:{port}"
+    runner = None
+    try:
+        for name in instances:
+            assert lb2.wait_status("kolosal_all", name, "UP") == "UP"
+        long_body = chat("alpha", content="Tell a long story.", max_tokens=300, ignore_eos=True)
+        runner = threading.Thread(target=httpx.post, args=(url + "/v1/chat/completions",),
+                                  kwargs={"json": long_body, "timeout": 120})
+        runner.start()
+        busy = []
+        for _ in range(200):
+            busy = [r["svname"] for r in lb2.stats() if r["pxname"] == "model_1" and r["svname"] in ("a", "b")
+                    and int(r["scur"] or 0) > 0]
+            if busy:
+                break
+            time.sleep(0.02)
+        assert len(busy) == 1, busy
+        other = "b" if busy[0] == "a" else "a"
+        before = served(instances)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for _ in range(4):
+                assert client.post("/v1/chat/completions", json=chat("alpha", max_tokens=2)).status_code == 200
+        after = served(instances)
+        gained = {n: after[n].get("alpha", 0) - before[n].get("alpha", 0) for n in ("a", "b")}
+        assert gained[other] == 4 and gained[busy[0]] == 0, gained
+    finally:
+        if runner is not None:
+            runner.join(120)
+        lb2.close()
 
 
 def test_models_through_the_balancer_list_the_whole_cluster(sharded):

@@ -56,8 +56,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
-python -m pip install -q --upgrade pip
-python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" ninja
+# A prepared environment (no package index reachable) is used as it is.
+if ! python -c "import scikit_build_core, pybind11, cmake, ninja" 2>/dev/null; then
+  python -m pip install -q --upgrade pip
+  python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" ninja
+fi
 python vendor/fetch_llama_cpp.py
 
 step "building kolosal with USE_CUDA=ON into build/cuda (log: $results_dir/build-cuda.log)"
@@ -78,6 +81,8 @@ export KOLOSAL_TEST_MODEL=$model
 step "backend check"
 if ! python - "$model" > "$results_dir/backend.txt" 2>&1 <<'EOF'
 import json
+import os
+import subprocess
 import sys
 
 import kolosal
@@ -95,6 +100,12 @@ with kolosal.Engine(sys.argv[1], n_ctx=2048, n_parallel=2, n_gpu_layers=-1) as e
     r = e.complete("The capital of France is", max_tokens=16, temperature=0)
     print("greedy:", repr(r.text))
     print("timings:", r.timings)
+    # the model is on the GPU: this process holds GPU memory
+    apps = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader"],
+                          capture_output=True, text=True).stdout
+    print("GPU processes:", apps.strip().replace("\n", "; "))
+    if str(os.getpid()) not in [line.split(",")[0].strip() for line in apps.splitlines()]:
+        sys.exit("the engine holds no GPU memory: its layers did not go to the GPU")
 EOF
 then
   cat "$results_dir/backend.txt"

@@ -144,8 +144,8 @@ def engine_kwargs(engine: Engine, req: LlamaCompletionRequest, n_prompt: int) ->
         kw["cache_prompt"] = False
     if req.id_slot is not None and req.id_slot >= 0:
         if req.id_slot >= engine.n_parallel:
-            raise ApiError(400, f"Invalid value for 'id_slot': {req.id_slot} is not a slot (0..{engine.n_parallel - 1}).",
-                           param="id_slot", code="invalid_value")
+            raise ApiError(400, f"Invalid value for 'id_slot': {req.id_slot} is not a slot "
+                                f"(0..{engine.n_parallel - 1}).", param="id_slot", code="invalid_value")
         kw["id_slot"] = req.id_slot
     if req.lora is not None:
         kw["lora"] = [{"id": item.id, "scale": item.scale} for item in req.lora]

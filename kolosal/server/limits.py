@@ -197,8 +197,8 @@ def check_json_schema(schema: Any, param: str, limits: Optional[RequestLimits] =
 
 def prompt_count(prompt: Any) -> int:
     """How many prompts a completions ``prompt`` holds (a string or a list of
-    token ids is one)."""
-    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+    token ids is one, as is llama-server's list mixing text and token ids)."""
+    if isinstance(prompt, list) and prompt and not any(isinstance(p, int) for p in prompt):
         return len(prompt)
     return 1
 

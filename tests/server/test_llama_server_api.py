@@ -14,11 +14,15 @@ from .conftest import MODEL_ID, server_config, sse_events, start_server
 
 USER, ADMIN = "user-key", "admin-key"
 PROMPT = "The capital of France is"
+DEEP_SCHEMA: dict = {"type": "string"}
+for _ in range(10):  # deeper than max_json_schema_depth
+    DEEP_SCHEMA = {"type": "array", "items": DEEP_SCHEMA}
 
 
 @pytest.fixture(scope="module")
 def server(model_path, tmp_path_factory):
-    config = server_config(model_path)
+    # small limits: a mixed prompt of three pieces is still one prompt; schemas are held to the depth limit
+    config = server_config(model_path, max_prompts=2, max_json_schema_depth=6)
     config["security"] = {"api_keys": [USER], "admin_api_keys": [ADMIN]}
     srv = start_server(config, tmp_path_factory.mktemp("llama-server-api"))
     yield srv
@@ -87,8 +91,9 @@ def test_token_prompt_and_slot_choice(http):
 
 
 def test_mixed_prompt_schema_and_time_limit(http):
-    ids = http.post("/tokenize", json={"content": " is", "add_special": False}).json()["tokens"]
-    mixed = completion(http, prompt=["The capital of France", *ids])
+    ids = http.post("/tokenize", json={"content": " France is", "add_special": False}).json()["tokens"]
+    assert len(ids) >= 2
+    mixed = completion(http, prompt=["The capital of", *ids])
     assert mixed["content"] == completion(http)["content"] and mixed["prompt"].endswith("The capital of France is")
     answer = completion(http, prompt="Is Paris in France? Answer:", n_predict=6,
                         json_schema={"type": "string", "enum": ["yes", "no"]})
@@ -191,6 +196,7 @@ def test_apply_template(http):
     ({"grammar": "root ::= \"a\"", "json_schema": {"type": "object"}}, ""),
     ({"grammar": "root ::= nope"}, "grammar"),
     ({"model": "nope"}, "model"),
+    ({"json_schema": DEEP_SCHEMA}, "json_schema"),
 ])
 def test_bad_fields_name_the_param(http, body, param):
     r = http.post("/completion", json={"prompt": PROMPT, "n_predict": 4, **body})

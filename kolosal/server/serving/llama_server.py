@@ -14,6 +14,7 @@ from kolosal.engine import Engine, Generation, TokenLogprob
 
 from .._version import server_version
 from ..errors import ApiError
+from ..limits import check_json_schema
 from ..models.registry import EngineRecord
 from ..protocol.llama_server import (ApplyTemplateRequest, ApplyTemplateResponse, DefaultGenerationSettings,
                                      LlamaCompletionRequest, LlamaCompletionResponse, LlamaTimings, Modalities,
@@ -137,6 +138,7 @@ def engine_kwargs(engine: Engine, req: LlamaCompletionRequest, n_prompt: int) ->
     if req.logit_bias:
         kw["logit_bias"] = _logit_bias(engine, req.logit_bias)
     if req.json_schema is not None:
+        check_json_schema(req.json_schema, "json_schema")  # the server's size and depth limits
         kw["json_schema"] = json.dumps(req.json_schema)
     if req.n_probs:
         kw["top_logprobs"] = req.n_probs  # the chosen token's and the top n log-probabilities

@@ -114,6 +114,13 @@ def test_stream(http):
     assert sum(len(p["tokens"]) for p in parts) == 8
     assert last["stop"] is True and last["content"] == "" and last["stop_type"] == "limit"
     assert last["timings"]["predicted_n"] == 8 and last["generation_settings"]["stream"] is True
+    with http.stream("POST", "/completion", json={"prompt": PROMPT, "n_predict": 4, "temperature": 0,
+                                                 "stream": True, "n_probs": 2}) as r:
+        chunks = [json.loads(e) for e in sse_events(r.iter_lines())]
+    probs = [p for c in chunks[:-1] for p in c["completion_probabilities"]]
+    assert len(probs) == 4 and all(len(p["top_logprobs"]) == 2 for p in probs)
+    assert "".join(p["token"] for p in probs) == "".join(c["content"] for c in chunks)
+    assert "completion_probabilities" not in chunks[-1]
 
 
 def test_props(http, server):

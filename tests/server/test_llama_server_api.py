@@ -103,6 +103,18 @@ def test_mixed_prompt_schema_and_time_limit(http):
     assert limited["generation_settings"]["t_max_predict_ms"] == 1
 
 
+def test_other_samplers_reach_the_engine(http):
+    out = completion(http, temperature=0.7, seed=3, dry_multiplier=0.8, xtc_probability=0.5, top_n_sigma=1.5,
+                     samplers="edkypmxt")
+    s = out["generation_settings"]
+    assert s["dry_multiplier"] == 0.8 and s["xtc_probability"] == 0.5 and s["samplers"] == "edkypmxt"
+    assert completion(http, temperature=0.7, seed=3, mirostat=2, mirostat_tau=4.0)["tokens_predicted"] == 8
+    for body, param in (({"samplers": "edz"}, "samplers"), ({"mirostat": 3}, "mirostat"),
+                        ({"dry_sequence_breakers": "x"}, "dry_sequence_breakers")):
+        r = http.post("/completion", json={"prompt": PROMPT, "n_predict": 2, **body})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
 def test_stream(http):
     with http.stream("POST", "/completion", json={"prompt": PROMPT, "n_predict": 8, "temperature": 0,
                                                  "stream": True, "return_tokens": True}) as r:

@@ -88,6 +88,23 @@ GenParams params_from_dict(const py::dict & d) {
         else if (k == "n_probs") p.n_probs = get<int32_t>(v, "n_probs");
         else if (k == "logprobs") p.logprobs = get<bool>(v, "logprobs");
         else if (k == "preserved_tokens") p.preserved_tokens = get<std::vector<std::string>>(v, "preserved_tokens");
+        else if (k == "dry_multiplier") p.dry_multiplier = get<float>(v, "dry_multiplier");
+        else if (k == "dry_base") p.dry_base = get<float>(v, "dry_base");
+        else if (k == "dry_allowed_length") p.dry_allowed_length = get<int32_t>(v, "dry_allowed_length");
+        else if (k == "dry_penalty_last_n") p.dry_penalty_last_n = get<int32_t>(v, "dry_penalty_last_n");
+        else if (k == "dry_sequence_breakers") p.dry_sequence_breakers = get<std::vector<std::string>>(v, "dry_sequence_breakers");
+        else if (k == "xtc_probability") p.xtc_probability = get<float>(v, "xtc_probability");
+        else if (k == "xtc_threshold") p.xtc_threshold = get<float>(v, "xtc_threshold");
+        else if (k == "mirostat") p.mirostat = get<int32_t>(v, "mirostat");
+        else if (k == "mirostat_tau") p.mirostat_tau = get<float>(v, "mirostat_tau");
+        else if (k == "mirostat_eta") p.mirostat_eta = get<float>(v, "mirostat_eta");
+        else if (k == "top_n_sigma") p.top_n_sigma = get<float>(v, "top_n_sigma");
+        else if (k == "min_keep") p.min_keep = get<int32_t>(v, "min_keep");
+        else if (k == "samplers") p.samplers = get<std::vector<std::string>>(v, "samplers");
+        else if (k == "cache_prompt") p.cache_prompt = get<bool>(v, "cache_prompt");
+        else if (k == "id_slot") p.id_slot = get<int32_t>(v, "id_slot");
+        else if (k == "t_max_predict_ms") p.t_max_predict_ms = get<int32_t>(v, "t_max_predict_ms");
+        else if (k == "n_keep") p.n_keep = get<int32_t>(v, "n_keep");
         else throw InvalidParameterError(k, "unknown generation parameter '" + k + "'");
     }
     return p;
@@ -116,6 +133,45 @@ py::dict timings_dict(const Usage & u) {
     // speculative decoding, under llama-server's names
     d["draft_n"] = u.draft_tokens;
     d["draft_n_accepted"] = u.draft_accepted;
+    d["context_shifts"] = u.context_shifts;
+    return d;
+}
+
+// A request's parameters under llama-server's names (GET /slots).
+py::dict params_dict(const GenParams & p) {
+    py::dict d;
+    d["n_predict"] = p.max_tokens;
+    d["seed"] = p.seed ? int64_t(*p.seed) : int64_t(0xFFFFFFFF);
+    d["temperature"] = p.temperature;
+    d["top_k"] = p.top_k;
+    d["top_p"] = p.top_p;
+    d["min_p"] = p.min_p;
+    d["typical_p"] = p.typical_p;
+    d["repeat_penalty"] = p.repeat_penalty;
+    d["repeat_last_n"] = p.repeat_last_n;
+    d["presence_penalty"] = p.presence_penalty;
+    d["frequency_penalty"] = p.frequency_penalty;
+    d["dry_multiplier"] = p.dry_multiplier;
+    d["dry_base"] = p.dry_base;
+    d["dry_allowed_length"] = p.dry_allowed_length;
+    d["dry_penalty_last_n"] = p.dry_penalty_last_n;
+    d["xtc_probability"] = p.xtc_probability;
+    d["xtc_threshold"] = p.xtc_threshold;
+    d["mirostat"] = p.mirostat;
+    d["mirostat_tau"] = p.mirostat_tau;
+    d["mirostat_eta"] = p.mirostat_eta;
+    d["top_n_sigma"] = p.top_n_sigma;
+    d["min_keep"] = p.min_keep;
+    d["samplers"] = p.samplers;
+    d["stop"] = p.stop;
+    d["ignore_eos"] = p.ignore_eos;
+    d["n_probs"] = p.n_probs;
+    d["grammar"] = p.grammar;
+    d["json_schema"] = p.json_schema;
+    d["cache_prompt"] = p.cache_prompt;
+    d["id_slot"] = p.id_slot;
+    d["t_max_predict_ms"] = p.t_max_predict_ms;
+    d["n_keep"] = p.n_keep;
     return d;
 }
 
@@ -218,6 +274,9 @@ PYBIND11_MODULE(_native, m) {
     m.def("rpc_serve", &rpc_serve, py::arg("host"), py::arg("port"), py::arg("n_threads") = 0, py::arg("mem_mib") = 0,
           py::arg("cache_dir") = "", py::call_guard<py::gil_scoped_release>(),
           "Runs ggml's RPC server (CPU device) on host:port; returns only by raising when it cannot start.");
+    m.def("default_samplers", &default_sampler_names, "llama.cpp's default sampler chain, by llama-server's names.");
+    m.def("check_params", [](const py::dict & params) { validate(params_from_dict(params), INT32_MAX); }, py::arg("params"),
+          "Validates generation parameters without a model (token ids are not checked against a vocabulary).");
     m.def("set_log_level", &set_log_level, py::arg("level"),
           "Threshold for llama.cpp's log output: 1 debug, 2 info, 3 warn, 4 error, 5 none.");
     m.def("set_log_capture", &set_log_capture, py::arg("capture"),
@@ -278,11 +337,12 @@ PYBIND11_MODULE(_native, m) {
             d["peak_rss_bytes"] = p.peak_rss_bytes;
             return d;
         })
-        .def_static("estimate", [](const std::string & path, uint32_t n_ctx, int n_gpu_layers) {
+        .def_static("estimate", [](const std::string & path, uint32_t n_ctx, int n_gpu_layers, const std::string & cache_type_k,
+                                   const std::string & cache_type_v) {
             FootprintEstimate e;
             {
                 py::gil_scoped_release nogil;
-                e = MemoryManager::estimate(path, n_ctx, n_gpu_layers);
+                e = MemoryManager::estimate(path, n_ctx, n_gpu_layers, cache_type_k, cache_type_v);
             }
             py::dict d;
             d["architecture"] = e.architecture;
@@ -292,7 +352,8 @@ PYBIND11_MODULE(_native, m) {
             d["total_bytes"] = e.total_bytes;
             d["n_layer"] = e.n_layer;
             return d;
-        }, py::arg("path"), py::arg("n_ctx"), py::arg("n_gpu_layers") = 0);
+        }, py::arg("path"), py::arg("n_ctx"), py::arg("n_gpu_layers") = 0, py::arg("cache_type_k") = "f16",
+           py::arg("cache_type_v") = "f16");
 
     py::class_<Generation>(m, "Generation")
         .def_property_readonly("id", [](Generation & g) { return g.req->id; })
@@ -346,11 +407,19 @@ PYBIND11_MODULE(_native, m) {
                          int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool embeddings,
                          std::optional<uint32_t> seed, const std::string & flash_attn, bool kv_unified,
                          const std::string & chat_template, float slot_prompt_similarity, int64_t cache_ram_mib,
-                         std::shared_ptr<LoadProgress> progress, std::vector<std::string> rpc_servers,
+                         std::shared_ptr<LoadProgress> progress, std::vector<std::string> rpc_servers, const std::string & cache_type_k,
+                         const std::string & cache_type_v, bool context_shift,
                          const std::vector<std::pair<std::string, float>> & lora, const std::string & spec_type,
                          const std::string & draft_model, int32_t n_draft, int32_t draft_min, float p_min,
                          int32_t spec_ngram_n) {
                  EngineConfig c;
+                 for (const auto & [path, scale] : lora) c.lora.push_back({path, scale});
+                 c.spec.type = spec_type;
+                 c.spec.draft_model = draft_model;
+                 c.spec.n_draft = n_draft;
+                 c.spec.n_min = draft_min;
+                 c.spec.p_min = p_min;
+                 c.spec.ngram_n = spec_ngram_n;
                  c.model_path = model_path;
                  c.model_id = model_id;
                  c.n_ctx = n_ctx;
@@ -373,13 +442,9 @@ PYBIND11_MODULE(_native, m) {
                  c.cache_ram_mib = cache_ram_mib;
                  c.progress = std::move(progress);
                  c.rpc_servers = std::move(rpc_servers);
-                 for (const auto & [path, scale] : lora) c.lora.push_back({path, scale});
-                 c.spec.type = spec_type;
-                 c.spec.draft_model = draft_model;
-                 c.spec.n_draft = n_draft;
-                 c.spec.n_min = draft_min;
-                 c.spec.p_min = p_min;
-                 c.spec.ngram_n = spec_ngram_n;
+                 c.cache_type_k = cache_type_k;
+                 c.cache_type_v = cache_type_v;
+                 c.context_shift = context_shift;
                  py::gil_scoped_release nogil;
                  return EngineHolder(new Engine(std::move(c)));
              }),
@@ -388,10 +453,10 @@ PYBIND11_MODULE(_native, m) {
              py::arg("main_gpu"), py::arg("tensor_split"), py::arg("use_mmap"), py::arg("use_mlock"),
              py::arg("embeddings"), py::arg("seed"), py::arg("flash_attn"), py::arg("kv_unified"),
              py::arg("chat_template"), py::arg("slot_prompt_similarity") = 0.1f, py::arg("cache_ram_mib") = 2048,
-             py::arg("progress") = py::none(), py::arg("rpc_servers") = std::vector<std::string>{},
-             py::arg("lora") = std::vector<std::pair<std::string, float>>{}, py::arg("spec_type") = "",
-             py::arg("draft_model") = "", py::arg("n_draft") = 16, py::arg("draft_min") = 0, py::arg("p_min") = 0.0f,
-             py::arg("spec_ngram_n") = 12)
+             py::arg("progress") = py::none(), py::arg("rpc_servers") = std::vector<std::string>{}, py::arg("cache_type_k") = "f16", py::arg("cache_type_v") = "f16",
+             py::arg("context_shift") = false, py::arg("lora") = std::vector<std::pair<std::string, float>>{},
+             py::arg("spec_type") = "", py::arg("draft_model") = "", py::arg("n_draft") = 16, py::arg("draft_min") = 0,
+             py::arg("p_min") = 0.0f, py::arg("spec_ngram_n") = 12)
         .def("close", &Engine::close, py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("failure", &Engine::failure)
         .def("devices", [](const Engine & e) {
@@ -429,6 +494,9 @@ PYBIND11_MODULE(_native, m) {
             d["n_threads"] = i.n_threads;
             d["n_gpu_layers"] = i.n_gpu_layers;
             d["kv_bytes"] = i.kv_bytes;
+            d["cache_type_k"] = i.cache_type_k;
+            d["cache_type_v"] = i.cache_type_v;
+            d["context_shift"] = i.context_shift;
             return d;
         })
         .def("stats", [](const Engine & e) {
@@ -450,8 +518,26 @@ PYBIND11_MODULE(_native, m) {
             d["kv_purges"] = s.kv_purges;
             d["spec_draft_tokens"] = s.spec_draft_tokens;
             d["spec_accepted_tokens"] = s.spec_accepted_tokens;
+            d["context_shifts"] = s.context_shifts;
+            d["decode_aborts"] = s.decode_aborts;
             return d;
         })
+        .def("slots", [](const Engine & e) {
+            py::list out;
+            for (const SlotState & s : e.slot_states()) {
+                py::dict d;
+                d["id"] = s.id;
+                d["busy"] = s.busy;
+                d["request_id"] = s.request_id;
+                d["n_cached"] = s.n_cached;
+                d["n_prompt"] = s.n_prompt;
+                d["n_generated"] = s.n_generated;
+                d["generating"] = s.generating;
+                if (s.busy) d["params"] = params_dict(s.params);
+                out.append(d);
+            }
+            return out;
+        }, "Every slot now: busy or idle, its request, the tokens it holds.")
         .def_property_readonly("profiler", [](Engine & e) -> Profiler & { return e.profiler(); },
                                py::return_value_policy::reference_internal)
         .def("tokenize", &Engine::tokenize, py::arg("text"), py::arg("add_special") = true,

@@ -53,8 +53,27 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     if (cfg_.flash_attn != "auto" && cfg_.flash_attn != "on" && cfg_.flash_attn != "off") {
         throw InvalidParameterError("flash_attn", "flash_attn must be 'auto', 'on' or 'off'");
     }
+    const ggml_type type_k = ggml_type(kv_cache_type(cfg_.cache_type_k, "cache_type_k"));
+    const ggml_type type_v = ggml_type(kv_cache_type(cfg_.cache_type_v, "cache_type_v"));
+    // As llama.cpp decides: a quantized V cache is only read by flash attention ("auto" turns it on).
+    if (ggml_is_quantized(type_v) && cfg_.flash_attn == "off") {
+        throw InvalidParameterError("cache_type_v", "cache_type_v '" + cfg_.cache_type_v +
+                                                        "' is quantized, which needs flash attention: set flash_attn to 'auto' or 'on'");
+    }
     backend_init_once();
     const ModelFileInfo file = inspect_model_file(cfg_.model_path);
+    // With flash attention a quantized cache row must be whole blocks of one head.
+    const std::pair<ggml_type, int64_t> rows[] = {{type_k, file.head_dim_k}, {type_v, file.head_dim_v}};
+    for (size_t i = 0; i < 2; ++i) {
+        const ggml_type t = rows[i].first;
+        const int64_t dim = rows[i].second;
+        if (cfg_.flash_attn != "off" && ggml_is_quantized(t) && dim > 0 && dim % ggml_blck_size(t) != 0) {
+            const char * param = i == 0 ? "cache_type_k" : "cache_type_v";
+            throw InvalidParameterError(param, std::string(param) + " '" + ggml_type_name(t) + "' packs blocks of " +
+                                                   std::to_string(ggml_blck_size(t)) + " values, which do not divide this model's head size " +
+                                                   std::to_string(dim));
+        }
+    }
 
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = cfg_.n_gpu_layers;
@@ -105,6 +124,8 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     cp.n_threads = n_threads;
     cp.n_threads_batch = cfg_.n_threads_batch > 0 ? cfg_.n_threads_batch : n_threads;
     cp.kv_unified = cfg_.kv_unified;
+    cp.type_k = type_k;
+    cp.type_v = type_v;
     cp.no_perf = true;
     cp.flash_attn_type = cfg_.flash_attn == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED
                        : cfg_.flash_attn == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -115,7 +136,7 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     info_.n_layer = llama_model_n_layer(model_.get());
     const int64_t n_head_kv = file.n_head_kv > 0 ? file.n_head_kv : llama_model_n_head_kv(model_.get());
     const uint32_t n_ctx_eff = cfg_.n_ctx ? cfg_.n_ctx : uint32_t(llama_model_n_ctx_train(model_.get()));
-    info_.kv_bytes = kv_cache_bytes(info_.n_layer, n_head_kv, file.head_dim_k, file.head_dim_v, n_ctx_eff);
+    info_.kv_bytes = kv_cache_bytes(info_.n_layer, n_head_kv, file.head_dim_k, file.head_dim_v, n_ctx_eff, type_k, type_v);
     const SystemMemory sys = MemoryManager::system();
     if (cfg_.n_gpu_layers == 0 && sys.total_bytes > 0 && info_.kv_bytes > sys.total_bytes) {
         throw OutOfMemoryError("not enough memory for the KV cache: n_ctx=" + std::to_string(n_ctx_eff) + " needs " +
@@ -123,6 +144,12 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
                                std::to_string(sys.total_bytes >> 20) + " MiB");
     }
     ctx_.reset(llama_init_from_model(model_.get(), cp));
+    if (!ctx_ && (ggml_is_quantized(type_k) || ggml_is_quantized(type_v) || type_k != type_v)) {
+        throw ModelLoadError("could not create the context (KV cache " + std::to_string(info_.kv_bytes >> 20) +
+                             " MiB) with cache_type_k '" + cfg_.cache_type_k + "' and cache_type_v '" + cfg_.cache_type_v +
+                             "' (flash_attn '" + cfg_.flash_attn +
+                             "'): the backend cannot use these KV cache types for this model, or memory ran out");
+    }
     if (!ctx_) {
         throw OutOfMemoryError("could not allocate the context (KV cache " + std::to_string(info_.kv_bytes >> 20) +
                                " MiB for n_ctx=" + std::to_string(n_ctx_eff) + ")");
@@ -155,7 +182,9 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     info_.n_threads = n_threads;
     info_.n_gpu_layers = cfg_.n_gpu_layers;
     info_.has_encoder = llama_model_has_encoder(model);
-    info_.kv_bytes = kv_cache_bytes(info_.n_layer, n_head_kv, file.head_dim_k, file.head_dim_v, info_.n_ctx);
+    info_.kv_bytes = kv_cache_bytes(info_.n_layer, n_head_kv, file.head_dim_k, file.head_dim_v, info_.n_ctx, type_k, type_v);
+    info_.cache_type_k = cfg_.cache_type_k;
+    info_.cache_type_v = cfg_.cache_type_v;
 
     if (!cfg_.chat_template.empty()) {
         // The caller's own template: one that does not parse is their error, not a reason to use another.
@@ -194,18 +223,21 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     mm.kv_bytes = info_.kv_bytes;
     mem_ = MemoryRegistration(mm);
 
+
     SchedulerOptions so;
     so.slot_prompt_similarity = cfg_.slot_prompt_similarity;
     so.cache_ram_bytes = cfg_.cache_ram_mib < 0 ? SIZE_MAX : size_t(cfg_.cache_ram_mib) << 20;
     so.kv_unified = cfg_.kv_unified;
     so.lora = lora_.get();
     so.spec = spec_.get();
+    so.context_shift = cfg_.context_shift;
     scheduler_ = std::make_unique<Scheduler>(ctx_.get(), model, cfg_.n_parallel, profiler_, so);
     {
         std::lock_guard<std::mutex> lock(fail_mutex_);
         sched_ = scheduler_.get();
         if (failed_) sched_->fail_all(failure_);
     }
+    info_.context_shift = cfg_.context_shift && llama_memory_can_shift(llama_get_memory(ctx_.get()));
 }
 
 Engine::~Engine() { close(); }
@@ -275,6 +307,11 @@ SchedulerStats Engine::stats() const {
     return scheduler_->stats();
 }
 
+std::vector<SlotState> Engine::slot_states() const {
+    auto pass = enter();
+    return scheduler_->slot_states();
+}
+
 std::vector<int32_t> Engine::tokenize(const std::string & text, bool add_special, bool parse_special) {
     auto pass = enter();
     ScopedTimer t(profiler_, "tokenize");
@@ -320,6 +357,10 @@ std::shared_ptr<Request> Engine::make_request(std::vector<int32_t> prompt, GenPa
                                    std::to_string(info_.n_ctx_slot) + " tokens");
     }
     validate(params, info_.n_vocab);
+    if (params.id_slot >= info_.n_parallel) {
+        throw InvalidParameterError("id_slot", "invalid 'id_slot': " + std::to_string(params.id_slot) + " is not a slot (0.." +
+                                                   std::to_string(info_.n_parallel - 1) + ")");
+    }
     std::vector<float> lora_scales = lora_->resolve(lora);
     auto req = std::make_shared<Request>();
     req->lora = std::move(lora_scales);

@@ -4,12 +4,12 @@
 
 #include "call_gate.h"
 #include "lora.h"
+#include "speculative.h"
 #include "load_progress.h"
 #include "memory_manager.h"
 #include "profiler.h"
 #include "request.h"
 #include "rpc.h"
-#include "speculative.h"
 #include "scheduler.h"
 
 #include "chat.h"
@@ -50,6 +50,9 @@ struct EngineConfig {
     int64_t cache_ram_mib = 2048;         // host-memory prompt cache bound in MiB; 0: off, -1: unbounded
     std::vector<LoraSpec> lora;           // LoRA adapters and their global scales
     SpecConfig spec;                      // speculative decoding (type "": off)
+    std::string cache_type_k = "f16";     // KV cache element types (llama.cpp's names: f16, q8_0, q4_0, ...)
+    std::string cache_type_v = "f16";     // a quantized V cache needs flash attention
+    bool context_shift = false;           // a full slot drops half its context after n_keep instead of ending
     std::vector<std::string> rpc_servers;  // host:port of RPC workers that take the layers (kolosal.rpc_worker)
     std::shared_ptr<LoadProgress> progress;  // fed by llama.cpp while the weights load (optional)
 };
@@ -73,6 +76,9 @@ struct ModelInfo {
     int32_t n_gpu_layers = 0;
     uint64_t kv_bytes = 0;
     bool has_encoder = false;
+    std::string cache_type_k;
+    std::string cache_type_v;
+    bool context_shift = false;   // on, and the model's cache can shift
 };
 
 // A chat rendered by the model's template, and what parsing its answer needs.
@@ -151,6 +157,7 @@ public:
     const EngineConfig & config() const { return cfg_; }
     Profiler & profiler() { return profiler_; }
     SchedulerStats stats() const;
+    std::vector<SlotState> slot_states() const;
 
     std::vector<int32_t> tokenize(const std::string & text, bool add_special, bool parse_special);
     std::string detokenize(const std::vector<int32_t> & tokens, bool special) const;

@@ -3,6 +3,8 @@
 #include "errors.h"
 #include "model_file.h"
 
+#include "ggml.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -102,12 +104,29 @@ ProcessMemory MemoryManager::process() {
     return p;
 }
 
-uint64_t kv_cache_bytes(int64_t n_layer, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, uint64_t n_ctx) {
-    const uint64_t per_cell = uint64_t(n_layer) * uint64_t(n_head_kv) * uint64_t(head_dim_k + head_dim_v) * 2;  // F16
-    return per_cell * n_ctx;
+uint64_t kv_cache_bytes(int64_t n_layer, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, uint64_t n_ctx,
+                        int type_k, int type_v) {
+    // One row of K and one of V per layer and cell; a quantized row is whole blocks.
+    const uint64_t k_row = ggml_row_size(ggml_type(type_k), n_head_kv * head_dim_k);
+    const uint64_t v_row = ggml_row_size(ggml_type(type_v), n_head_kv * head_dim_v);
+    return uint64_t(n_layer) * (k_row + v_row) * n_ctx;
 }
 
-FootprintEstimate MemoryManager::estimate(const std::string & path, uint32_t n_ctx, int n_gpu_layers) {
+int kv_cache_type(const std::string & name, const char * param) {
+    static const ggml_type types[] = {GGML_TYPE_F32,  GGML_TYPE_F16,    GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
+                                      GGML_TYPE_Q4_1, GGML_TYPE_IQ4_NL, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1};
+    std::string known;
+    for (const ggml_type t : types) {
+        if (name == ggml_type_name(t)) return int(t);
+        known += (known.empty() ? "" : ", ") + std::string(ggml_type_name(t));
+    }
+    throw InvalidParameterError(param, std::string("invalid '") + param + "': unknown KV cache type '" + name + "' (known: " + known + ")");
+}
+
+FootprintEstimate MemoryManager::estimate(const std::string & path, uint32_t n_ctx, int n_gpu_layers,
+                                          const std::string & cache_type_k, const std::string & cache_type_v) {
+    const int type_k = kv_cache_type(cache_type_k, "cache_type_k");
+    const int type_v = kv_cache_type(cache_type_v, "cache_type_v");
     const ModelFileInfo info = inspect_model_file(path);
     FootprintEstimate e;
     e.file_bytes = info.file_bytes;
@@ -116,7 +135,7 @@ FootprintEstimate MemoryManager::estimate(const std::string & path, uint32_t n_c
     // Layers offloaded to a GPU do not cost host memory; host and device are reported together here.
     (void) n_gpu_layers;
     e.weights_bytes = info.tensor_bytes;
-    e.kv_bytes = kv_cache_bytes(info.n_layer, info.n_head_kv, info.head_dim_k, info.head_dim_v, n_ctx);
+    e.kv_bytes = kv_cache_bytes(info.n_layer, info.n_head_kv, info.head_dim_k, info.head_dim_v, n_ctx, type_k, type_v);
     e.total_bytes = e.weights_bytes + e.kv_bytes;
     return e;
 }

@@ -51,7 +51,8 @@ public:
     static SystemMemory system();
     static ProcessMemory process();
     // Reads the GGUF header only (no weights) to predict what loading costs.
-    static FootprintEstimate estimate(const std::string & path, uint32_t n_ctx, int n_gpu_layers);
+    static FootprintEstimate estimate(const std::string & path, uint32_t n_ctx, int n_gpu_layers,
+                                      const std::string & cache_type_k = "f16", const std::string & cache_type_v = "f16");
 
 private:
     mutable std::mutex mutex_;
@@ -59,7 +60,14 @@ private:
     uint64_t next_handle_ = 1;
 };
 
-// KV cache bytes for `n_ctx` cells of an F16 cache.
-uint64_t kv_cache_bytes(int64_t n_layer, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, uint64_t n_ctx);
+// KV cache bytes for `n_ctx` cells with K and V stored as `type_k` / `type_v`
+// (ggml types: F16 by default, a quantized type packs blocks of values).
+uint64_t kv_cache_bytes(int64_t n_layer, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, uint64_t n_ctx,
+                        int type_k = 1 /* GGML_TYPE_F16 */, int type_v = 1);
+
+// The ggml type of a KV cache type name as llama.cpp spells it (f32, f16,
+// bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1); throws InvalidParameterError
+// naming `param` for any other.
+int kv_cache_type(const std::string & name, const char * param);
 
 }  // namespace kolosal

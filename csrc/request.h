@@ -62,6 +62,7 @@ struct Usage {
     double prompt_ms = 0.0;
     double decode_ms = 0.0;
     int32_t slot = -1;
+    int32_t context_shifts = 0;  // times the slot's context was shifted to make room (context_shift)
 };
 
 struct Request {

@@ -3,6 +3,7 @@
 #include "errors.h"
 #include "json-schema-to-grammar.h"
 #include "json.h"
+#include "sampling.h"
 
 #include <algorithm>
 #include <cmath>
@@ -35,6 +36,54 @@ void validate(const GenParams & p, int32_t n_vocab) {
         require(!std::isnan(lb.second), "logit_bias", "bias must be a number");
     }
     require(p.grammar.empty() || p.json_schema.empty(), "grammar", "give either grammar or json_schema, not both");
+
+    require(std::isfinite(p.dry_multiplier) && p.dry_multiplier >= 0.0f, "dry_multiplier", "must be >= 0 (0 disables DRY)");
+    require(std::isfinite(p.dry_base) && p.dry_base >= 1.0f, "dry_base", "must be >= 1");
+    require(p.dry_allowed_length >= 0, "dry_allowed_length", "must be >= 0");
+    require(p.dry_penalty_last_n >= -1, "dry_penalty_last_n", "must be >= -1 (-1: whole context, 0: off)");
+    if (p.dry_sequence_breakers) {
+        require(!p.dry_sequence_breakers->empty(), "dry_sequence_breakers", "must be a non-empty list of strings");
+        for (const auto & b : *p.dry_sequence_breakers) {
+            require(!b.empty(), "dry_sequence_breakers", "sequence breakers must not be empty strings");
+        }
+    }
+    require(std::isfinite(p.xtc_probability) && p.xtc_probability >= 0.0f && p.xtc_probability <= 1.0f,
+            "xtc_probability", "must be in [0, 1]");
+    require(std::isfinite(p.xtc_threshold) && p.xtc_threshold >= 0.0f && p.xtc_threshold <= 1.0f,
+            "xtc_threshold", "must be in [0, 1] (above 0.5 XTC removes nothing)");
+    require(p.mirostat >= 0 && p.mirostat <= 2, "mirostat", "must be 0 (off), 1 (Mirostat) or 2 (Mirostat 2.0)");
+    require(std::isfinite(p.mirostat_tau) && p.mirostat_tau >= 0.0f, "mirostat_tau", "must be >= 0");
+    require(std::isfinite(p.mirostat_eta) && p.mirostat_eta > 0.0f && p.mirostat_eta <= 1.0f, "mirostat_eta",
+            "must be in (0, 1]");
+    require(std::isfinite(p.top_n_sigma) && (p.top_n_sigma >= 0.0f || p.top_n_sigma == -1.0f), "top_n_sigma",
+            "must be >= 0 (or -1: off)");
+    require(p.min_keep >= 0, "min_keep", "must be >= 0");
+    require(p.samplers.size() <= 32, "samplers", "at most 32 entries");
+    sampler_chain(p.samplers);
+    require(p.id_slot >= -1, "id_slot", "must be a slot id >= 0 (or -1: any slot)");
+    require(p.t_max_predict_ms >= 0, "t_max_predict_ms", "must be >= 0 (0: no time limit)");
+    require(p.n_keep >= -1, "n_keep", "must be >= -1 (-1: the whole prompt)");
+}
+
+std::vector<common_sampler_type> sampler_chain(const std::vector<std::string> & names) {
+    std::vector<common_sampler_type> out;
+    for (const auto & name : names) {
+        // One name at a time: llama.cpp skips a name it does not know, we refuse it.
+        const auto one = common_sampler_types_from_names({name});
+        if (one.size() != 1 || one[0] == COMMON_SAMPLER_TYPE_INFILL) {
+            std::string known;
+            for (const auto & n : default_sampler_names()) known += (known.empty() ? "" : ", ") + n;
+            throw InvalidParameterError("samplers", "invalid 'samplers': unknown sampler '" + name + "' (known: " + known + ", adaptive_p)");
+        }
+        out.push_back(one[0]);
+    }
+    return out;
+}
+
+std::vector<std::string> default_sampler_names() {
+    std::vector<std::string> out;
+    for (const auto t : common_params_sampling().samplers) out.push_back(common_sampler_type_to_str(t));
+    return out;
 }
 
 common_params_sampling to_common(const GenParams & p, const llama_vocab * vocab, uint32_t default_seed, uint32_t n_ctx_slot) {
@@ -54,6 +103,19 @@ common_params_sampling to_common(const GenParams & p, const llama_vocab * vocab,
     s.ignore_eos = p.ignore_eos;
     s.n_probs = p.n_probs;
     s.no_perf = true;
+    s.min_keep = p.min_keep;
+    s.dry_multiplier = p.dry_multiplier;
+    s.dry_base = p.dry_base;
+    s.dry_allowed_length = p.dry_allowed_length;
+    s.dry_penalty_last_n = p.dry_penalty_last_n < 0 ? int32_t(n_ctx_slot) : p.dry_penalty_last_n;
+    if (p.dry_sequence_breakers) s.dry_sequence_breakers = *p.dry_sequence_breakers;
+    s.xtc_probability = p.xtc_probability;
+    s.xtc_threshold = p.xtc_threshold;
+    s.mirostat = p.mirostat;
+    s.mirostat_tau = p.mirostat_tau;
+    s.mirostat_eta = p.mirostat_eta;
+    s.top_n_sigma = p.top_n_sigma;
+    if (!p.samplers.empty()) s.samplers = sampler_chain(p.samplers);
     for (const auto & lb : p.logit_bias) s.logit_bias.push_back({lb.first, lb.second});
     if (!p.eog_stops()) {
         // Same as llama-server: push every end-of-generation token to -inf. Not with a

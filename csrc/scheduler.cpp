@@ -48,8 +48,13 @@ Scheduler::Scheduler(llama_context * ctx, const llama_model * model, int32_t n_s
         s->id = i;
         slots_.push_back(std::move(s));
     }
-    // shutdown() interrupts a decode in progress (checked between graph nodes).
-    llama_set_abort_callback(ctx_, [](void * self) { return static_cast<Scheduler *>(self)->abort_.load(); }, this);
+    // shutdown() interrupts a decode in progress (checked between graph nodes),
+    // and so does cancelling every request that has tokens in it.
+    llama_set_abort_callback(ctx_, [](void * self) {
+        auto * sch = static_cast<Scheduler *>(self);
+        return sch->abort_.load() || sch->batch_cancelled();
+    }, this);
+    if (opts_.context_shift && !llama_memory_can_shift(llama_get_memory(ctx_))) opts_.context_shift = false;
     thread_ = std::thread([this] { run(); });
 }
 
@@ -63,7 +68,8 @@ void Scheduler::prepare(Request & req) const {
     const GenParams & p = req.params;
     const bool penalties = p.repeat_last_n != 0 &&
                            (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f);
-    if (req.sampler && penalties) {
+    const bool dry = p.dry_multiplier > 0.0f && p.dry_penalty_last_n != 0;
+    if (req.sampler && (penalties || dry)) {
         for (int32_t t : req.prompt) common_sampler_accept(req.sampler, t, false);
     }
     // Control tokens the chat format's parser needs keep their text.
@@ -155,7 +161,51 @@ SchedulerStats Scheduler::stats() const {
     st.kv_purges = kv_purges_.load();
     st.spec_draft_tokens = spec_drafted_.load();
     st.spec_accepted_tokens = spec_accepted_.load();
+    st.context_shifts = context_shifts_.load();
+    st.decode_aborts = decode_aborts_.load();
     return st;
+}
+
+std::vector<SlotState> Scheduler::slot_states() const {
+    std::lock_guard<std::mutex> lock(slots_mutex_);
+    std::vector<SlotState> out;
+    for (const auto & s : slots_) {
+        SlotState st;
+        st.id = s->id;
+        st.busy = s->req != nullptr;
+        st.n_cached = s->cache.size();
+        if (s->req) {
+            st.request_id = s->req->id;
+            st.n_prompt = s->req->prompt.size();
+            st.n_generated = s->n_generated;
+            st.generating = s->generating;
+            st.params = s->req->params;
+        }
+        out.push_back(st);
+    }
+    return out;
+}
+
+bool Scheduler::batch_cancelled() const {
+    if (batch_reqs_.empty()) return false;
+    for (const Request * r : batch_reqs_) {
+        if (!r->cancelled.load()) return false;
+    }
+    return true;
+}
+
+void Scheduler::drop_cancelled_batch() {
+    // The decode stopped part-way: the cells of this batch's tokens may or may
+    // not hold them, so each sequence keeps only what its slot knows it holds.
+    llama_memory_t mem = llama_get_memory(ctx_);
+    for (auto & s : slots_) {
+        if (!s->req || s->n_batch_tokens == 0) continue;
+        llama_memory_seq_rm(mem, s->id, llama_pos(s->cache.size()), -1);
+    }
+    unbuild_batch();
+    for (auto & s : slots_) {
+        if (s->req && s->req->cancelled.load()) finish(*s, Finish::cancelled);
+    }
 }
 
 void Scheduler::run() {
@@ -169,15 +219,20 @@ void Scheduler::run() {
             if (stopping_) break;
         }
         try {
-            step();
+            std::unique_lock<std::mutex> slots_lock(slots_mutex_);
+            step(slots_lock);
         } catch (const std::exception & e) {
             // Last resort: whatever failed, the requests in flight fail and the engine lives on.
+            std::lock_guard<std::mutex> slots_lock(slots_mutex_);
             for (auto & s : slots_) {
                 if (s->req) finish(*s, Finish::error, std::string("internal error: ") + e.what());
             }
         }
     }
-    shutdown_requests();
+    {
+        std::lock_guard<std::mutex> slots_lock(slots_mutex_);
+        shutdown_requests();
+    }
     {
         std::lock_guard<std::mutex> lock(queue_mutex_);
         exited_ = true;
@@ -185,7 +240,7 @@ void Scheduler::run() {
     exit_cv_.notify_all();
 }
 
-void Scheduler::step() {
+void Scheduler::step(std::unique_lock<std::mutex> & slots_lock) {
     admit_queued();
     // Cancelled requests leave before the next decode step.
     for (auto & s : slots_) {
@@ -197,17 +252,34 @@ void Scheduler::step() {
     if (opts_.lora && !opts_.lora->empty()) opts_.lora->apply(ctx_, active_lora_);
     for (;;) {
         int32_t ret = -1;
+        batch_reqs_.clear();
+        for (auto & s : slots_) {
+            if (s->req && s->n_batch_tokens > 0) batch_reqs_.push_back(s->req.get());
+        }
         try {
             bool has_prompt = false;
             for (auto & s : slots_) has_prompt |= (s->req && s->n_batch_tokens > 0 && !s->generating);
             ScopedTimer t(profiler_, has_prompt ? "prefill" : "decode");
+            // The slots are not touched while the context decodes: slot_states() may read them.
+            slots_lock.unlock();
             ret = llama_decode(ctx_, batch_);
+            slots_lock.lock();
         } catch (const std::exception & e) {
+            if (!slots_lock.owns_lock()) slots_lock.lock();
+            batch_reqs_.clear();
             fail_batch(std::string("decode failed: ") + e.what());
             return;
         }
+        const bool all_cancelled = batch_cancelled();
+        batch_reqs_.clear();
         if (ret == 0) break;
         if (ret == 2 && abort_) return;  // interrupted by shutdown(): shutdown_requests() cancels what was in flight
+        if (ret == 2 && all_cancelled) {
+            // Every request in the batch was cancelled while it ran (e.g. during a long prefill).
+            decode_aborts_++;
+            drop_cancelled_batch();
+            return;
+        }
         // 1: no room in the KV cache for this batch; nothing of it was decoded.
         if (ret == 1) {
             if (make_room()) continue;
@@ -278,14 +350,24 @@ void Scheduler::shutdown_requests() {
     cache_.clear();
 }
 
-Scheduler::Slot * Scheduler::pick_slot(const std::vector<int32_t> & prompt, bool & give_away) {
+Scheduler::Slot * Scheduler::pick_slot(const Request & req, bool & give_away) {
+    const std::vector<int32_t> & prompt = req.prompt;
     give_away = false;
     Slot * best = nullptr;
+    if (req.params.id_slot >= 0) {
+        // Pinned to one slot: that one once it is free.
+        if (size_t(req.params.id_slot) >= slots_.size()) return nullptr;
+        Slot * s = slots_[size_t(req.params.id_slot)].get();
+        if (s->req) return nullptr;
+        const size_t common = req.params.cache_prompt ? common_prefix(s->cache, prompt) : 0;
+        give_away = !s->cache.empty() && float(common) < 0.5f * float(s->cache.size());
+        return s;
+    }
     // A slot whose cached prefix covers enough of the prompt: the best such one.
-    if (opts_.slot_prompt_similarity > 0.0f) {
+    if (opts_.slot_prompt_similarity > 0.0f && req.params.cache_prompt) {
         float sim_best = 0.0f;
         for (auto & s : slots_) {
-            if (s->req || s->cache.empty()) continue;
+            if (s->req || s->cache.empty() || !lora_same(s->lora, req.lora)) continue;
             const float sim = float(common_prefix(s->cache, prompt)) / float(prompt.size());
             if (sim > sim_best && sim > opts_.slot_prompt_similarity) {
                 sim_best = sim;
@@ -335,12 +417,17 @@ void Scheduler::admit_queued() {
         Slot * best = nullptr;
         bool give_away = false;
         {
+            // In queue order; a request pinned to a busy slot lets the ones behind it pass.
             std::lock_guard<std::mutex> lock(queue_mutex_);
-            if (queue_.empty()) return;
-            best = pick_slot(queue_.front()->prompt, give_away);
+            auto it = queue_.begin();
+            for (; it != queue_.end(); ++it) {
+                best = pick_slot(**it, give_away);
+                if (best) break;
+                if ((*it)->params.id_slot < 0) return;  // no free slot for anyone
+            }
             if (!best) return;
-            req = queue_.front();
-            queue_.pop_front();
+            req = *it;
+            queue_.erase(it);
             inflight_.push_back(req);
         }
         Slot & s = *best;
@@ -351,8 +438,11 @@ void Scheduler::admit_queued() {
             ScopedTimer t(profiler_, "prompt_cache");
             // With kv_unified the restored state needs free cells: idle slots give theirs up.
             auto purge = [&] { return opts_.kv_unified && purge_idle(&s); };
+            // cache_prompt false: nothing saved comes back for this prompt.
+            static const std::vector<int32_t> none;
             const uint64_t restores = cache_.restores();
-            if (!cache_.exchange(ctx_, s.id, req->prompt, s.cache, purge, lora_tag(s.lora), lora_tag(req->lora))) {
+            if (!cache_.exchange(ctx_, s.id, req->params.cache_prompt ? req->prompt : none, s.cache, purge,
+                                 lora_tag(s.lora), lora_tag(req->lora))) {
                 llama_memory_seq_rm(mem, s.id, -1, -1);
                 s.cache.clear();
             } else if (cache_.restores() != restores) {
@@ -367,6 +457,7 @@ void Scheduler::admit_queued() {
         s.lora = req->lora;
         // Keep the shared prefix, but always evaluate at least the last prompt token to get logits.
         size_t keep = std::min(common_prefix(s.cache, req->prompt), req->prompt.size() - 1);
+        if (!req->params.cache_prompt) keep = 0;
         if (!llama_memory_seq_rm(mem, s.id, llama_pos(keep), -1)) {
             llama_memory_seq_rm(mem, s.id, -1, -1);
             keep = 0;
@@ -622,13 +713,36 @@ void Scheduler::take(Slot & s, llama_token tok) {
         return;
     }
     const bool hit_max = req.params.max_tokens >= 0 && s.n_generated >= req.params.max_tokens;
-    const bool ctx_full = s.cache.size() + 1 >= n_ctx_slot_;
-    if (hit_max || ctx_full) {
+    const bool hit_time = req.params.t_max_predict_ms > 0 && ms_between(s.t_first, now) >= req.params.t_max_predict_ms;
+    // The next step needs a cell for the token just sampled.
+    const bool ctx_full = s.cache.size() + 1 >= n_ctx_slot_ && !(opts_.context_shift && shift_context(s));
+    if (hit_max || hit_time || ctx_full) {
         emit(s, true);
         finish(s, Finish::length);
         return;
     }
     emit(s, false);
+}
+
+bool Scheduler::shift_context(Slot & s) {
+    // llama-server's context shift: keep the first n_keep tokens (the whole
+    // prompt with -1, plus BOS), drop half of the rest and move the remainder
+    // down; generation goes on in the room that made.
+    const GenParams & p = s.req->params;
+    int64_t n_keep = p.n_keep < 0 ? int64_t(s.req->prompt.size()) : int64_t(p.n_keep);
+    if (llama_vocab_get_add_bos(vocab_)) n_keep += 1;
+    n_keep = std::min<int64_t>(int64_t(n_ctx_slot_) - 4, n_keep);
+    const int64_t n_past = int64_t(s.cache.size());
+    const int64_t n_left = n_past - n_keep;
+    const int64_t n_discard = std::clamp<int64_t>(n_left / 2, 0, std::max<int64_t>(0, n_left - 1));
+    if (n_keep < 0 || n_discard <= 0) return false;
+    llama_memory_t mem = llama_get_memory(ctx_);
+    if (!llama_memory_seq_rm(mem, s.id, llama_pos(n_keep), llama_pos(n_keep + n_discard))) return false;
+    llama_memory_seq_add(mem, s.id, llama_pos(n_keep + n_discard), llama_pos(n_past), llama_pos(-n_discard));
+    s.cache.erase(s.cache.begin() + n_keep, s.cache.begin() + n_keep + n_discard);
+    s.usage.context_shifts++;
+    context_shifts_++;
+    return true;
 }
 
 void Scheduler::emit(Slot & s, bool final_flush) {

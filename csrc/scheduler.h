@@ -43,6 +43,20 @@ struct SchedulerStats {
     uint64_t kv_purges = 0;                 // idle slots cleared to make room (kv_unified)
     uint64_t spec_draft_tokens = 0;         // tokens proposed by speculative decoding
     uint64_t spec_accepted_tokens = 0;      // of those, the ones the model agreed with
+    uint64_t context_shifts = 0;            // slots whose context was shifted to go on generating
+    uint64_t decode_aborts = 0;             // decode calls interrupted because all their requests were cancelled
+};
+
+// What one slot holds and does now (for llama-server's /slots).
+struct SlotState {
+    int32_t id = 0;
+    bool busy = false;
+    uint64_t request_id = 0;         // 0: idle
+    size_t n_cached = 0;             // tokens whose KV the slot holds
+    size_t n_prompt = 0;             // prompt tokens of its request
+    int32_t n_generated = 0;
+    bool generating = false;         // false while its prompt is prefilled
+    GenParams params;                // its request's parameters (when busy)
 };
 
 struct SchedulerOptions {
@@ -58,6 +72,9 @@ struct SchedulerOptions {
     const LoraSet * lora = nullptr;
     // Speculative decoding, while a single request is in flight (null: off).
     Speculator * spec = nullptr;
+    // A generation that fills its slot drops half of what follows the kept
+    // prompt tokens (llama-server's context shift) instead of ending.
+    bool context_shift = false;
 };
 
 class Scheduler {
@@ -79,16 +96,19 @@ public:
     // (finish_reason "error") and later submits fail at once.
     void fail_all(const std::string & err);
     SchedulerStats stats() const;
+    // A snapshot of every slot, taken between decode steps.
+    std::vector<SlotState> slot_states() const;
     uint32_t n_ctx_slot() const { return n_ctx_slot_; }
+    int32_t n_slots() const { return int32_t(slots_.size()); }
 
 private:
     struct Slot;
 
     void run();
-    void step();
+    void step(std::unique_lock<std::mutex> & slots_lock);
     void shutdown_requests();
     void admit_queued();
-    Slot * pick_slot(const std::vector<int32_t> & prompt, bool & give_away);
+    Slot * pick_slot(const Request & req, bool & give_away);
     void prepare(Request & req) const;
     void choose_lora();
     bool build_batch();
@@ -102,6 +122,9 @@ private:
     void emit(Slot & s, bool final_flush);
     void finish(Slot & s, Finish f, const std::string & err = {}, const std::string & stop_word = {});
     void fail_batch(const std::string & err);
+    bool shift_context(Slot & s);
+    bool batch_cancelled() const;
+    void drop_cancelled_batch();
 
     llama_context * ctx_;
     const llama_model * model_;
@@ -132,7 +155,12 @@ private:
     std::atomic<int32_t> slots_busy_{0};
 
     std::atomic<uint64_t> requests_done_{0}, prompt_tokens_{0}, cached_tokens_{0}, generated_tokens_{0}, decode_calls_{0},
-        kv_purges_{0};
+        kv_purges_{0}, context_shifts_{0}, decode_aborts_{0};
+    // The requests with tokens in the batch being decoded: the abort callback
+    // stops the decode when every one of them is cancelled.
+    std::vector<Request *> batch_reqs_;
+    // Guards the slots' bookkeeping that slot_states() reads.
+    mutable std::mutex slots_mutex_;
     std::atomic<uint64_t> spec_drafted_{0}, spec_accepted_{0};
     std::thread thread_;
 };

@@ -39,7 +39,17 @@ _SAMPLING_KEYS = {
     "max_tokens", "temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
     "presence_penalty", "frequency_penalty", "repeat_last_n", "seed", "stop", "ignore_eos",
     "logit_bias", "grammar", "json_schema", "logprobs", "top_logprobs", "preserved_tokens",
+    # llama.cpp's other samplers, under llama-server's names
+    "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers",
+    "xtc_probability", "xtc_threshold", "mirostat", "mirostat_tau", "mirostat_eta", "top_n_sigma", "min_keep",
+    "samplers",
+    # slot and cache handling (llama-server's request fields)
+    "cache_prompt", "id_slot", "t_max_predict_ms", "n_keep", "n_probs",
 }
+
+#: Sampling parameters an Engine may be given as defaults for every request.
+DEFAULT_SAMPLING_KEYS = _SAMPLING_KEYS - {"max_tokens", "stop", "logit_bias", "grammar", "json_schema", "logprobs",
+                                          "top_logprobs", "preserved_tokens", "seed", "id_slot", "n_probs"}
 
 
 @dataclass(frozen=True)
@@ -164,13 +174,36 @@ def _native_params(params: Mapping[str, Any]) -> Dict[str, Any]:
             out["logprobs"] = True
         elif key == "seed" and isinstance(value, int) and value < 0:
             continue  # negative seed: random, as in llama.cpp
-        elif key == "preserved_tokens":
+        elif key in ("preserved_tokens", "dry_sequence_breakers"):
             if isinstance(value, str) or not all(isinstance(t, str) for t in value):
-                raise InvalidParameterError("invalid 'preserved_tokens': expected a list of strings", "preserved_tokens")
+                raise InvalidParameterError(f"invalid '{key}': expected a list of strings", key)
             out[key] = list(value)
+        elif key == "samplers":
+            # llama-server also takes one letter per sampler ("edkypmxt")
+            out[key] = _sampler_names(value)
+        elif key == "n_probs":
+            out["n_probs"] = value
+            if value:
+                out["logprobs"] = True
         else:
             out[key] = value
     return out
+
+
+_SAMPLER_LETTERS = {"d": "dry", "k": "top_k", "p": "top_p", "m": "min_p", "y": "typ_p", "t": "temperature",
+                    "x": "xtc", "s": "top_n_sigma", "e": "penalties", "a": "adaptive_p"}
+
+
+def _sampler_names(value: Any) -> List[str]:
+    if isinstance(value, str):
+        unknown = [c for c in value if c not in _SAMPLER_LETTERS]
+        if unknown:
+            raise InvalidParameterError(f"invalid 'samplers': unknown sampler letter '{unknown[0]}' (known: "
+                                        f"{''.join(_SAMPLER_LETTERS)})", "samplers")
+        return [_SAMPLER_LETTERS[c] for c in value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value):
+        raise InvalidParameterError("invalid 'samplers': expected a list of sampler names", "samplers")
+    return list(value)
 
 
 class Generation:
@@ -430,6 +463,10 @@ class Engine:
         draft_min: int = 0,
         p_min: float = 0.0,
         spec_ngram_n: int = 12,
+        cache_type_k: str = "f16",
+        cache_type_v: str = "f16",
+        context_shift: bool = False,
+        sampling: Optional[Mapping[str, Any]] = None,
     ) -> None:
         for name, value, low in (("n_ctx", n_ctx, 0), ("n_parallel", n_parallel, 1), ("n_batch", n_batch, 1),
                                  ("n_ubatch", n_ubatch, 1)):
@@ -445,6 +482,13 @@ class Engine:
         #: Default of ``chat``'s ``reasoning_format`` and the template variables every chat gets.
         self.reasoning_format = _check_reasoning_format(reasoning_format)
         self.chat_template_kwargs = _template_kwargs(chat_template_kwargs)
+        for name, value in (("cache_type_k", cache_type_k), ("cache_type_v", cache_type_v)):
+            if not isinstance(value, str):
+                raise InvalidParameterError(f"{name} must be a string such as 'f16' or 'q8_0'", param=name)
+        if not isinstance(context_shift, bool):
+            raise InvalidParameterError("context_shift must be true or false", param="context_shift")
+        #: Sampling defaults of every request (llama-server's names); a request's own values win.
+        self.sampling_defaults = self._check_defaults(sampling)
         self.model_path = os.fspath(model_path)
         self.model_id = model_id or os.path.basename(self.model_path)
         endpoints = self._rpc_endpoints(rpc_servers, allow_public_rpc, rpc_timeout)
@@ -471,6 +515,9 @@ class Engine:
             cache_ram_mib=cache_ram_mib,
             rpc_servers=endpoints,
             progress=load_progress,
+            cache_type_k=cache_type_k,
+            cache_type_v=cache_type_v,
+            context_shift=context_shift,
             lora=_lora_specs(lora),
             **_spec_args(draft_model, spec_type, n_draft, draft_min, p_min, spec_ngram_n),
         )
@@ -482,6 +529,29 @@ class Engine:
         self._rpc_release = weakref.finalize(self, _rpc_release, endpoints) if endpoints else None
         self._info = self._native.info()
         self._chat_caps = self._native.chat_template_caps()
+
+    @staticmethod
+    def _check_defaults(sampling: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+        if sampling is None:
+            return {}
+        if not isinstance(sampling, Mapping):
+            raise InvalidParameterError("sampling must be a mapping of sampling parameters", param="sampling")
+        unknown = sorted(set(sampling) - DEFAULT_SAMPLING_KEYS)
+        if unknown:
+            raise InvalidParameterError(f"sampling: '{unknown[0]}' cannot be an engine default (allowed: "
+                                        f"{', '.join(sorted(DEFAULT_SAMPLING_KEYS))})", param=f"sampling.{unknown[0]}")
+        defaults = {k: v for k, v in sampling.items() if v is not None}
+        try:
+            _native.check_params(_native_params(defaults))
+        except InvalidParameterError as e:
+            raise InvalidParameterError(f"sampling: {e}", param=f"sampling.{e.param}") from None
+        return defaults
+
+    def _params(self, params: Mapping[str, Any]) -> Dict[str, Any]:
+        """A request's parameters over the engine's defaults, for the native core."""
+        if self.sampling_defaults:
+            params = {**self.sampling_defaults, **{k: v for k, v in params.items() if v is not None}}
+        return _native_params(params)
 
     # -- metadata ----------------------------------------------------------
     @property
@@ -549,6 +619,12 @@ class Engine:
         ``prompt_cache_limit_bytes``, ``prompt_cache_saves``/``_restores``)."""
         return self._native.stats()
 
+    def slots(self) -> List[Dict[str, Any]]:
+        """Every slot now: ``id``, ``busy``, its ``request_id`` (0 when idle),
+        ``n_cached`` (tokens whose KV it holds), ``n_prompt``, ``n_generated``
+        and ``generating`` (false while its prompt is prefilled)."""
+        return self._native.slots()
+
     @property
     def supports_tool_calls(self) -> bool:
         """Whether the chat template renders tools and tool calls itself (else
@@ -589,7 +665,7 @@ class Engine:
         """Start generating; returns at once with an iterable handle."""
         tokens = self._prompt_tokens(prompt)
         lora = _lora_request(params.pop("lora", None))
-        return Generation(self._native.submit(tokens, _native_params(params), None, lora), self)
+        return Generation(self._native.submit(tokens, self._params(params), None, lora), self)
 
     def generate_many(self, prompts: Sequence[Prompt], **params: Any) -> List[Generation]:
         """Start several generations with the same parameters at once: they are
@@ -598,7 +674,7 @@ class Engine:
             raise InvalidParameterError("prompts must be a non-empty list of prompts", param="prompts")
         tokens = [self._prompt_tokens(p) for p in prompts]
         lora = _lora_request(params.pop("lora", None))
-        return [Generation(n, self) for n in self._native.submit_many(tokens, _native_params(params), lora)]
+        return [Generation(n, self) for n in self._native.submit_many(tokens, self._params(params), lora)]
 
     def complete(self, prompt: Prompt, **params: Any) -> Completion:
         """Generate to the end and return the result."""
@@ -729,7 +805,7 @@ class Engine:
         if rendered.grammar:
             params["grammar"] = rendered.grammar
         lora = _lora_request(params.pop("lora", None))
-        native = self._native.submit(rendered.tokens, _native_params(params), rendered.chat_prompt, lora)
+        native = self._native.submit(rendered.tokens, self._params(params), rendered.chat_prompt, lora)
         gen = ChatGeneration(native, self, rendered.chat_prompt, generic_tools=rendered.generic_tools)
         if stream:
             return gen

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from kolosal.server.config_schema import ServerSection
-from server.conftest import MODEL_ID, LiveServer, free_port, server_config, start_server
+from server.conftest import MODEL_ID, LiveServer, chat_body, free_port, server_config, start_server
 
 from .support import DEPLOY, Nginx, make_tls, need, render
 
@@ -202,3 +202,42 @@ def test_clients_behind_nginx_get_separate_rate_limit_buckets(proxy, tls, backen
         assert second.get("/v1/models").status_code == 429
     clients = {x["client"] for x in access_lines(backend) if x["status"] == 429}
     assert clients == {"127.0.0.2", "127.0.0.3"}
+
+
+def test_sigterm_drains_a_stream_in_flight_through_nginx(model_path, tls, tmp_path):
+    """The operator's stop (SIGTERM, systemd's KillSignal) with a stream in
+    flight through nginx: the stream runs to its end and [DONE], a new request
+    meanwhile is refused with the JSON 503 rather than hanging, and the server
+    exits 0."""
+    cfg = server_config(model_path, shutdown_grace_seconds=60)
+    cfg["security"] = {"trusted_proxies": ["127.0.0.1"]}
+    server = start_server(cfg, tmp_path)
+    nginx = Nginx(tmp_path / "nginx")
+    port = free_port()
+    render_site(nginx.prefix / "conf.d", tls, port, free_port(), [server.port, free_port()])
+    url = f"https://127.0.0.1:{port}"
+    nginx.start(url + "/health", verify=tls["context"])
+    body = {"model": MODEL_ID, "stream": True, "max_tokens": 64, "ignore_eos": True, "temperature": 0,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Count from one to one hundred."}]}
+    try:
+        with httpx.Client(verify=tls["context"], timeout=120) as c:
+            with c.stream("POST", url + "/v1/chat/completions", json=body) as r:
+                assert r.status_code == 200
+                lines = r.iter_lines()
+                first = next(x for x in lines if x.startswith("data: "))
+                server.proc.send_signal(signal.SIGTERM)
+                while httpx.get(server.base_url + "/health", timeout=10).status_code != 503:
+                    time.sleep(0.05)
+                during = c.post(url + "/v1/chat/completions", json=chat_body())
+                events = [first] + [x for x in lines if x.startswith("data: ")]
+            assert events[-1] == "data: [DONE]"
+            chunks = [json.loads(x[6:]) for x in events[:-1]]
+            assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+            assert chunks[-1]["usage"]["completion_tokens"] == 64
+            assert during.status_code == 503, during.text
+            assert during.json()["error"]["code"] == "server_draining"
+        assert server.proc.wait(60) == 0, server.log()
+    finally:
+        nginx.stop()
+        server.stop(signal.SIGKILL)

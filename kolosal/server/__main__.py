@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -9,10 +10,14 @@ from .cli import parse, resolve_config
 from .config import ConfigError, effective_config
 
 
-def _refuse(e: ConfigError) -> int:
-    print("configuration error:", file=sys.stderr)
-    for line in e.errors:
-        print(f"  {line}", file=sys.stderr)
+def refusal(e: ConfigError, config: Optional[str]) -> str:
+    """The message for an invalid configuration: the file's absolute path, then one line per problem."""
+    where = f" in {os.path.abspath(config)}" if config else ""
+    return "\n".join([f"configuration error{where}:", *(f"  {line}" for line in e.errors)])
+
+
+def _refuse(e: ConfigError, config: Optional[str]) -> int:
+    print(refusal(e, config), file=sys.stderr)
     return 1
 
 
@@ -25,7 +30,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cfg = resolve_config(args)
     except ConfigError as e:
-        return _refuse(e)
+        return _refuse(e, args.config)
     if args.check_config:
         print(json.dumps(effective_config(cfg), indent=2))
         return 0
@@ -37,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         configure_logging(cfg.logging)
         apply_process_settings(cfg.server)
     except ConfigError as e:  # a log file that cannot be opened, a priority the system refuses
-        return _refuse(e)
+        return _refuse(e, args.config)
     return serve(cfg)
 
 

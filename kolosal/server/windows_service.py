@@ -320,7 +320,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             host.start()
         except ConfigError as e:
-            print("configuration error:\n" + "\n".join(f"  {line}" for line in e.errors), file=sys.stderr)
+            from .__main__ import refusal
+
+            print(refusal(e, args.config), file=sys.stderr)
             return 1
         try:
             return host.run_until_stopped()

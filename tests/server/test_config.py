@@ -206,3 +206,15 @@ def test_models_file_named_but_missing(tmp_path):
         load_config(path)
     assert ei.value.errors == [f"inference.models_file: models file not found: {tmp_path / 'models.json'} "
                                f"(nor beside the config file: {path.parent / 'models.json'})"]
+
+
+@pytest.mark.parametrize("text", ['{"server": {"prot": 1}}', '{"logging": {"level": "LOUD"}}',
+                                  '{"models": [{"id": "a", "path": "nowhere.gguf"}]}'])
+def test_refusal_names_the_key_and_the_config_files_absolute_path(tmp_path, monkeypatch, capsys, text):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "production.json").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", "config/production.json", "--check-config"]) == 1
+    err = capsys.readouterr().err
+    assert f"configuration error in {tmp_path / 'config' / 'production.json'}:" in err, err
+    assert json.loads(text).popitem()[0] in err

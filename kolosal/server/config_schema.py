@@ -298,6 +298,9 @@ class LoraAdapter(_Section):
     scale: float = 1.0
 
 
+KvCacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+
+
 class LoadParams(_Section):
     n_ctx: Optional[int] = Field(None, ge=0)
     n_gpu_layers: Optional[int] = Field(None, ge=-1)
@@ -330,6 +333,12 @@ class LoadParams(_Section):
     draft_min: Optional[int] = Field(None, ge=0, le=256)  # fewer proposed: decode normally (0)
     p_min: Optional[float] = Field(None, ge=0, le=1)  # draft model: stop below this top-token probability (0)
     spec_ngram_n: Optional[int] = Field(None, ge=1, le=1024)  # n-gram lookup: n-gram length (12)
+    # KV cache element types (llama.cpp's names); a quantized V cache needs flash_attn auto or on
+    cache_type_k: Optional[KvCacheType] = None
+    cache_type_v: Optional[KvCacheType] = None
+    context_shift: Optional[bool] = None  # a full slot drops half its context after n_keep instead of ending
+    # sampling defaults of every request under llama-server's names (dry_multiplier, samplers, ...)
+    sampling: Optional[Dict[str, Any]] = None
 
     @field_validator("rpc_servers")
     @classmethod

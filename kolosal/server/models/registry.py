@@ -211,7 +211,9 @@ class EngineRegistry:
     # -- loading -------------------------------------------------------------
     def estimate(self, rec: EngineRecord) -> int:
         n_ctx = int(rec.params.get("n_ctx") or 4096)
-        return int(MemoryManager.estimate(rec.model_path, n_ctx, int(rec.params.get("n_gpu_layers") or 0))["total_bytes"])
+        return int(MemoryManager.estimate(rec.model_path, n_ctx, int(rec.params.get("n_gpu_layers") or 0),
+                                          rec.params.get("cache_type_k") or "f16",
+                                          rec.params.get("cache_type_v") or "f16")["total_bytes"])
 
     def _verify_checksum(self, rec: EngineRecord) -> None:
         if not rec.sha256:

@@ -11,7 +11,10 @@ from ..policy.quota import fit_to_quota
 from ..protocol.openai.common import SamplingFields
 
 _PASS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "repeat_last_n",
-         "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos")
+         "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos",
+         "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers",
+         "xtc_probability", "xtc_threshold", "mirostat", "mirostat_tau", "mirostat_eta", "top_n_sigma", "min_keep",
+         "samplers", "cache_prompt", "id_slot", "t_max_predict_ms", "n_keep")
 
 
 def fit_max_tokens(engine: Engine, n_prompt: int, requested: Optional[int], param: str) -> int:
@@ -22,6 +25,8 @@ def fit_max_tokens(engine: Engine, n_prompt: int, requested: Optional[int], para
         raise ApiError(400, f"max_tokens is {requested} but this server allows at most {cap} per request.",
                        param="max_tokens", code="invalid_value")
     want = requested if requested is not None else 0
+    if engine.metadata.get("context_shift"):
+        want = 0  # the context shifts to make room: only the prompt has to fit
     if n_prompt + want > slot or n_prompt >= slot:
         asked = f"{n_prompt + want} tokens ({n_prompt} in the {param}, {want} for the completion)" if want else \
             f"{n_prompt} tokens in the {param}"

@@ -52,6 +52,26 @@ class SamplingFields(Strict):
     ignore_eos: Optional[bool] = None
     # the request's LoRA adapter scales; adapters not listed are off for it (default: the global scales)
     lora: Optional[List[LoraScale]] = None
+    # llama.cpp's other samplers and slot fields, under llama-server's names (docs/server.md)
+    dry_multiplier: Optional[float] = Field(None, ge=0, le=3.4e38)
+    dry_base: Optional[float] = Field(None, ge=1, le=3.4e38)
+    dry_allowed_length: Optional[int] = Field(None, ge=0)
+    dry_penalty_last_n: Optional[int] = Field(None, ge=-1)  # -1: the whole context
+    dry_sequence_breakers: Optional[List[Annotated[str, Field(min_length=1)]]] = Field(None, min_length=1)
+    xtc_probability: Optional[float] = Field(None, ge=0, le=1)
+    xtc_threshold: Optional[float] = Field(None, ge=0, le=1)
+    mirostat: Optional[Literal[0, 1, 2]] = None
+    mirostat_tau: Optional[float] = Field(None, ge=0, le=3.4e38)
+    mirostat_eta: Optional[float] = Field(None, gt=0, le=1)
+    top_n_sigma: Optional[float] = Field(None, ge=-1, le=3.4e38)  # -1: off; other negative values are refused
+    min_keep: Optional[int] = Field(None, ge=0)
+    # the sampler chain in order, by name (penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc,
+    # temperature) or as llama-server's letters ("edskypmxt")
+    samplers: Optional[Union[List[Annotated[str, Field(min_length=1)]], Annotated[str, Field(min_length=1)]]] = None
+    cache_prompt: Optional[bool] = None  # false: no cached prefix is reused
+    id_slot: Optional[int] = Field(None, ge=-1)  # run in this slot (-1: any)
+    t_max_predict_ms: Optional[int] = Field(None, ge=0)  # stop this long after the first token (finish_reason length)
+    n_keep: Optional[int] = Field(None, ge=-1)  # context shift: prompt tokens kept (-1: all)
 
 
 class Usage(Reply):

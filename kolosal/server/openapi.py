@@ -136,6 +136,30 @@ def _vocabulary(app: Flask) -> Optional[int]:
     return min(sizes) if sizes else None
 
 
+def _lora_adapters(app: Flask) -> Optional[int]:
+    """The fewest LoRA adapters a loaded model has (request ``lora`` ids are below it)."""
+    state = app.extensions.get("kolosal")
+    counts = []
+    for rec in state.registry.records() if state is not None else []:
+        if rec.engine is not None:
+            try:
+                counts.append(len(rec.engine.lora_adapters()))
+            except Exception:
+                pass
+    return min(counts) if counts else None
+
+
+def _lora_ids(schema: Dict[str, Any], n_lora: Optional[int]) -> None:
+    """An array of ``{id, scale}``: ids of the served adapters only (none: the array is empty)."""
+    if n_lora is None:
+        return
+    if n_lora == 0:
+        schema["maxItems"] = 0
+    else:
+        schema["items"] = {"allOf": [schema.get("items", {}),
+                                     {"properties": {"id": {"type": "integer", "maximum": n_lora - 1}}}]}
+
+
 def _model_names(app: Flask) -> Optional[List[str]]:
     """The names ``model`` may take (ids and aliases), or None when any name
     is answered (``server.default_model``)."""
@@ -148,9 +172,13 @@ def _model_names(app: Flask) -> Optional[List[str]]:
 
 
 def _state_limits(schema: Dict[str, Any], lim: RequestLimits, n_vocab: Optional[int],
-                  models: Optional[List[str]] = None) -> None:
+                  models: Optional[List[str]] = None, n_lora: Optional[int] = None) -> None:
     """Write the server's configured limits (and served models) into a request body schema."""
     props = schema.get("properties", {})
+    for b in _of_type(props.get("lora"), "array"):
+        _lora_ids(b, n_lora)
+    if schema.get("type") == "array" and schema.get("items", {}).get("$ref", "").endswith("/LoraScale"):
+        _lora_ids(schema, n_lora)  # the body of POST /lora-adapters
     if models and "engine_id" not in props:
         for b in _of_type(props.get("model"), "string"):
             b["enum"] = models
@@ -241,7 +269,7 @@ def build_openapi(app: Flask, version: str) -> Dict[str, Any]:
     for m in models:
         if (m, "validation") in keys and any(spec.request is m for _, _, spec in ops):
             name = keys[(m, "validation")]["$ref"].rsplit("/", 1)[1]
-            _state_limits(schemas[name], lim, n_vocab, names)
+            _state_limits(schemas[name], lim, n_vocab, names, _lora_adapters(app))
             if len(dims) == 1:  # embeddings: only the model's own size (no reduced dimensions)
                 for b in _of_type(schemas[name].get("properties", {}).get("dimensions"), "integer"):
                     b["enum"] = sorted(dims)

@@ -425,7 +425,15 @@ class Engine:
     without affecting other engines.
 
     ``load_progress`` (a ``LoadProgress``) is updated while the weights are
-    read: another thread may read its ``value`` (0 to 1) during the load."""
+    read: another thread may read its ``value`` (0 to 1) during the load.
+
+    ``lora`` (``[{"path", "scale"}]``) loads LoRA adapters with their global
+    scales; a request's ``lora=[{"id", "scale"}]`` sets its own (see
+    ``lora_adapters``). ``draft_model`` (or ``spec_type="ngram"``) turns on
+    speculative decoding while a single request is in flight: up to
+    ``n_draft`` proposed tokens per step, checked in one decode (``p_min``:
+    the draft model's least top-token probability; ``draft_min``: fewer are
+    not checked; ``spec_ngram_n``: n-gram length of the lookup)."""
 
     def __init__(
         self,

@@ -15,6 +15,12 @@ GPU_LAYERS = int(os.environ.get("KOLOSAL_TEST_GPU_LAYERS", "0"))
 
 
 @pytest.fixture(scope="session")
+def gpu_layers() -> int:
+    """``n_gpu_layers`` for engines a test module makes itself (KOLOSAL_TEST_GPU_LAYERS)."""
+    return GPU_LAYERS
+
+
+@pytest.fixture(scope="session")
 def model_path() -> Path:
     """The SmolLM2 GGUF (fetched into the cache on first use)."""
     env = os.environ.get("KOLOSAL_TEST_MODEL")

@@ -12,14 +12,14 @@ PROMPT = ("Write a very long story about a dragon who lives in a castle by the s
 
 
 @pytest.fixture(scope="module")
-def shifting(model_path):
-    with kolosal.Engine(model_path, n_ctx=256, n_parallel=1, n_threads=1, seed=1, context_shift=True) as e:
+def shifting(model_path, gpu_layers):
+    with kolosal.Engine(model_path, n_gpu_layers=gpu_layers, n_ctx=256, n_parallel=1, n_threads=1, seed=1, context_shift=True) as e:
         yield e
 
 
 @pytest.fixture(scope="module")
-def plain(model_path):
-    with kolosal.Engine(model_path, n_ctx=256, n_parallel=1, n_threads=1, seed=1) as e:
+def plain(model_path, gpu_layers):
+    with kolosal.Engine(model_path, n_gpu_layers=gpu_layers, n_ctx=256, n_parallel=1, n_threads=1, seed=1) as e:
         yield e
 
 

@@ -11,8 +11,8 @@ from kolosal.errors import InvalidParameterError
 
 
 @pytest.fixture(scope="module")
-def q8_engine(model_path):
-    with kolosal.Engine(model_path, n_ctx=512, n_parallel=1, n_threads=1, seed=5, cache_type_k="q8_0", cache_type_v="q8_0") as e:
+def q8_engine(model_path, gpu_layers):
+    with kolosal.Engine(model_path, n_gpu_layers=gpu_layers, n_ctx=512, n_parallel=1, n_threads=1, seed=5, cache_type_k="q8_0", cache_type_v="q8_0") as e:
         yield e
 
 
@@ -39,9 +39,9 @@ def test_footprint_uses_the_element_size(model_path, q8_engine):
     assert mine
 
 
-def test_mixed_types_with_flash_attention_off(model_path):
+def test_mixed_types_with_flash_attention_off(model_path, gpu_layers):
     # a quantized K cache works without flash attention; only V needs it
-    with kolosal.Engine(model_path, n_ctx=256, n_parallel=1, n_threads=1, cache_type_k="q8_0", flash_attn="off") as e:
+    with kolosal.Engine(model_path, n_gpu_layers=gpu_layers, n_ctx=256, n_parallel=1, n_threads=1, cache_type_k="q8_0", flash_attn="off") as e:
         assert e.complete("Hello", max_tokens=4, temperature=0).usage["completion_tokens"] > 0
 
 
@@ -51,9 +51,9 @@ def test_mixed_types_with_flash_attention_off(model_path):
     ({"cache_type_k": 8}, "cache_type_k"),
     ({"cache_type_v": "q4_0", "flash_attn": "off"}, "cache_type_v"),
 ])
-def test_bad_cache_types_name_the_field(model_path, kwargs, param):
+def test_bad_cache_types_name_the_field(model_path, gpu_layers, kwargs, param):
     with pytest.raises(InvalidParameterError) as e:
-        kolosal.Engine(model_path, n_ctx=256, n_parallel=1, **kwargs)
+        kolosal.Engine(model_path, n_gpu_layers=gpu_layers, n_ctx=256, n_parallel=1, **kwargs)
     assert e.value.param == param
     assert param in str(e.value)
 

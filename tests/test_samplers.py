@@ -9,9 +9,9 @@ from kolosal import _native
 from kolosal.errors import InvalidParameterError
 
 @pytest.fixture(scope="module")
-def engine(model_path):
+def engine(model_path, gpu_layers):
     """One slot, one compute thread: the samplers' effects, not throughput."""
-    with kolosal.Engine(model_path, n_ctx=1024, n_parallel=1, n_threads=1, seed=42) as e:
+    with kolosal.Engine(model_path, n_gpu_layers=gpu_layers, n_ctx=1024, n_parallel=1, n_threads=1, seed=42) as e:
         yield e
 
 
@@ -101,9 +101,9 @@ def test_invalid_sampler_values_name_the_field(engine, params, param):
     assert e.value.param == param
 
 
-def test_engine_defaults_apply_and_requests_override(model_path, engine):
+def test_engine_defaults_apply_and_requests_override(model_path, gpu_layers, engine):
     want = greedy(engine, "The capital of France is")
-    with kolosal.Engine(model_path, n_ctx=512, n_parallel=1, n_threads=1, seed=3,
+    with kolosal.Engine(model_path, n_gpu_layers=gpu_layers, n_ctx=512, n_parallel=1, n_threads=1, seed=3,
                         sampling={"samplers": ["top_k"], "top_k": 1}) as e:
         assert e.sampling_defaults == {"samplers": ["top_k"], "top_k": 1}
         for seed in range(2):
@@ -120,7 +120,7 @@ def test_engine_defaults_apply_and_requests_override(model_path, engine):
     ({"max_tokens": 5}, "sampling.max_tokens"),
     (["top_k"], "sampling"),
 ])
-def test_invalid_engine_defaults_fail_before_loading(model_path, sampling, param):
+def test_invalid_engine_defaults_fail_before_loading(model_path, gpu_layers, sampling, param):
     with pytest.raises(InvalidParameterError) as e:
-        kolosal.Engine(model_path, n_ctx=256, n_parallel=1, sampling=sampling)
+        kolosal.Engine(model_path, n_gpu_layers=gpu_layers, n_ctx=256, n_parallel=1, sampling=sampling)
     assert e.value.param == param

@@ -216,8 +216,14 @@ def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str
     for section in (cfg.logging,):
         section.file_path = _resolve(section.file_path, base)
         section.file = _resolve(section.file, base)
+    files = {cfg.logging.file_path: "logging.file_path"} if cfg.logging.file_path else {}
     for name, handler in cfg.logging.handlers.items():
         handler.filename = _resolve(handler.filename, base)
+        if handler.filename in files:  # two handlers rotating one file write each line twice and lose lines
+            raise ConfigError([f"logging.handlers.{name}.filename: {handler.filename} is already written by "
+                               f"{files[handler.filename]}; one file takes one handler"])
+        if handler.filename:
+            files[handler.filename] = f"logging.handlers.{name}"
         if handler.source(name) == "access":  # a handler for access lines turns them on
             if "access_log" in cfg.logging.model_fields_set and not cfg.logging.access_log:
                 raise ConfigError([f"logging.handlers.{name}: receives the access lines, but logging.access_log "

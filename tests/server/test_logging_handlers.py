@@ -147,3 +147,20 @@ def test_server_refuses_to_start_when_its_log_file_cannot_be_opened(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "listening" not in p.stdout
     assert f"logging.file_path: cannot open the log file {tmp_path / 'logs' / 'kolosal.log'}: " in p.stderr
+
+
+def test_one_file_one_handler(tmp_path):
+    """The guide's production.json (file_path) with its handlers block (a `file`
+    handler on the same file) would write every line twice and rotate one file
+    from two handlers, losing lines: a config error naming both keys."""
+    guide = json.loads((Path(__file__).parents[1] / "data" / "guide" / "logging.json").read_text())
+    section = {"file_path": "logs/kolosal-server.log", "handlers": guide["handlers"]}
+    with pytest.raises(ConfigError) as ei:
+        load_config(data={"server": {"root_dir": str(tmp_path)}, "logging": section})
+    assert ei.value.errors == [f"logging.handlers.file.filename: {tmp_path / 'logs' / 'kolosal-server.log'} is "
+                               f"already written by logging.file_path; one file takes one handler"]
+    twice = {"a": {"type": "rotating_file", "filename": "x.log"}, "b": {"type": "timed_rotating_file",
+                                                                       "filename": "./x.log"}}
+    with pytest.raises(ConfigError) as ei:
+        load_config(data={"server": {"root_dir": str(tmp_path)}, "logging": {"handlers": twice}})
+    assert ei.value.errors[0].startswith("logging.handlers.b.filename: ")

@@ -118,10 +118,12 @@ note "## Backend" "" '```' "$(cat "$results_dir/backend.txt")" '```' ""
 status=0
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step "engine tests, every layer on the GPU (log: $results_dir/tests.log)"
-  # The engine tests whose engines come from the shared fixtures (tests/conftest.py).
+  # The engine tests; their engines take KOLOSAL_TEST_GPU_LAYERS (tests/conftest.py).
   if KOLOSAL_TEST_GPU_LAYERS=-1 python -m pytest -q -p no:cacheprovider \
       tests/test_engine.py tests/test_chat.py tests/test_sampling.py tests/test_scheduler.py \
-      tests/test_embeddings.py tests/test_tool_calls.py tests/test_errors.py > "$results_dir/tests.log" 2>&1; then
+      tests/test_embeddings.py tests/test_tool_calls.py tests/test_errors.py \
+      tests/test_samplers.py tests/test_kv_types.py tests/test_context_shift.py tests/test_request_fields.py \
+      > "$results_dir/tests.log" 2>&1; then
     note "## Engine tests (KOLOSAL_TEST_GPU_LAYERS=-1)" "" "passed: $(tail -n 1 "$results_dir/tests.log")" ""
   else
     status=1

@@ -28,6 +28,11 @@ def claude(live_server):
         yield c
 
 
+def _prompt(usage: Any) -> int:
+    """The whole prompt: Anthropic's ``input_tokens`` leave out those read from the cache."""
+    return usage.input_tokens + (usage.cache_read_input_tokens or 0)
+
+
 def _text(msg: Any) -> str:
     return "".join(b.text for b in msg.content if b.type == "text")
 
@@ -59,7 +64,7 @@ def test_system_blocks_turns_and_stop_sequences(claude):
     cut = claude.messages.create(**kw, stop_sequences=[stop, "never-generated-zzz"])
     assert cut.stop_reason == "stop_sequence" and cut.stop_sequence == stop
     assert _text(cut) == text[:text.index(stop)].rstrip()
-    assert cut.usage.input_tokens == full.usage.input_tokens
+    assert _prompt(cut.usage) == _prompt(full.usage)
 
 
 def _stream(claude, **kw: Any) -> tuple:
@@ -107,6 +112,7 @@ def test_stream_text_matches_create(claude):
     assert "".join(deltas) == _text(final) == _text(whole)
     assert events[-2].delta.stop_reason == whole.stop_reason
     assert events[-2].usage.output_tokens == whole.usage.output_tokens == final.usage.output_tokens
+    assert _prompt(events[-2].usage) == _prompt(whole.usage) == _prompt(final.usage) == start.usage.input_tokens
 
 
 def test_stream_tool_use(claude):
@@ -143,13 +149,13 @@ def test_tool_loop(claude):
     assert [b.type for b in second.content] == ["text"] and _text(second)
     alone = claude.messages.count_tokens(model=MODEL_ID, tools=[WEATHER], messages=messages[:1],
                                          tool_choice={"type": "none"})
-    assert second.usage.input_tokens > alone.input_tokens  # the call and its result are in the prompt
+    assert _prompt(second.usage) > alone.input_tokens  # the call and its result are in the prompt
 
 
 def test_count_tokens(claude):
     counted = claude.messages.count_tokens(model=MODEL_ID, messages=HELLO, system="You are terse.")
     used = claude.messages.create(model=MODEL_ID, max_tokens=1, messages=HELLO, system="You are terse.")
-    assert counted.input_tokens == used.usage.input_tokens
+    assert counted.input_tokens == _prompt(used.usage)
     with_tools = claude.messages.count_tokens(model=MODEL_ID, messages=HELLO, system="You are terse.", tools=[WEATHER])
     assert with_tools.input_tokens > counted.input_tokens
 
@@ -273,7 +279,7 @@ def test_thinking_blocks(thinking):
     assert "".join(d.thinking for d in deltas[:-1]) == on.content[0].thinking == final.content[0].thinking
     off = thinking.messages.create(**kw)
     assert [b.type for b in off.content] == ["text"] and off.content[0].text
-    assert off.usage.input_tokens > on.usage.input_tokens  # the template closed an empty think block
+    assert _prompt(off.usage) > _prompt(on.usage)  # the template closed an empty think block
     history = [*HELLO, {"role": "assistant", "content": on.content}, {"role": "user", "content": "And again."}]
     again = thinking.messages.create(**{**kw, "messages": history})  # thinking blocks sent back are left out
     assert again.content

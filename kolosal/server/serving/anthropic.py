@@ -213,21 +213,24 @@ class MessageRun:
         for call in choice.message.tool_calls or []:
             blocks.append(ToolUseOut(id=_tool_id(), name=call.function.name, input=_arguments(call.function.arguments)))
         u = answer.usage
+        cached = u.prompt_tokens_details.get("cached_tokens", 0)
         return Message(id=self.id, content=blocks, model=self.req.model, **self._stop(choice.finish_reason),
-                       usage=MessageUsage(input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens,
-                                          cache_read_input_tokens=u.prompt_tokens_details.get("cached_tokens", 0)))
+                       usage=MessageUsage(input_tokens=u.prompt_tokens - cached, output_tokens=u.completion_tokens,
+                                          cache_read_input_tokens=cached))
 
     def events(self, w: Watch) -> Iterator[Optional[StreamEvent]]:
         """Anthropic's stream: ``message_start``, per block ``content_block_start``,
         its deltas and ``content_block_stop``, then ``message_delta`` (stop reason
-        and usage) and ``message_stop``. ``None`` marks a while without output."""
+        and usage) and ``message_stop``. ``None`` marks a while without output.
+        ``message_start`` counts the whole prompt as input; ``message_delta`` has the
+        final split between computed and cached prompt tokens (clients take it)."""
         n_prompt = len(self.chat.plan.rendered.tokens)
         yield MessageStart(message=Message(id=self.id, content=[], model=self.req.model, stop_reason=None,
                                            stop_sequence=None,
                                            usage=MessageUsage(input_tokens=n_prompt, output_tokens=0)))
         index, open_kind = -1, None
         finish: Optional[str] = None
-        output_tokens = 0
+        output_tokens, input_tokens, cached = 0, n_prompt, 0
 
         def open_block(kind: str, block: OutBlock) -> Iterator[StreamEvent]:
             nonlocal index, open_kind
@@ -249,6 +252,8 @@ class MessageRun:
                 continue
             if chunk.usage is not None:
                 output_tokens = chunk.usage.completion_tokens
+                cached = chunk.usage.prompt_tokens_details.get("cached_tokens", 0)
+                input_tokens = chunk.usage.prompt_tokens - cached
             for ch in chunk.choices:
                 d = ch.delta
                 if d.reasoning_content:
@@ -268,7 +273,9 @@ class MessageRun:
                 if ch.finish_reason is not None:
                     finish = ch.finish_reason
         yield from close_block()
-        yield MessageDelta(delta=StopDelta(**self._stop(finish)), usage=DeltaUsage(output_tokens=output_tokens))
+        yield MessageDelta(delta=StopDelta(**self._stop(finish)),
+                           usage=DeltaUsage(output_tokens=output_tokens, input_tokens=input_tokens,
+                                            cache_read_input_tokens=cached))
         yield MessageStop()
 
 

@@ -162,9 +162,13 @@ StopReason = Optional[Literal["end_turn", "max_tokens", "stop_sequence", "tool_u
 
 
 class MessageUsage(Reply):
+    """As Anthropic counts: ``input_tokens`` are the prompt tokens computed for this
+    request, ``cache_read_input_tokens`` those found in the prefix cache; the whole
+    prompt is their sum."""
+
     input_tokens: int
     output_tokens: int
-    cache_read_input_tokens: Optional[int] = None  # the prompt tokens found in the prefix cache
+    cache_read_input_tokens: Optional[int] = None
 
 
 class Message(Reply):
@@ -233,7 +237,12 @@ class StopDelta(Reply):
 
 
 class DeltaUsage(Reply):
+    """Cumulative counts at the end of the stream (the prompt's split between
+    computed and cached tokens is known only then)."""
+
     output_tokens: int
+    input_tokens: Optional[int] = None
+    cache_read_input_tokens: Optional[int] = None
 
 
 class MessageDelta(Reply):

@@ -17,7 +17,9 @@ Settings, the same on both servers:
 
 Reported per server and setting: generated tokens per second over the
 requests (completion tokens / wall time of the requests), the server's own
-decode rate, and the accepted share of the proposed tokens.
+decode rate, the server process's CPU time per generated token (less
+sensitive than wall time to other load on the machine; "vs off" is the
+saving), and the accepted share of the proposed tokens.
 
     python bench/spec_bench.py                        # all settings, both servers
     python bench/spec_bench.py --modes off ngram --requests 5 --out docs/run.md
@@ -75,6 +77,7 @@ def run(kind: str, mode: str, args: argparse.Namespace, workdir: Path) -> Dict[s
                 "max_tokens": args.max_tokens}
         http.post(srv.url + "/v1/chat/completions", json={**body, "max_tokens": 4}).raise_for_status()  # warm-up
         tokens, wall, decode_rates, drafted, accepted, texts = 0, 0.0, [], 0, 0, []
+        cpu0 = srv.cpu_s()
         for _ in range(args.requests):
             t0 = time.perf_counter()
             r = http.post(srv.url + "/v1/chat/completions", json=body)
@@ -88,20 +91,26 @@ def run(kind: str, mode: str, args: argparse.Namespace, workdir: Path) -> Dict[s
                 decode_rates.append(t["predicted_n"] * 1000.0 / t["predicted_ms"])
             drafted += int(t.get("draft_n") or 0)
             accepted += int(t.get("draft_n_accepted") or 0)
-    return {"kind": kind, "mode": mode, "tok_s": tokens / wall, "tokens": tokens,
+        cpu = srv.cpu_s() - cpu0
+    return {"cpu_ms_per_token": cpu * 1000.0 / tokens if tokens else None, "kind": kind, "mode": mode, "tok_s": tokens / wall, "tokens": tokens,
             "decode_tok_s": statistics.median(decode_rates) if decode_rates else None,
             "accepted": accepted / drafted if drafted else None, "drafted": drafted, "text": texts[-1]}
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
     base = {r["kind"]: r["tok_s"] for r in rows if r["mode"] == "off"}
-    out = ["| server | speculation | tokens/s (wall) | vs off | decode tokens/s (server) | accepted / proposed |",
-           "| --- | --- | ---: | ---: | ---: | ---: |"]
+    cpu_base = {r["kind"]: r["cpu_ms_per_token"] for r in rows if r["mode"] == "off"}
+    out = ["| server | speculation | tokens/s (wall) | vs off | decode tokens/s (server) | server CPU ms / token | "
+           "vs off | accepted / proposed |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         speedup = f"{r['tok_s'] / base[r['kind']]:.2f}x" if r["kind"] in base else ""
         dec = f"{r['decode_tok_s']:.1f}" if r["decode_tok_s"] else "n/a"
         acc = f"{r['accepted']:.0%} of {r['drafted']}" if r["accepted"] is not None else ""
-        out.append(f"| {r['kind']} | {r['mode']} | {r['tok_s']:.1f} | {speedup} | {dec} | {acc} |")
+        cpu = r["cpu_ms_per_token"]
+        cpu_vs = f"{cpu_base[r['kind']] / cpu:.2f}x" if cpu and cpu_base.get(r["kind"]) else ""
+        out.append(f"| {r['kind']} | {r['mode']} | {r['tok_s']:.1f} | {speedup} | {dec} | "
+                   f"{cpu:.1f} | {cpu_vs} | {acc} |")
     return "\n".join(out)
 
 

@@ -59,8 +59,7 @@ def create_app(config: Union[ConfigFile, Dict[str, Any], str, Path, None] = None
 
     register_error_handlers(app)
     register_blueprints(app, metrics=cfg.features.metrics, health=cfg.features.health_check)
-    if cfg.features.console:
-        install_console(app)
+    install_console(app, cfg.features.console)
     security = install_security(app, cfg)
     install_compression(app, cfg.server)
     Monitoring(state).init_app(app)

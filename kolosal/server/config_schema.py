@@ -272,7 +272,7 @@ class CorsSection(_Section):
 class FeaturesSection(_Section):
     health_check: bool = True  # false: no /health endpoint
     metrics: bool = True  # false: no metrics endpoints
-    console: bool = True  # false: no web console at / (then / is a 404)
+    console: bool = True  # false: no web console (/ answers only Ollama's probe line)
 
 
 class InferenceSection(_Section):

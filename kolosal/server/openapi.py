@@ -73,11 +73,13 @@ def route_spec(endpoint: Optional[str]) -> Optional[RouteSpec]:
     return getattr(current_app.view_functions.get(endpoint or ""), "_api_spec", None)
 
 
-def parse_body(model: Type[BaseModel]) -> Any:
+def parse_body(model: Type[BaseModel], untyped: bool = False) -> Any:
     """The JSON body validated as ``model``: 415 unless sent as
     ``application/json``; 400 on malformed or too deeply nested JSON, schema
-    errors, or a request over the server's limits (``limits.check_request``)."""
-    if request.mimetype != "application/json":
+    errors, or a request over the server's limits (``limits.check_request``).
+    ``untyped``: a body with another content type (``curl -d``) is read as JSON
+    too, unless a web page sent it (an ``Origin`` header: no form posts)."""
+    if request.mimetype != "application/json" and not (untyped and "Origin" not in request.headers):
         raise ApiError(415, "Send the request body as JSON with 'Content-Type: application/json'.",
                        code="unsupported_media_type")
     data = request_json()

@@ -37,8 +37,11 @@ def bearer(key: str) -> Dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
 def test_page_and_files_are_public_with_a_strict_csp(keyed):
-    page = get(keyed, "/")
+    page = get(keyed, "/", headers=BROWSER)
     assert page.status_code == 200 and page.mimetype == "text/html"
     csp = page.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
@@ -81,10 +84,22 @@ def test_session_without_keys_is_full_access():
     assert info["memory_budget_bytes"] is None
 
 
+def test_root_answers_ollamas_probe_to_programs(keyed):
+    """Ollama's apps probe ``/`` for "Ollama is running"; only a client asking for HTML gets the page."""
+    for headers in ({}, {"Accept": "*/*"}, {"Accept": "application/json"}, {"User-Agent": "ollama-js/0.5"}):
+        r = get(keyed, "/", headers=headers)
+        assert r.status_code == 200 and r.mimetype == "text/plain", headers
+        assert r.get_data(as_text=True) == "Ollama is running" and "Accept" in r.headers["Vary"]
+    page = get(keyed, "/", headers={"Accept": "text/html"})
+    assert page.mimetype == "text/html" and "Accept" in page.headers["Vary"]
+    assert get(keyed, "/", headers=BROWSER, method="HEAD").status_code == 200
+
+
 def test_console_can_be_turned_off():
     client = app_with(features={"console": False}).test_client()
-    r = get(client, "/")
-    assert r.status_code == 404 and r.get_json()["error"]["message"].startswith("Unknown endpoint")
+    for headers in ({}, BROWSER):  # only the probe is left at /
+        r = get(client, "/", headers=headers)
+        assert r.status_code == 200 and r.get_data(as_text=True) == "Ollama is running"
     assert client.get("/console/app.js").status_code == 404
     assert client.get("/console/session").status_code == 404
 

@@ -116,7 +116,7 @@ def test_page_loads_without_errors_and_shows_the_server(admin, server):
         assert page.get_by_role("button", name=f"{name} {MODEL_ID}").is_visible()
     assert page.is_hidden("#alert")
     # strict CSP on the page and its files
-    resp = httpx.get(server.base_url + "/")
+    resp = httpx.get(server.base_url + "/", headers={"Accept": "text/html"})
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in resp.headers["content-security-policy"]
     assert "unsafe-inline" not in resp.headers["content-security-policy"]

@@ -143,6 +143,28 @@ def test_errors_in_ollamas_shape(llama, live_server):
         assert http.get("/api/chat").status_code == 405
 
 
+def test_curl_bodies_and_the_root_probe(live_server):
+    """Ollama's own curl examples post JSON without a JSON content type (``curl -d``):
+    taken on /api/ when no web page sent it (no ``Origin``), refused (415) when one
+    did. ``GET /`` answers Ollama's probe to programs and the console to browsers."""
+    body = json.dumps({"model": MODEL_ID, "prompt": "Why is the sky blue?", "stream": False, "options": GREEDY})
+    with httpx.Client(base_url=live_server.base_url, timeout=60) as http:
+        r = http.post("/api/generate", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 200 and r.json()["done"] is True and r.json()["response"], r.text
+        assert http.post("/api/show", content=json.dumps({"model": MODEL_ID})).json()["details"]["family"] == "llama"
+        page = http.post("/api/generate", content=body, headers={"Content-Type": "text/plain",
+                                                                 "Origin": "http://example.com"})
+        assert page.status_code == 415 and "application/json" in page.json()["error"]
+        for headers in ({}, {"User-Agent": "ollama-python/0.6"}, {"Accept": "*/*"}):
+            probe = http.get("/", headers=headers)
+            assert probe.status_code == 200 and probe.text == "Ollama is running", headers
+            assert probe.headers["content-type"].startswith("text/plain")
+        assert http.head("/").status_code == 200
+        browser = http.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+        assert browser.status_code == 200 and browser.headers["content-type"].startswith("text/html")
+        assert "<title>Kolosal console</title>" in browser.text
+
+
 def test_same_greedy_answer_through_three_apis(llama, live_server, oai):
     """One engine behind the three dialects: the same conversation at
     temperature 0 gives the same text, and the metrics count each request."""

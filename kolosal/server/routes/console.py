@@ -2,13 +2,18 @@
 playground) whose script calls the ordinary API with the key typed into it.
 
 The page and its files need no key; every data call it makes goes through
-the usual policy. ``features.console: false`` leaves all of this out."""
+the usual policy. ``features.console: false`` leaves all of this out.
+
+``/`` is also where Ollama's apps probe for a server (Ollama answers
+``Ollama is running``): a client that asks for HTML by name (a browser)
+gets the page, any other (``*/*``, no ``Accept``: curl, HTTP libraries,
+Ollama clients) gets that line as text; without the console, everyone does."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
 
-from flask import Blueprint, Flask, Response, abort, current_app, jsonify, send_from_directory
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request, send_from_directory
 
 from ..openapi import RouteSpec, declare
 from ..policy.auth import check_key, current_key
@@ -22,7 +27,11 @@ ASSETS = ("app.js", "api.js", "overview.js", "metrics.js", "playground.js", "app
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
+# What Ollama answers at / and what the apps written for it look for.
+OLLAMA_PROBE = "Ollama is running"
+
 bp = Blueprint("console", __name__)
+probe_bp = Blueprint("root_probe", __name__)  # / without the console
 
 
 def _route(rule: str, summary: str, auth: str, limit: object) -> Callable:
@@ -41,11 +50,34 @@ def _static(name: str) -> Response:
     return resp
 
 
-@_route("/", "The web console", "public", None)
+def _wants_page() -> bool:
+    """Browsers name ``text/html`` in ``Accept``; programs send ``*/*`` or nothing."""
+    return request.accept_mimetypes.best_match(["text/plain", "text/html"]) == "text/html"
+
+
+def _probe() -> Response:
+    resp = Response(OLLAMA_PROBE, mimetype="text/plain")
+    resp.vary.add("Accept")
+    return resp
+
+
+@_route("/", "The web console (browsers), or Ollama's 'is running' line (other clients)", "public", None)
 def index():  # type: ignore[no-untyped-def]
+    if not _wants_page():
+        return _probe()
     resp = _static("index.html")
     resp.cache_control.no_cache = True
+    resp.vary.add("Accept")
     return resp
+
+
+def _root_probe():  # type: ignore[no-untyped-def]
+    return _probe()
+
+
+declare(RouteSpec("Ollama's 'is running' line", "console", auth="public", limit=None, listed=False,
+                  rule="/"))(_root_probe)  # type: ignore[arg-type]
+probe_bp.add_url_rule("/", view_func=_root_probe, methods=["GET"])
 
 
 @_route("/console/<name>", "A file of the web console", "public", None)
@@ -74,5 +106,6 @@ def session():  # type: ignore[no-untyped-def]
                     "memory_budget_bytes": state.registry.policy.budget_bytes, "version": state.version})
 
 
-def install_console(app: Flask) -> None:
-    app.register_blueprint(bp)
+def install_console(app: Flask, enabled: bool = True) -> None:
+    """The console, or (``features.console: false``) only the probe at ``/``."""
+    app.register_blueprint(bp if enabled else probe_bp)

@@ -1,7 +1,9 @@
 """Ollama's API under /api (see ``serving.ollama``): chat, generate, embed,
 the model listings, and clear refusals of the model management calls (models
 are configured, nothing is downloaded). Errors are ``{"error": "..."}``,
-404 and 405 under /api included; streams are one JSON object per line."""
+404 and 405 under /api included; streams are one JSON object per line.
+Bodies are read as JSON whatever their content type, as Ollama's own curl
+examples send them (``curl -d``), except from web pages (``parse_body``)."""
 from __future__ import annotations
 
 import json
@@ -96,27 +98,27 @@ def _generation(req: Union[ChatRequest, GenerateRequest], start: Callable[[Engin
 @api_route(bp, "/api/chat", ["POST"], summary="Chat (Ollama; NDJSON stream unless \"stream\": false)",
            request_model=ChatRequest, response_model=ChatResponse, generation="chat", listed=False)
 def chat():  # type: ignore[no-untyped-def]
-    req: ChatRequest = parse_body(ChatRequest)
+    req: ChatRequest = parse_body(ChatRequest, untyped=True)
     return _generation(req, start_chat_run, not req.messages)
 
 
 @api_route(bp, "/api/generate", ["POST"], summary="Generate (Ollama; NDJSON stream unless \"stream\": false)",
            request_model=GenerateRequest, response_model=GenerateResponse, generation="chat", listed=False)
 def generate():  # type: ignore[no-untyped-def]
-    req: GenerateRequest = parse_body(GenerateRequest)
+    req: GenerateRequest = parse_body(GenerateRequest, untyped=True)
     return _generation(req, start_generate_run, not req.prompt)
 
 
 @api_route(bp, "/api/embed", ["POST"], summary="Embeddings (Ollama)", request_model=EmbedRequest,
            response_model=EmbedResponse, listed=False)
 def embed_route():  # type: ignore[no-untyped-def]
-    return _embed(parse_body(EmbedRequest))
+    return _embed(parse_body(EmbedRequest, untyped=True))
 
 
 @api_route(bp, "/api/embeddings", ["POST"], summary="One embedding (Ollama's older endpoint)",
            request_model=EmbeddingsRequest, response_model=EmbeddingsResponse, listed=False)
 def embeddings_route():  # type: ignore[no-untyped-def]
-    return _embed(parse_body(EmbeddingsRequest))
+    return _embed(parse_body(EmbeddingsRequest, untyped=True))
 
 
 def _embed(req: Union[EmbedRequest, EmbeddingsRequest]) -> Response:
@@ -146,7 +148,7 @@ def ps():  # type: ignore[no-untyped-def]
            response_model=ShowResponse, listed=False)
 def show():  # type: ignore[no-untyped-def]
     state = get_state()
-    req: ShowRequest = parse_body(ShowRequest)
+    req: ShowRequest = parse_body(ShowRequest, untyped=True)
     name = req.model or req.name
     if not name:
         raise ApiError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")

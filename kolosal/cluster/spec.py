@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Union
 
 from pydantic import Field, ValidationError
 
-from ..server.config import ConfigError, _read, _resolve_models, validation_messages
+from ..server.config import ConfigError, _read, _resolve_models, install_root, validation_messages
 from ..server.config_schema import ClusterKeys, ConfigFile, ModelEntry
 
 
@@ -19,16 +19,18 @@ class ClusterSpec(ClusterKeys):
     models: List[ModelEntry] = Field(default_factory=list)  # entries the instances take their models from
 
 
-def load_cluster(path: Union[str, Path]) -> ClusterSpec:
-    """The validated cluster file (model paths relative to it); ConfigError naming the key otherwise."""
+def load_cluster(path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> ClusterSpec:
+    """The validated cluster file; ConfigError naming the file and the key otherwise. Model
+    paths resolve against ``root`` (the instance's install root), else ``install_root(path)``
+    (the file's folder, or the parent of a ``config`` folder), as for a models file."""
     path = Path(path).resolve()
     data = _read(path)
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as e:
-        raise ConfigError([f"{path.name}: {m}" for m in validation_messages(e)]) from None
-    _resolve_models(spec.models, path.parent)
-    errors = [f"{path.name}: models[{i}]: '{m.model_id}' is served by no instance (model_distribution)"
+        raise ConfigError([f"{path}: {m}" for m in validation_messages(e)]) from None
+    _resolve_models(spec.models, Path(root).resolve() if root is not None else install_root(path), path)
+    errors = [f"{path}: models[{i}]: '{m.model_id}' is served by no instance (model_distribution)"
               for i, m in enumerate(spec.models) if not any(m.model_id in ms for ms in
                                                             spec.model_distribution.values())]
     if errors:

@@ -58,7 +58,8 @@ def resolve_config(args: argparse.Namespace) -> ConfigFile:
         raise ConfigError(errors)
     if args.cluster or args.instance or cfg.instance:
         from ..cluster.spec import apply_cluster, load_cluster
-        apply_cluster(cfg, load_cluster(args.cluster) if args.cluster else None, args.instance)
+        root = args.root or (cfg.server.root_dir if args.config else None)  # as for --models
+        apply_cluster(cfg, load_cluster(args.cluster, root) if args.cluster else None, args.instance)
     check_model_files(cfg)
     check_security(cfg)
     check_process_settings(cfg.server)

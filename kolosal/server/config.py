@@ -157,6 +157,7 @@ def _resolve_models(models: List[ModelEntry], base: Path, source: Optional[Path]
     for m in models:
         m._given = m.file
         m._source = str(source) if source else None
+        m._root = str(base)
         if m.path:
             m.path = _resolve(m.path, base)
         if m.model_path:
@@ -262,8 +263,9 @@ def check_model_files(cfg: ConfigFile) -> None:
         if not Path(m.file).is_file():
             where = f" ({m._source}: models[{local}])" if m._source else ""
             how = ""
-            if m._given and not Path(os.path.expanduser(m._given)).is_absolute() and cfg.server.root_dir:
-                how = f"; '{m._given}' is relative to the install root {cfg.server.root_dir}"
+            root = m._root or cfg.server.root_dir
+            if m._given and not Path(os.path.expanduser(m._given)).is_absolute() and root:
+                how = f"; '{m._given}' is relative to the install root {root}"
             errors.append(f"models[{i}].{key}: model file not found: {m.file}{where}{how}")
         if m.model_id in seen:
             errors.append(f"models[{i}].{'id' if m.id else 'engine_id'}: duplicate model id '{m.model_id}'"

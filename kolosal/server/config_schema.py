@@ -358,6 +358,7 @@ class ModelEntry(_Section):
 
     _source: Optional[str] = PrivateAttr(None)  # the models file it came from (absolute), for error messages
     _given: Optional[str] = PrivateAttr(None)  # its path as written, before resolving against the install root
+    _root: Optional[str] = PrivateAttr(None)  # the folder its relative paths were resolved against
 
     id: Optional[str] = Field(None, min_length=1)
     engine_id: Optional[str] = Field(None, min_length=1)

@@ -91,3 +91,32 @@ def test_instance_takes_its_share_of_the_models(tmp_path, model_path):
     spec["models"] = spec["models"][:1]  # beta has no entry
     with pytest.raises(ConfigError, match="model_distribution.two: no model entry for beta"):
         resolve_config(parse(["--cluster", str(write(tmp_path, spec, "c2.json")), "--instance", "two"]))
+
+
+def test_cluster_model_paths_resolve_against_the_install_root(tmp_path, model_path):
+    """The guide's layout with the cluster file beside production.json in
+    config/: `models/x.gguf` means <root>/models/x.gguf (as in models.json),
+    and a missing one names the cluster file and the root it was looked for in."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "alpha.gguf").symlink_to(model_path)
+    (tmp_path / "config" / "production.json").write_text("{}")
+    spec = {"instances": {"one": "127.0.0.2:8080"}, "model_distribution": {"one": ["alpha", "beta"]},
+            "models": [{"id": "alpha", "path": "models/alpha.gguf"}, {"id": "beta", "path": "models/beta.gguf"}]}
+    cluster = write(tmp_path / "config", spec)
+    args = ["--config", str(tmp_path / "config" / "production.json"), "--cluster", str(cluster), "--instance", "one"]
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(parse(args))
+    assert caught.value.errors == [
+        f"models[1].path: model file not found: {tmp_path / 'models' / 'beta.gguf'} ({cluster}: models[1]); "
+        f"'models/beta.gguf' is relative to the install root {tmp_path}"]
+    spec["model_distribution"]["one"] = ["alpha"]
+    spec["models"] = spec["models"][:1]
+    write(tmp_path / "config", spec)
+    cfg = resolve_config(parse(args))
+    assert cfg.models[0].file == str(tmp_path / "models" / "alpha.gguf")
+    other = tmp_path / "elsewhere"  # without --config: its own folder (or the parent of a config folder)
+    other.mkdir()
+    spec["models"][0]["path"] = str(model_path)
+    with pytest.raises(ConfigError, match=f"^{other / 'cluster.json'}: models\\[0\\]: 'zeta'"):
+        load_cluster(write(other, {**spec, "models": [{"id": "zeta", "path": "x.gguf"}]}))

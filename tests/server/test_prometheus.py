@@ -113,7 +113,9 @@ def test_alerts_and_dashboard_use_exposed_names(http):
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
 def test_promtool_accepts_the_shipped_files():
-    for args in (["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"]):
+    # alerts_test.yml: each alert fires after its `for:` and not before, with its labels and annotations
+    for args in (["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"],
+                 ["test", "rules", "alerts_test.yml"]):
         r = subprocess.run(["promtool", *args], cwd=DEPLOY / "prometheus", capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
 

@@ -76,6 +76,9 @@ def test_session_says_what_the_key_may_do(keyed):
     assert user["authenticated"] is True and user["admin"] is False
     admin = keyed.get("/console/session", headers=bearer(ADMIN)).get_json()
     assert admin["admin"] is True and admin["memory_budget_bytes"] == 2 * 2**30 and admin["version"]
+    assert admin["features"] == {"health_check": True, "metrics": True}
+    off = app_with(features={"metrics": False, "health_check": False}).test_client().get("/console/session")
+    assert off.get_json()["features"] == {"health_check": False, "metrics": False}  # the page asks for neither
 
 
 def test_session_without_keys_is_full_access():

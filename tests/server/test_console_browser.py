@@ -14,12 +14,12 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import httpx
 import pytest
 
-from .conftest import MODEL_ID, REPO, LiveServer, server_config, start_server
+from .conftest import MODEL_ID, REPO, LiveServer, free_port, server_config, start_server
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed")
 CHROMIUM = shutil.which("chromium")
@@ -53,8 +53,8 @@ def browser() -> Iterator["sync_api.Browser"]:
 class Console:
     """One browser tab on the console, with its console messages."""
 
-    def __init__(self, browser, server: LiveServer, key: str = "") -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 860})
+    def __init__(self, browser, server: LiveServer, key: str = "", viewport: Optional[dict] = None) -> None:
+        self.context = browser.new_context(viewport=viewport or {"width": 1280, "height": 860})
         if key:  # as if typed earlier in this tab: sessionStorage survives a reload
             self.context.add_init_script(f"sessionStorage.setItem('kolosal.apiKey', {json.dumps(key)})")
         self.page = self.context.new_page()
@@ -356,3 +356,61 @@ def test_keyboard_reaches_labelled_controls(admin):
     assert unlabelled == []
     assert admin.errors == []
 
+
+
+def test_narrow_window_has_no_sideways_scrolling(browser, server):
+    """At a phone's width every view fits: the header wraps, the engines table
+    scrolls inside its own box, the charts shrink."""
+    c = Console(browser, server, ADMIN_KEY, viewport={"width": 380, "height": 800})
+    try:
+        c.page.wait_for_selector("#engine-rows tr[data-state='loaded']")
+        for name in ("overview", "metrics", "playground"):
+            c.tab(name)
+            width = c.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            c.shot(f"narrow-{name}")
+            assert width[0] <= width[1], (name, width)
+        assert c.errors == []
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def bare_server(tmp_path_factory) -> Iterator[LiveServer]:
+    """No keys, no models, health and metrics turned off."""
+    cfg = {"server": {"host": "127.0.0.1", "port": free_port()}, "logging": {"level": "WARNING"}, "models": [],
+           "features": {"health_check": False, "metrics": False}}
+    srv = start_server(cfg, tmp_path_factory.mktemp("console-bare"), wait=False)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(srv.base_url + "/console/session", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and srv.proc.poll() is None, srv.log()
+        time.sleep(0.1)
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+def test_page_with_health_and_metrics_turned_off(browser, bare_server):
+    """The page asks for neither (no 404s in the browser's console), says that
+    they are off, and shows no figure it cannot have."""
+    c = Console(browser, bare_server)
+    try:
+        page = c.page
+        wait_until(page, "document.getElementById('key-role').textContent !== ''")
+        wait_until(page, "document.getElementById('health-status').textContent.includes('features.health_check')")
+        for card in ("uptime", "inflight", "queued"):
+            assert page.text_content(f"#{card}") == "–", card
+        assert page.evaluate("getComputedStyle(document.getElementById('health-status')).overflow") != "hidden"
+        health = page.locator("#health-status").bounding_box()
+        card = page.locator("#health-status").locator("xpath=..").bounding_box()
+        assert health["x"] + health["width"] <= card["x"] + card["width"], (health, card)  # no text past its card
+        c.tab("metrics")
+        assert page.is_visible("#metrics-off") and page.is_hidden("#charts")
+        time.sleep(2.5)  # one more polling round
+        c.shot("features-off")
+        assert c.errors == []
+    finally:
+        c.close()

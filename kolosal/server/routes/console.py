@@ -93,7 +93,9 @@ def session():  # type: ignore[no-untyped-def]
     required, ``authenticated: false`` (so the page asks for one instead of
     failing every call); a key that is not valid gets the usual 401. With a
     valid key (or no keys configured): whether it is an admin key (the page
-    shows the load buttons then), the model memory budget and the version."""
+    shows the load buttons then), the model memory budget, the version, and
+    which of /health and the metrics endpoints are served (the page asks only
+    for those)."""
     security = security_of(current_app)
     refused = check_key(security.keys, "user")
     if refused is not None:
@@ -102,8 +104,10 @@ def session():  # type: ignore[no-untyped-def]
             return refused  # a wrong key: 401 invalid_api_key
         return jsonify({"authenticated": False, "keys_required": True, "admin": False})
     state = get_state()
+    features = state.config.features
     return jsonify({"authenticated": True, "keys_required": security.keys.required, "admin": security.is_admin(),
-                    "memory_budget_bytes": state.registry.policy.budget_bytes, "version": state.version})
+                    "memory_budget_bytes": state.registry.policy.budget_bytes, "version": state.version,
+                    "features": {"health_check": features.health_check, "metrics": features.metrics}})
 
 
 def install_console(app: Flask, enabled: bool = True) -> None:

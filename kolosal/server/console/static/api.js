@@ -6,7 +6,8 @@ export const $ = (id) => document.getElementById(id);
 
 // What the page knows of its key and the server (console/session), shared by the views.
 export const state = {
-  session: { authenticated: false, admin: false, keys_required: false, memory_budget_bytes: null },
+  session: { authenticated: false, admin: false, keys_required: false, memory_budget_bytes: null,
+             features: { health_check: true, metrics: true } },
   hostMemoryTotal: null,
 };
 

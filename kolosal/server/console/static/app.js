@@ -7,6 +7,7 @@ import { refreshOverview, showAdmin } from "./overview.js";
 import { clearChat, loadModels, sendChat, stopChat } from "./playground.js";
 
 const TABS = ["overview", "metrics", "playground"];
+const ALL_FEATURES = { health_check: true, metrics: true };  // until the session says otherwise
 function showTab(name) {
   if (!TABS.includes(name)) name = "overview";
   for (const t of TABS) {
@@ -21,7 +22,7 @@ function showTab(name) {
 
 async function refreshSession() {
   try {
-    const session = state.session = await getJSON("console/session");
+    const session = state.session = Object.assign({ features: ALL_FEATURES }, await getJSON("console/session"));
     clearAlert("net");
     const key = sessionStorage.getItem(KEY);
     if (!session.authenticated) {
@@ -35,7 +36,8 @@ async function refreshSession() {
         : "key accepted (not admin)";
     }
   } catch (e) {  // 401: a wrong key (toError showed why), or the server is unreachable
-    state.session = { authenticated: false, admin: false, keys_required: true, memory_budget_bytes: null };
+    state.session = { authenticated: false, admin: false, keys_required: true, memory_budget_bytes: null,
+                      features: ALL_FEATURES };
     $("key-role").textContent = "";
     if (!(e instanceof ApiError)) showAlert("net", "The server cannot be reached: " + e.message);
   }

@@ -146,6 +146,12 @@ const ttftHistory = [];
 let off = false;  // the server has no metrics endpoints (features.metrics: false)
 
 export async function refreshMetrics() {
+  if (!off && !state.session.features.metrics) {  // features.metrics: false, nothing to ask
+    off = true;
+    $("metrics-off").hidden = false;
+    $("charts").hidden = true;
+    $("inflight").textContent = $("queued").textContent = "\u2013";
+  }
   if (off) return;
   const now = performance.now() / 1000;
   const [comp, host, prom] = await Promise.allSettled([
@@ -155,6 +161,7 @@ export async function refreshMetrics() {
   if ([comp, host, prom].some((r) => r.status === "rejected" && r.reason.status === 404)) {
     off = true;
     $("metrics-off").hidden = false;
+    $("charts").hidden = true;
     return;
   }
   if (comp.status === "fulfilled") {

@@ -144,6 +144,13 @@ export async function refreshEngines() {
 }
 
 export async function refreshOverview() {
+  if (!state.session.features.health_check) {  // features.health_check: false, nothing to ask
+    $("health-status").textContent = "off (features.health_check)";
+    $("health-status").className = "state-off";
+    $("uptime").textContent = "\u2013";
+    await refreshEngines();
+    return;
+  }
   const health = getJSON("health", [503]).then((h) => {
     const el = $("health-status");
     el.textContent = h.status;

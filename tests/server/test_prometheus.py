@@ -112,7 +112,16 @@ def test_alerts_and_dashboard_use_exposed_names(http):
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
-def test_promtool_accepts_the_shipped_files():
+def test_promtool_accepts_the_shipped_files(tmp_path):
+    # the dashboard's queries parse as PromQL: checked as recording rules
+    dash = json.loads((DEPLOY / "grafana" / "kolosal-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:q{i}", "expr": e}
+                                                        for i, e in enumerate(exprs)]}]}
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
+    r = subprocess.run(["promtool", "check", "rules", str(tmp_path / "dashboard.yml")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and f"{len(exprs)} rules found" in r.stdout, r.stdout + r.stderr
     # alerts_test.yml: each alert fires after its `for:` and not before, with its labels and annotations
     for args in (["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"],
                  ["test", "rules", "alerts_test.yml"]):

@@ -173,6 +173,9 @@ def test_errors_are_typed_and_in_anthropics_shape(claude, live_server):
         claude.messages.create(model=MODEL_ID, max_tokens=4, messages=HELLO,
                                tools=[{"type": "web_search_20250305", "name": "web_search"}])
     assert "tools[0]" in e.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as e:  # as Anthropic: tool_choice only with tools
+        claude.messages.create(model=MODEL_ID, max_tokens=4, messages=HELLO, tool_choice={"type": "any"})
+    assert e.value.body["error"]["message"] == "'tool_choice' may only be given with 'tools'."
     with httpx.Client(base_url=live_server.base_url, timeout=30) as http:
         r = http.post("/v1/messages", json={"model": MODEL_ID, "messages": HELLO})  # no max_tokens
         assert r.status_code == 400

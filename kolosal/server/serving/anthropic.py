@@ -133,6 +133,9 @@ def chat_request(req: Union[MessagesRequest, CountTokensRequest]) -> ChatComplet
         body["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                            "parameters": t.input_schema}} for t in req.tools]
     tc = req.tool_choice
+    if tc is not None and tc.type != "none" and not req.tools:
+        raise ApiError(400, "'tool_choice' may only be given with 'tools'.", param="tool_choice",
+                       code="invalid_value")
     if tc is not None and (req.tools or tc.type != "none"):
         body["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}.get(tc.type) or \
             {"type": "function", "function": {"name": tc.name}}
@@ -145,9 +148,10 @@ def chat_request(req: Union[MessagesRequest, CountTokensRequest]) -> ChatComplet
         return ChatCompletionRequest.model_validate(body)
     except ValidationError as e:  # the request was valid: what remains is the conversation's content
         err = e.errors()[0]
-        raise ApiError(400, f"The request cannot be turned into a conversation: {err.get('msg')} "
-                            f"(at {'.'.join(str(x) for x in err.get('loc', ()))})", param="messages",
-                       code="invalid_value") from None
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        raise ApiError(400, f"The request cannot be turned into a conversation: {msg}" +
+                       (f" (at {where})" if where else ""), param="messages", code="invalid_value") from None
 
 
 def _renamed(e: ApiError) -> ApiError:

@@ -55,7 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               source=os.path.basename(args.cluster), timeout_seconds=args.timeout,
                               bufsize=args.max_body_kb * 1024)
     except (ConfigError, ValueError) as e:
-        print("cluster file error:", file=sys.stderr)
+        print(f"cluster file error in {os.path.abspath(args.cluster)}:", file=sys.stderr)
         for line in getattr(e, "errors", [str(e)]):
             print(f"  {line}", file=sys.stderr)
         return 1

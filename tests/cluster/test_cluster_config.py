@@ -73,6 +73,7 @@ def test_bad_cluster_file_names_the_key(tmp_path, model_path, change, message):
     assert message in str(caught.value)
     done = run_cli("haproxy", path)
     assert done.returncode == 1 and message in done.stderr
+    assert done.stderr.startswith(f"cluster file error in {path}:"), done.stderr
 
 
 def test_instances_without_addresses_cannot_be_balanced(tmp_path):

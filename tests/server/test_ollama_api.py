@@ -89,7 +89,10 @@ def test_list_show_ps_version(llama, live_server):
     running = llama.ps().models
     assert [m.model for m in running] == [MODEL_ID] and running[0].context_length == 512
     assert running[0].size > 0 and running[0].expires_at is not None
-    assert httpx.get(live_server.base_url + "/api/version").json()["version"]
+    version = httpx.get(live_server.base_url + "/api/version").json()
+    # Ollama's API level: apps refuse servers older than the Ollama they need (VS Code's Copilot: 0.6.4)
+    assert tuple(int(x) for x in version["version"].split(".")) >= (0, 6, 4)
+    assert version["server"].startswith("kolosal ")  # and which server speaks it
 
 
 def test_structured_output_with_a_json_schema(llama):

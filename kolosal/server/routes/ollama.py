@@ -29,6 +29,9 @@ from .openai.common import admit, resolve_model, watch
 from .sse import sse_response
 
 bp = Blueprint("ollama", __name__)
+# The Ollama release whose API this one follows (structured outputs, tools, think): what /api/version
+# reports, as apps check it against the Ollama they need.
+OLLAMA_API_VERSION = "0.9.0"
 PATHS = OLLAMA_PATHS
 _KEEP = "kolosal_ollama_keep_alive"
 NDJSON = "application/x-ndjson"
@@ -172,7 +175,7 @@ def show():  # type: ignore[no-untyped-def]
 @api_route(bp, "/api/version", ["GET"], summary="The server version (Ollama)", response_model=VersionResponse,
            auth="public", listed=False)
 def version():  # type: ignore[no-untyped-def]
-    return jsonify(VersionResponse(version=server_version()).wire())
+    return jsonify(VersionResponse(version=OLLAMA_API_VERSION, server=f"kolosal {server_version()}").wire())
 
 
 def _managed(what: str) -> ApiError:

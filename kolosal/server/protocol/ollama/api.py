@@ -258,7 +258,11 @@ class ShowResponse(Reply):
 
 
 class VersionResponse(Reply):
+    """``version``: the Ollama API level this server follows (apps compare it with
+    the Ollama they need); ``server``: this server and its own version."""
+
     version: str
+    server: str
 
 
 class ErrorResponse(Reply):

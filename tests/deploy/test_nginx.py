@@ -135,7 +135,12 @@ def test_server_sees_the_client_and_https_through_nginx(proxy, tls, backend):
     with httpx.Client(verify=tls["context"], timeout=30) as c:
         r = c.get(proxy + "/v1/models", headers={"X-Request-ID": "through-nginx"})
     assert r.status_code == 200
-    [line] = [x for x in access_lines(backend) if x["request_id"] == "through-nginx"]
+    for _ in range(100):  # the access line is written once the body has left, which may be after it arrived
+        found = [x for x in access_lines(backend) if x["request_id"] == "through-nginx"]
+        if found:
+            break
+        time.sleep(0.05)
+    [line] = found
     assert line["scheme"] == "https" and line["client"] == "127.0.0.1" and line["path"] == "/v1/models"
 
 

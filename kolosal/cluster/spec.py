@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Union
 
 from pydantic import Field, ValidationError
 
-from ..server.config import ConfigError, _read, _resolve_models, install_root, validation_messages
+from ..server.config import ConfigError, _read_naming, _resolve_models, install_root, validation_messages
 from ..server.config_schema import ClusterKeys, ConfigFile, ModelEntry
 
 
@@ -24,7 +24,7 @@ def load_cluster(path: Union[str, Path], root: Optional[Union[str, Path]] = None
     paths resolve against ``root`` (the instance's install root), else ``install_root(path)``
     (the file's folder, or the parent of a ``config`` folder), as for a models file."""
     path = Path(path).resolve()
-    data = _read(path)
+    data = _read_naming(path)
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as e:

@@ -127,6 +127,14 @@ def _read(path: Path) -> Any:
     return data
 
 
+def _read_naming(path: Path) -> Any:
+    """``_read`` for a file besides the main config: every error line names it."""
+    try:
+        return _read(path)
+    except ConfigError as e:
+        raise ConfigError([x if x.startswith(str(path)) else f"{path}: {x}" for x in e.errors]) from None
+
+
 MODELS_FILE_NAMES = ("models.json", "models.yaml", "models.yml")
 CONFIG_FOLDER = "config"
 
@@ -172,7 +180,7 @@ def read_models_file(path: Union[str, Path], root: Optional[Union[str, Path]] = 
     """Models from a ``models.json``/``.yaml`` file (``{"models": [...]}``); their
     paths resolve against ``root`` (default: ``install_root(path)``)."""
     path = Path(path).resolve()
-    data = _read(path)
+    data = _read_naming(path)
     try:
         models = ModelsFile.model_validate(data).models
     except ValidationError as e:

@@ -218,3 +218,14 @@ def test_refusal_names_the_key_and_the_config_files_absolute_path(tmp_path, monk
     err = capsys.readouterr().err
     assert f"configuration error in {tmp_path / 'config' / 'production.json'}:" in err, err
     assert json.loads(text).popitem()[0] in err
+
+
+def test_models_file_errors_name_the_models_file(tmp_path):
+    """A problem inside the models.json read beside the config names that file, not only the config."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "production.json").write_text("{}")
+    models = tmp_path / "config" / "models.json"
+    models.write_text('{"models": [{"engine_id": "a", "model_path": "${NOT_SET_ANYWHERE_43}"}]}')
+    with pytest.raises(ConfigError) as ei:
+        load_config(tmp_path / "config" / "production.json")
+    assert ei.value.errors == [f"{models}: models[0].model_path: environment variable NOT_SET_ANYWHERE_43 is not set"]

@@ -271,6 +271,8 @@ PYBIND11_MODULE(_native, m) {
     m.def("build_info_json", &build_info_json);
     m.def("rpc_available", &rpc_available, "Whether this build has llama.cpp's RPC backend.");
     m.def("rpc_protocol_version", &rpc_protocol_version, "The RPC protocol version spoken: [major, minor, patch].");
+    m.def("rpc_mark_lost", &rpc_mark_lost, py::arg("endpoints"), py::arg("what"),
+          py::call_guard<py::gil_scoped_release>(), "Fails every engine using these workers now and refuses them until the process ends.");
     m.def("rpc_serve", &rpc_serve, py::arg("host"), py::arg("port"), py::arg("n_threads") = 0, py::arg("mem_mib") = 0,
           py::arg("cache_dir") = "", py::call_guard<py::gil_scoped_release>(),
           "Runs ggml's RPC server (CPU device) on host:port; returns only by raising when it cannot start.");

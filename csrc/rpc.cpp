@@ -89,6 +89,25 @@ bool reachable(const std::string & endpoint, int timeout_ms) {
 // ggml's abort hook. A lost worker fails the engines using it and parks this
 // thread (ggml's connection thread: returning would abort the process, and
 // nothing it was sending can complete). Any other abort: ggml's default.
+// Records `lost` as lost for good and fails every engine using one of them.
+// Called with g_mutex held.
+void fail_engines(const std::vector<std::string> & lost, const std::string & what) {
+    for (const auto & e : lost) g_lost.insert(e);
+    std::string names;
+    for (const auto & e : lost) names += (names.empty() ? "" : ", ") + e;
+    const std::string why = "worker_unreachable: the RPC worker " + names + " " + what +
+                            "; the engine using it has failed and can use that worker again after a server restart";
+    std::fprintf(stderr, "kolosal: %s\n", why.c_str());
+    for (auto & [id, w] : g_watches) {
+        bool hit = false;
+        for (const auto & e : w.endpoints) hit |= std::find(lost.begin(), lost.end(), e) != lost.end();
+        if (hit) w.on_lost(why);
+    }
+}
+
+// ggml's abort hook. A lost worker fails the engines using it and parks this
+// thread (ggml's connection thread: returning would abort the process, and
+// nothing it was sending can complete). Any other abort: ggml's default.
 void on_abort(const char * message) {
     if (message && std::strstr(message, kLostMessage)) {
         std::unique_lock<std::mutex> lock(g_mutex);
@@ -101,18 +120,7 @@ void on_abort(const char * message) {
                 if (g_lost.count(e) || !reachable(e, 1000)) lost.push_back(e);
             }
             if (lost.empty()) lost.assign(in_use.begin(), in_use.end());  // cannot tell: every one is suspect
-            for (const auto & e : lost) g_lost.insert(e);
-            std::string names;
-            for (const auto & e : lost) names += (names.empty() ? "" : ", ") + e;
-            const std::string why = "worker_unreachable: the RPC worker " + names +
-                                    " stopped answering (crashed, killed or cut off); the engine using it has failed "
-                                    "and must be loaded again once the worker is back (after a server restart)";
-            std::fprintf(stderr, "kolosal: %s\n", why.c_str());
-            for (auto & [id, w] : g_watches) {
-                bool hit = false;
-                for (const auto & e : w.endpoints) hit |= std::find(lost.begin(), lost.end(), e) != lost.end();
-                if (hit) w.on_lost(why);
-            }
+            fail_engines(lost, "stopped answering (crashed, killed or cut off)");
             lock.unlock();
             // Never return into ggml: this thread and what it holds stay until the process ends.
             for (;;) std::this_thread::sleep_for(std::chrono::hours(24));
@@ -245,6 +253,11 @@ void rpc_serve(const std::string & host, int port, int n_threads, int64_t mem_mi
     (void)host, (void)port, (void)n_threads, (void)mem_mib, (void)cache_dir;
     throw KolosalError("this build has no RPC backend (build with -DUSE_RPC=ON)");
 #endif
+}
+
+void rpc_mark_lost(const std::vector<std::string> & endpoints, const std::string & what) {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    fail_engines(endpoints, what);
 }
 
 RpcFailureWatch::RpcFailureWatch(std::vector<std::string> endpoints, std::function<void(const std::string &)> on_lost) {

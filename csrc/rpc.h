@@ -46,6 +46,11 @@ DeviceInfo describe_device(ggml_backend_dev_t dev);
 // Throws KolosalError when the server cannot start (address in use, ...).
 void rpc_serve(const std::string & host, int port, int n_threads, int64_t mem_mib, const std::string & cache_dir);
 
+// A worker found gone without ggml noticing (its connection closed by the
+// peer): the engines using it fail now, before anything is sent there (ggml
+// would wait for good), and the address is refused until the process ends.
+void rpc_mark_lost(const std::vector<std::string> & endpoints, const std::string & what);
+
 // While it lives, a lost worker among `endpoints` calls `on_lost(message)`
 // (on ggml's connection thread, which is then parked for good). Destroying it
 // waits for a call in progress.

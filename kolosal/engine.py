@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -13,20 +12,8 @@ import numpy as np
 
 from . import _native, tool_calls
 from .errors import GenerationError, InvalidParameterError, KolosalError, WorkerUnreachableError
-from .rpc_endpoints import check_endpoints, handshake, unreachable
+from .rpc_endpoints import check_endpoints, connection_states, handshake
 
-# RPC workers this process holds a connection to (llama.cpp keeps one per
-# address while an engine uses it), with how many engines use each.
-_rpc_lock = threading.Lock()
-_rpc_users: Dict[str, int] = {}
-
-
-def _rpc_release(endpoints: Sequence[str]) -> None:
-    with _rpc_lock:
-        for e in endpoints:
-            _rpc_users[e] -= 1
-            if not _rpc_users[e]:
-                del _rpc_users[e]
 
 REASONING_FORMATS = ("none", "deepseek", "auto")
 
@@ -529,12 +516,8 @@ class Engine:
             lora=_lora_specs(lora),
             **_spec_args(draft_model, spec_type, n_draft, draft_min, p_min, spec_ngram_n),
         )
-        if endpoints:
-            with _rpc_lock:
-                for e in endpoints:
-                    _rpc_users[e] = _rpc_users.get(e, 0) + 1
-        # Once closed (or collected), its connections to the workers are gone.
-        self._rpc_release = weakref.finalize(self, _rpc_release, endpoints) if endpoints else None
+        #: The RPC workers holding the model's layers (host:port).
+        self.rpc_servers: List[str] = endpoints
         self._info = self._native.info()
         self._chat_caps = self._native.chat_template_caps()
 
@@ -599,13 +582,18 @@ class Engine:
                                         param="rpc_servers")
         # ggml's RPC client aborts the process when it cannot connect or the
         # handshake fails, and waits for good on a worker busy with another
-        # client: check first. A worker this process is connected to already
-        # (another engine uses it) cannot answer a second connection.
+        # client or gone from a connection it keeps: check first. A
+        # connection this process keeps (another engine uses the worker) is
+        # reused, and a probe would only queue behind it on the worker.
         version = _native.rpc_protocol_version()
+        states = connection_states(endpoints)
+        gone = [e for e in endpoints if "CLOSE_WAIT" in states[e]]
+        if gone:
+            _native.rpc_mark_lost(gone, "closed its connection (stopped or restarted)")
+            raise WorkerUnreachableError(f"the RPC worker {gone[0]} closed this server's connection (stopped or "
+                                         f"restarted); it can be used again after a server restart")
         for e in endpoints:
-            with _rpc_lock:
-                connected = e in _rpc_users
-            why = unreachable(e, timeout) if connected else handshake(e, timeout, version)
+            why = None if "ESTABLISHED" in states[e] else handshake(e, timeout, version)
             if why is not None:
                 raise WorkerUnreachableError(f"the RPC worker {e} is unreachable ({why}); is "
                                              f"`python -m kolosal.rpc_worker` running there?")
@@ -614,7 +602,19 @@ class Engine:
     def devices(self) -> List[Dict[str, Any]]:
         """The devices the model runs on: the local CPU, then each RPC
         worker's device with its ``endpoint`` (memory as at load time)."""
+        self.check_workers()
         return self._native.devices()
+
+    def check_workers(self) -> None:
+        """Fails the engine now if an RPC worker closed its connection while
+        idle (stopped or restarted): llama.cpp would otherwise notice only
+        when it next sends there, and a load or close would wait for good."""
+        if not self.rpc_servers or self._native.failure:
+            return
+        states = connection_states(self.rpc_servers)
+        gone = [e for e in self.rpc_servers if "CLOSE_WAIT" in states[e]]
+        if gone:
+            _native.rpc_mark_lost(gone, "closed its connection (stopped or restarted)")
 
     @property
     def failure(self) -> Optional[str]:
@@ -838,14 +838,8 @@ class Engine:
         Safe while other threads use the engine: calls in flight finish first
         (a running decode or embedding is interrupted and raises
         ``EngineClosedError``), later calls raise ``EngineClosedError``."""
+        self.check_workers()  # freeing buffers on a worker that is gone would wait for good
         self._native.close()
-        if self._rpc_release is not None:
-            if self._native.failure:
-                # A failed engine keeps its connections (those to workers still alive
-                # work on) until the process ends: later engines share them.
-                self._rpc_release.detach()
-            else:
-                self._rpc_release()
 
     @property
     def closed(self) -> bool:

@@ -12,9 +12,11 @@ import ipaddress
 import socket
 import struct
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-__all__ = ["parse_endpoint", "is_private_host", "check_endpoints", "unreachable", "handshake"]
+import psutil
+
+__all__ = ["parse_endpoint", "is_private_host", "check_endpoints", "unreachable", "handshake", "connection_states"]
 
 # llama.cpp's RPC HELLO: command byte 14, the request's size (u64) and 24
 # bytes of transport capabilities (zeros: plain TCP); the answer is its size
@@ -133,3 +135,26 @@ def handshake(endpoint: str, timeout: float, version: Sequence[int]) -> Optional
         return (f"it speaks RPC protocol {major}.{minor}.{patch} and this build {version[0]}.{version[1]}.{version[2]}: "
                 f"run the same kolosal version on the worker")
     return None
+
+
+def connection_states(endpoints: Sequence[str]) -> Dict[str, Set[str]]:
+    """The states (psutil's: ``ESTABLISHED``, ``CLOSE_WAIT``, ...) of this
+    process's TCP connections to each endpoint: llama.cpp keeps one per
+    worker while an engine uses it; ``CLOSE_WAIT`` means the worker closed it."""
+    wanted: Dict[Tuple[str, int], str] = {}
+    for e in endpoints:
+        host, port = parse_endpoint(e)
+        try:
+            infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:
+            continue
+        for info in infos:
+            wanted[(info[4][0], port)] = e
+    out: Dict[str, Set[str]] = {e: set() for e in endpoints}
+    proc = psutil.Process()
+    conns = proc.net_connections("tcp4") if hasattr(proc, "net_connections") else proc.connections("tcp4")
+    for c in conns:
+        key = (c.raddr.ip, c.raddr.port) if c.raddr else None
+        if key in wanted:
+            out[wanted[key]].add(c.status)
+    return out

@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from typing import Iterator, List
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 import kolosal
 from kolosal import _native
 from kolosal.errors import InvalidParameterError, ModelLoadError, WorkerUnreachableError
+from kolosal.rpc_endpoints import connection_states
 from server.rpc_workers import Worker, closed_endpoint, start_worker
 
 PROMPT = "The three primary colours are"
@@ -85,17 +87,30 @@ def test_an_unreachable_worker_is_a_load_error_naming_it(model_path):
     assert isinstance(err.value, ModelLoadError)
 
 
+HOLD_WORKER = """
+import socket, struct, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(struct.pack("<BQ", 14, 24) + bytes(24))
+assert s.recv(64)
+print("connected", flush=True)
+time.sleep(120)
+"""
+
+
 def test_a_worker_busy_with_another_client_is_refused_not_waited_for(model_path, tmp_path):
     w = start_worker("127.0.0.2", tmp_path)
+    # Another process's connection, handshake done: the worker serves it alone.
+    other = subprocess.Popen([sys.executable, "-c", HOLD_WORKER, w.host, str(w.port)], stdout=subprocess.PIPE,
+                             text=True)
     try:
-        # Another process's connection, handshake done: the worker serves it alone.
-        with socket.create_connection((w.host, w.port), timeout=10) as other:
-            other.sendall(struct.pack("<BQ", 14, 24) + bytes(24))
-            assert len(other.recv(64)) > 0
-            with pytest.raises(WorkerUnreachableError) as err:
-                kolosal.Engine(model_path, rpc_servers=[w.endpoint], rpc_timeout=1.0)
+        assert other.stdout.readline().strip() == "connected"
+        with pytest.raises(WorkerUnreachableError) as err:
+            kolosal.Engine(model_path, rpc_servers=[w.endpoint], rpc_timeout=1.0)
         assert w.endpoint in str(err.value) and "another client" in str(err.value)
     finally:
+        other.kill()
+        other.wait()
+        other.stdout.close()
         w.stop()
 
 
@@ -183,3 +198,26 @@ def test_a_lost_worker_fails_the_engine_alone(engine, sharded, workers, tmp_path
         assert "restart" in str(err.value)
     finally:
         back.stop()
+
+
+def test_a_worker_stopped_while_idle_fails_its_engine_at_once(model_path, tmp_path):
+    # llama.cpp would notice only when it next sends there, and a close (freeing
+    # buffers there) or a load through that connection would then wait for good.
+    w = start_worker("127.0.0.3", tmp_path)
+    e = kolosal.Engine(model_path, n_ctx=512, n_parallel=1, n_threads=1, rpc_servers=[w.endpoint])
+    try:
+        assert e.complete(PROMPT, max_tokens=2, temperature=0).tokens
+        w.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while "CLOSE_WAIT" not in connection_states([w.endpoint])[w.endpoint] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        e.check_workers()
+        assert e.failure and w.endpoint in e.failure
+        with pytest.raises(WorkerUnreachableError):
+            e.generate(PROMPT, max_tokens=2)
+    finally:
+        e.close()
+    assert e.closed
+    with pytest.raises(WorkerUnreachableError) as err:
+        kolosal.Engine(model_path, n_ctx=512, rpc_servers=[w.endpoint], rpc_timeout=1.0)
+    assert w.endpoint in str(err.value)

@@ -3,6 +3,7 @@ once while new requests are still served, then new requests are refused,
 requests in flight finish, and the process exits 0."""
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -59,3 +60,30 @@ def test_sigterm_turns_health_503_first_and_refuses_work_only_after_the_delay(mo
     finally:
         inst.stop(signal.SIGKILL)
         runner.join(10)
+
+
+def test_a_stream_outliving_the_grace_period_ends_with_an_error_saying_so(model_path, tmp_path):
+    """server.shutdown_grace_seconds over: the stream still running is cut
+    with an error event that says the server stopped (not a hang, not a bare
+    close), and the process exits 0."""
+    host = HOSTS[0]
+    port = free_port(host)
+    cfg = instance_config(host, port, [model_entry("smollm2", model_path)],
+                          server={"drain_delay_seconds": 0, "shutdown_grace_seconds": 1})
+    inst = Instance("one", host, port, cfg, tmp_path / "one").start()
+    events = []
+    try:
+        body = chat("smollm2", max_tokens=400, ignore_eos=True, stream=True)
+        with httpx.stream("POST", inst.url + "/v1/chat/completions", json=body, timeout=120) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                    if len(events) == 2:
+                        assert inst.proc is not None
+                        inst.proc.send_signal(signal.SIGTERM)
+        error = [json.loads(e)["error"] for e in events if e.startswith('{"error"')]
+        assert len(error) == 1 and error[0]["code"] == "engine_closed", events[-3:]
+        assert "shutdown_grace_seconds" in error[0]["message"]
+        assert inst.wait_exit(60) == 0, inst.log()
+    finally:
+        inst.stop(signal.SIGKILL)

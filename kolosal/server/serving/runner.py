@@ -53,8 +53,8 @@ class Watch:
                 if gen.finish_reason == "error":
                     raise gen.exception()
                 if gen.finish_reason == "cancelled":  # not by us: we raise before cancelling
-                    raise ApiError(503, "The generation was cancelled because its model was unloaded.",
-                                   code="engine_closed")
+                    raise ApiError(503, "The generation was cancelled: its model was unloaded, or the server "
+                                        "stopped after server.shutdown_grace_seconds.", code="engine_closed")
                 return
             last = time.monotonic()
             if self._on_first_token is not None and chunk[1]:

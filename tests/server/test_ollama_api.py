@@ -108,6 +108,16 @@ def test_structured_output_with_a_json_schema(llama):
     assert r.response.lstrip().startswith("{")
 
 
+def test_structured_output_streams_as_it_answers(llama):
+    """The chat format lets the model wrap the object in a ```json fence, which the
+    answer leaves out: so must the stream (this seed opens one)."""
+    kw = dict(model=MODEL_ID, messages=[{"role": "user", "content": "Describe a cat as a JSON object."}],
+              format="json", options={"temperature": 0.7, "seed": 1, "num_predict": 24})
+    whole = llama.chat(**kw).message.content
+    streamed = "".join(p.message.content for p in llama.chat(**kw, stream=True))
+    assert whole.startswith("{") and streamed == whole, (streamed, whole)
+
+
 def test_tool_call_and_result(llama):
     messages = [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]
     r = llama.chat(model=MODEL_ID, messages=messages, tools=[WEATHER], options={"temperature": 0, "num_predict": 80})

@@ -73,6 +73,7 @@ class ChatPlan:
     engine: Engine
     rendered: RenderedChat
     kwargs: Dict[str, Any]
+    json_output: bool = False  # response_format: the chat format may fence the object in ```json
 
     def start(self, index: int) -> Generation:
         return self.engine.chat(rendered=self.rendered, stream=True, **per_choice(self.kwargs, index))
@@ -84,8 +85,9 @@ class ChatPlan:
 
     @property
     def parses_output(self) -> bool:
-        """The answer is read by the chat format as it grows: tool calls, or a think block."""
-        return self.buffers_output or self.rendered.chat_prompt.extract_reasoning
+        """The answer is read by the chat format as it grows: tool calls, a think block, or a
+        JSON answer (a fence around it is not content, as in the finished message)."""
+        return self.buffers_output or self.rendered.chat_prompt.extract_reasoning or self.json_output
 
 
 def plan_chat(engine: Engine, req: ChatCompletionRequest) -> ChatPlan:
@@ -117,7 +119,7 @@ def plan_chat(engine: Engine, req: ChatCompletionRequest) -> ChatPlan:
         kw["logprobs"] = True
         if req.top_logprobs:
             kw["top_logprobs"] = req.top_logprobs
-    return ChatPlan(engine, rendered, kw)
+    return ChatPlan(engine, rendered, kw, json_output=json_schema is not None)
 
 
 def assistant_message(gen: Generation) -> Dict[str, Any]:

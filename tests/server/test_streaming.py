@@ -111,7 +111,7 @@ def test_job_timeout_mid_stream_sends_error_event_and_ends(model_path):
         events = sse_events(r.get_data(as_text=True).splitlines())
         assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
         err = json.loads(events[-1])["error"]
-        assert err["code"] == "job_timeout" and "job_timeout_seconds" in err["message"]
+        assert err["code"] == "job_timeout" and "inference.job_timeout_seconds (0.05 s)" in err["message"]
         assert "[DONE]" not in events
         r = client.post("/v1/chat/completions", json=chat_body(long_prompt, max_tokens=32))
         assert r.status_code == 504 and r.json["error"]["code"] == "job_timeout"
@@ -120,6 +120,19 @@ def test_job_timeout_mid_stream_sends_error_event_and_ends(model_path):
         while engine.stats()["slots_busy"] and time.monotonic() < deadline:
             time.sleep(0.02)
         assert engine.stats()["slots_busy"] == 0
+    finally:
+        app.extensions["kolosal"].registry.close_all()
+
+
+def test_request_timeout_names_its_own_key(model_path):
+    """server.request_timeout_seconds (the guide's request_timeout) shorter than
+    the job timeout: the 504 names the key the operator set."""
+    cfg = server_config(model_path, request_timeout=1)
+    app = create_app(cfg)
+    try:
+        r = app.test_client().post("/v1/chat/completions", json=chat_body(max_tokens=440, ignore_eos=True))
+        assert r.status_code == 504 and r.json["error"]["code"] == "job_timeout"
+        assert "server.request_timeout_seconds (1 s)" in r.json["error"]["message"], r.json
     finally:
         app.extensions["kolosal"].registry.close_all()
 

@@ -17,9 +17,11 @@ class Watch:
     POLL = 0.2
 
     def __init__(self, environ: Dict[str, Any], job_timeout: float, ping_every: float = 5.0,
-                 on_first_token: Optional[Callable[[], None]] = None) -> None:
+                 on_first_token: Optional[Callable[[], None]] = None,
+                 timeout_key: str = "inference.job_timeout_seconds") -> None:
         self._gone = environ.get("waitress.client_disconnected")
         self.job_timeout = job_timeout
+        self.timeout_key = timeout_key  # the setting that gave the deadline, named in the 504
         self.deadline = time.monotonic() + job_timeout
         self.ping_every = ping_every
         self._on_first_token = on_first_token  # called once, when any generation yields its first token
@@ -40,7 +42,7 @@ class Watch:
             now = time.monotonic()
             if now >= self.deadline:
                 gen.cancel()
-                raise ApiError(504, f"The request exceeded job_timeout_seconds ({self.job_timeout:g} s) and was "
+                raise ApiError(504, f"The request exceeded {self.timeout_key} ({self.job_timeout:g} s) and was "
                                     f"cancelled.", code="job_timeout")
             try:
                 chunk = gen.next_chunk(min(self.POLL, self.deadline - now))

@@ -56,12 +56,13 @@ def watch(state: ServerState, gens: Sequence[Generation], prompts: int = 1) -> W
     timeout when that is set and shorter. ``gens`` (from ``prompts`` distinct
     prompts) are also noted for the completion metrics."""
     s = state.config.server
-    timeout = state.config.inference.job_timeout_seconds
+    timeout, key = state.config.inference.job_timeout_seconds, "inference.job_timeout_seconds"
     explicit = s.request_timeout_seconds
-    if explicit:
-        timeout = min(timeout, float(explicit))
+    if explicit and float(explicit) < timeout:
+        timeout, key = float(explicit), "server.request_timeout_seconds"
     track_generations(gens, prompts)
     track = current_track()
     if track is not None:
         track.set_generations(gens, prompts)
-    return Watch(request.environ, timeout, s.sse_ping_seconds, track.first_token if track is not None else None)
+    return Watch(request.environ, timeout, s.sse_ping_seconds, track.first_token if track is not None else None,
+                 timeout_key=key)

@@ -14,8 +14,6 @@ import struct
 import time
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-import psutil
-
 __all__ = ["parse_endpoint", "is_private_host", "check_endpoints", "unreachable", "handshake", "connection_states"]
 
 # llama.cpp's RPC HELLO: command byte 14, the request's size (u64) and 24
@@ -150,6 +148,8 @@ def connection_states(endpoints: Sequence[str]) -> Dict[str, Set[str]]:
             continue
         for info in infos:
             wanted[(info[4][0], port)] = e
+    import psutil  # only where workers are used: not on every `import kolosal`
+
     out: Dict[str, Set[str]] = {e: set() for e in endpoints}
     proc = psutil.Process()
     conns = proc.net_connections("tcp4") if hasattr(proc, "net_connections") else proc.connections("tcp4")

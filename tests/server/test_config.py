@@ -229,3 +229,10 @@ def test_models_file_errors_name_the_models_file(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_config(tmp_path / "config" / "production.json")
     assert ei.value.errors == [f"{models}: models[0].model_path: environment variable NOT_SET_ANYWHERE_43 is not set"]
+
+
+def test_missing_api_keys_file_names_key_and_path(tmp_path, capsys):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "production.json").write_text('{"security": {"api_keys_file": "keys.txt"}}')
+    assert main(["--config", str(tmp_path / "config" / "production.json"), "--check-config"]) == 1
+    assert f"api_keys_file: cannot read the API keys file {tmp_path / 'keys.txt'}: " in capsys.readouterr().err

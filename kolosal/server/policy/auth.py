@@ -65,7 +65,7 @@ def read_keys_file(path: str) -> List[ApiKey]:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as e:
-        raise ConfigError([f"{path}: cannot read API keys file: {e.strerror or e}"]) from None
+        raise ConfigError([f"api_keys_file: cannot read the API keys file {path}: {e.strerror or e}"]) from None
     keys = []
     for n, line in enumerate(lines, 1):
         parts = line.split("#", 1)[0].split()

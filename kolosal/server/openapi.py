@@ -138,6 +138,12 @@ def _vocabulary(app: Flask) -> Optional[int]:
     return min(sizes) if sizes else None
 
 
+def _slots(app: Flask) -> Optional[int]:
+    """The fewest slots a loaded model has (request ``id_slot`` values are below it)."""
+    counts = _loaded_metadata(app, "n_parallel")
+    return min(counts) if counts else None
+
+
 def _lora_adapters(app: Flask) -> Optional[int]:
     """The fewest LoRA adapters a loaded model has (request ``lora`` ids are below it)."""
     state = app.extensions.get("kolosal")
@@ -174,7 +180,8 @@ def _model_names(app: Flask) -> Optional[List[str]]:
 
 
 def _state_limits(schema: Dict[str, Any], lim: RequestLimits, n_vocab: Optional[int],
-                  models: Optional[List[str]] = None, n_lora: Optional[int] = None) -> None:
+                  models: Optional[List[str]] = None, n_lora: Optional[int] = None,
+                  n_slots: Optional[int] = None) -> None:
     """Write the server's configured limits (and served models) into a request body schema."""
     props = schema.get("properties", {})
     for b in _of_type(props.get("lora"), "array"):
@@ -189,6 +196,9 @@ def _state_limits(schema: Dict[str, Any], lim: RequestLimits, n_vocab: Optional[
         for b in _of_type(props.get(name), "integer"):
             if lim.max_tokens is not None:
                 b["maximum"] = lim.max_tokens
+    for b in _of_type(props.get("id_slot"), "integer"):
+        if n_slots:
+            b["maximum"] = n_slots - 1
     for b in _of_type(props.get("n"), "integer"):
         b["maximum"] = min(b.get("maximum", lim.generations), lim.generations, lim.queued)
     for b in _of_type(props.get("stop"), "string"):
@@ -271,7 +281,7 @@ def build_openapi(app: Flask, version: str) -> Dict[str, Any]:
     for m in models:
         if (m, "validation") in keys and any(spec.request is m for _, _, spec in ops):
             name = keys[(m, "validation")]["$ref"].rsplit("/", 1)[1]
-            _state_limits(schemas[name], lim, n_vocab, names, _lora_adapters(app))
+            _state_limits(schemas[name], lim, n_vocab, names, _lora_adapters(app), _slots(app))
             if len(dims) == 1:  # embeddings: only the model's own size (no reduced dimensions)
                 for b in _of_type(schemas[name].get("properties", {}).get("dimensions"), "integer"):
                     b["enum"] = sorted(dims)

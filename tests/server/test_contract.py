@@ -29,7 +29,8 @@ def contract_server(model_path, tmp_path_factory):
     (tmp / "models").mkdir()
     cfg = server_config(model_path, port=free_port(), max_tokens_limit=4, max_generations_per_request=2,
                         max_prompts=2, max_embedding_inputs=4, max_request_body_mb=1)
-    cfg["models"][0]["load_params"].update(n_ctx=4096, n_parallel=2)
+    # one slot of 4096 tokens: generated messages of a few thousand tokens still fit
+    cfg["models"][0]["load_params"].update(n_ctx=4096, n_parallel=1)
     cfg["security"] = {"api_keys": [KEYS["user"]], "admin_api_keys": [KEYS["admin"]],
                        "model_directories": [str(tmp / "models")]}  # empty: POST /engines loads nothing
     server = start_server(cfg, tmp)

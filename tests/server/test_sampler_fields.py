@@ -35,7 +35,7 @@ def test_every_sampler_field_is_taken_by_chat(oai):
 
 
 @pytest.mark.parametrize("extra, param", [
-    ({"samplers": ["top_k", "bogus"]}, "samplers"),
+    ({"samplers": ["top_k", "bogus"]}, "samplers[1]"),
     ({"samplers": "kz"}, "samplers"),
     ({"dry_multiplier": -1}, "dry_multiplier"),
     ({"dry_base": 0.5}, "dry_base"),

@@ -25,6 +25,14 @@ class LoraScale(Strict):
     scale: float
 
 
+INT32_MAX = 2**31 - 1
+
+# llama.cpp's sampler names and the aliases it reads (common_sampler_types_from_names)
+SamplerName = Literal["penalties", "dry", "top_n_sigma", "top-n-sigma", "topnsigma", "top_k", "top-k", "topk",
+                      "typ_p", "typ-p", "typp", "typ", "top_p", "top-p", "topp", "nucleus", "min_p", "min-p", "minp",
+                      "xtc", "temperature", "temp", "adaptive_p", "adaptive-p", "adaptivep"]
+
+
 class SamplingFields(Strict):
     """OpenAI sampling fields plus the llama.cpp extensions we support."""
 
@@ -55,23 +63,23 @@ class SamplingFields(Strict):
     # llama.cpp's other samplers and slot fields, under llama-server's names (docs/server.md)
     dry_multiplier: Optional[float] = Field(None, ge=0, le=3.4e38)
     dry_base: Optional[float] = Field(None, ge=1, le=3.4e38)
-    dry_allowed_length: Optional[int] = Field(None, ge=0)
-    dry_penalty_last_n: Optional[int] = Field(None, ge=-1)  # -1: the whole context
+    dry_allowed_length: Optional[int] = Field(None, ge=0, le=INT32_MAX)
+    dry_penalty_last_n: Optional[int] = Field(None, ge=-1, le=INT32_MAX)  # -1: the whole context
     dry_sequence_breakers: Optional[List[Annotated[str, Field(min_length=1)]]] = Field(None, min_length=1)
     xtc_probability: Optional[float] = Field(None, ge=0, le=1)
     xtc_threshold: Optional[float] = Field(None, ge=0, le=1)
-    mirostat: Optional[Literal[0, 1, 2]] = None
+    mirostat: Optional[int] = Field(None, ge=0, le=2)  # 0: off, 1: Mirostat, 2: Mirostat 2.0
     mirostat_tau: Optional[float] = Field(None, ge=0, le=3.4e38)
-    mirostat_eta: Optional[float] = Field(None, gt=0, le=1)
-    top_n_sigma: Optional[float] = Field(None, ge=-1, le=3.4e38)  # -1: off; other negative values are refused
-    min_keep: Optional[int] = Field(None, ge=0)
+    mirostat_eta: Optional[float] = Field(None, ge=1e-6, le=1)  # > 0 as a float32
+    top_n_sigma: Optional[Union[Annotated[float, Field(ge=0, le=3.4e38)], Literal[-1]]] = None  # -1: off
+    min_keep: Optional[int] = Field(None, ge=0, le=INT32_MAX)
     # the sampler chain in order, by name (penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc,
     # temperature) or as llama-server's letters ("edskypmxt")
-    samplers: Optional[Union[List[Annotated[str, Field(min_length=1)]], Annotated[str, Field(min_length=1)]]] = None
+    samplers: Optional[Union[List[SamplerName], Annotated[str, Field(pattern=r"^[dkpmytxsea]+$")]]] = None
     cache_prompt: Optional[bool] = None  # false: no cached prefix is reused
-    id_slot: Optional[int] = Field(None, ge=-1)  # run in this slot (-1: any)
-    t_max_predict_ms: Optional[int] = Field(None, ge=0)  # stop this long after the first token (finish_reason length)
-    n_keep: Optional[int] = Field(None, ge=-1)  # context shift: prompt tokens kept (-1: all)
+    id_slot: Optional[int] = Field(None, ge=-1, le=INT32_MAX)  # run in this slot (-1: any); /openapi.json states the slots
+    t_max_predict_ms: Optional[int] = Field(None, ge=0, le=INT32_MAX)  # stop this long after the first token
+    n_keep: Optional[int] = Field(None, ge=-1, le=INT32_MAX)  # context shift: prompt tokens kept (-1: all)
 
 
 class Usage(Reply):

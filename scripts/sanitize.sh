@@ -9,7 +9,9 @@
 #      every Engine method called from threads while two others close it).
 # Usage: bash scripts/sanitize.sh [asan|tsan|all]   (default: all)
 # Environment: JOBS (parallel compile jobs), KOLOSAL_TEST_MODEL (model path),
-# STRESS_ROUNDS (submit/cancel rounds per thread, default 30), BUILD_ONLY=1.
+# STRESS_ROUNDS (submit/cancel rounds per thread, default 30), BUILD_ONLY=1,
+# STRESS_TIMEOUT (seconds a stress run may take, default 3600: past it, the
+# threads' backtraces are printed when gdb is installed, and the run fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -20,6 +22,7 @@ jobs=${JOBS:-$(nproc)}
 model=${KOLOSAL_TEST_MODEL:-$(cd / && python -m kolosal.demo_model -q)}
 export KOLOSAL_TEST_MODEL=$model
 rounds=${STRESS_ROUNDS:-30}
+stress_timeout=${STRESS_TIMEOUT:-3600}
 bdir=build/sanitize
 
 echo "== build ($bdir)"
@@ -37,6 +40,32 @@ ninja -C "$bdir" -j "$jobs" $targets
 [ -n "${BUILD_ONLY:-}" ] && exit 0
 
 status=0
+SECONDS=0
+
+# Runs the stress driver; a run past STRESS_TIMEOUT is reported with every
+# thread's backtrace (where it waits) and killed.
+run_stress() {
+  local start=$SECONDS
+  "$@" &
+  local pid=$!
+  (
+    for ((i = 0; i < stress_timeout; i++)); do
+      sleep 1
+      kill -0 "$pid" 2>/dev/null || exit 0
+    done
+    echo "error: the stress run took more than ${stress_timeout}s" >&2
+    if command -v gdb >/dev/null; then
+      gdb -p "$pid" -batch -ex "thread apply all bt" >&2 2>/dev/null || true
+    fi
+    kill -KILL "$pid"
+  ) &
+  local watcher=$!
+  local rc=0
+  wait "$pid" || rc=$?
+  wait "$watcher" || true
+  echo "   (stress run: $((SECONDS - start)) s, exit $rc)"
+  return "$rc"
+}
 
 run_asan() {
   # A copy of the package holding the instrumented module, imported instead of ./kolosal.
@@ -73,13 +102,14 @@ run_asan() {
     status=1
   fi
   echo "== ASan+UBSan: stress driver (leak checks on)"
-  ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "$bdir/kolosal_stress_asan" "$model" "$rounds" || status=1
+  ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_stress "$bdir/kolosal_stress_asan" "$model" "$rounds" || status=1
 }
 
 run_tsan() {
   echo "== TSan: stress driver"
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$root/scripts/tsan.supp \
-    "$bdir/kolosal_stress_tsan" "$model" "$rounds" || status=1
+    run_stress "$bdir/kolosal_stress_tsan" "$model" "$rounds" || status=1
 }
 
 case "$what" in
@@ -87,5 +117,6 @@ case "$what" in
   tsan) run_tsan ;;
   all) run_asan; run_tsan ;;
 esac
+echo "== $((SECONDS / 60)) min $((SECONDS % 60)) s"
 if [ "$status" -eq 0 ]; then echo "sanitize: clean"; else echo "sanitize: FAILED" >&2; fi
 exit "$status"

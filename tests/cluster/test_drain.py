@@ -68,12 +68,13 @@ def test_a_stream_outliving_the_grace_period_ends_with_an_error_saying_so(model_
     close), and the process exits 0."""
     host = HOSTS[0]
     port = free_port(host)
-    cfg = instance_config(host, port, [model_entry("smollm2", model_path)],
-                          server={"drain_delay_seconds": 0, "shutdown_grace_seconds": 1})
+    entry = model_entry("smollm2", model_path)
+    entry["load_params"].update(n_ctx=4096, n_parallel=1)  # room for a stream far longer than the grace period
+    cfg = instance_config(host, port, [entry], server={"drain_delay_seconds": 0, "shutdown_grace_seconds": 1})
     inst = Instance("one", host, port, cfg, tmp_path / "one").start()
     events = []
     try:
-        body = chat("smollm2", max_tokens=400, ignore_eos=True, stream=True)
+        body = chat("smollm2", max_tokens=4000, ignore_eos=True, stream=True)
         with httpx.stream("POST", inst.url + "/v1/chat/completions", json=body, timeout=120) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):

@@ -128,9 +128,10 @@ def test_request_timeout_names_its_own_key(model_path):
     """server.request_timeout_seconds (the guide's request_timeout) shorter than
     the job timeout: the 504 names the key the operator set."""
     cfg = server_config(model_path, request_timeout=1)
+    cfg["models"][0]["load_params"].update(n_ctx=8192, n_parallel=1)  # a generation far longer than 1 s anywhere
     app = create_app(cfg)
     try:
-        r = app.test_client().post("/v1/chat/completions", json=chat_body(max_tokens=440, ignore_eos=True))
+        r = app.test_client().post("/v1/chat/completions", json=chat_body(max_tokens=8000, ignore_eos=True))
         assert r.status_code == 504 and r.json["error"]["code"] == "job_timeout"
         assert "server.request_timeout_seconds (1 s)" in r.json["error"]["message"], r.json
     finally:

@@ -131,6 +131,19 @@ def test_stream_tool_use(claude):
     assert call.type == "tool_use" and isinstance(call.input, dict) and isinstance(call.input.get("city"), str)
 
 
+def test_tool_call_cut_short_by_max_tokens(claude):
+    """A forced call cut off before its name: no text made of the server's own JSON
+    answer form, and the whole message as the stream gave it."""
+    kw: Dict[str, Any] = dict(model=MODEL_ID, max_tokens=8, tools=[WEATHER], tool_choice={"type": "any"},
+                              messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+                              extra_body=GREEDY)
+    whole = claude.messages.create(**kw)
+    _, final = _stream(claude, **kw)
+    assert whole.stop_reason == final.stop_reason == "max_tokens"
+    assert not any("tool_calls" in b.text for b in whole.content if b.type == "text"), whole.content
+    assert [b.type for b in whole.content] == [b.type for b in final.content]
+
+
 def test_tool_loop(claude):
     """Step 1 forces the named tool; step 2 sends the SDK's own blocks back with
     a tool_result and gets the answer as text."""

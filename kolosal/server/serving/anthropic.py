@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from pydantic import ValidationError
 
 from kolosal.engine import Engine
+from kolosal.tool_calls import AnswerStream
 
 from ..errors import ApiError
 from ..protocol.anthropic.messages import (ContentBlockDelta, ContentBlockStart, ContentBlockStop, CountTokensRequest,
@@ -212,10 +213,14 @@ class MessageRun:
         blocks: List[OutBlock] = []
         if choice.message.reasoning_content:
             blocks.append(ThinkingOut(thinking=choice.message.reasoning_content))
-        if choice.message.content:
-            blocks.append(TextOut(text=choice.message.content))
-        for call in choice.message.tool_calls or []:
-            blocks.append(ToolUseOut(id=_tool_id(), name=call.function.name, input=_arguments(call.function.arguments)))
+        text = choice.message.content
+        calls = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
+        if text and not calls and choice.finish_reason == "length" and self.chat.plan.rendered.generic_tools:
+            text, calls = _cut_short(text)
+        if text:
+            blocks.append(TextOut(text=text))
+        for name, arguments in calls:
+            blocks.append(ToolUseOut(id=_tool_id(), name=name, input=_arguments(arguments)))
         u = answer.usage
         cached = u.prompt_tokens_details.get("cached_tokens", 0)
         return Message(id=self.id, content=blocks, model=self.req.model, **self._stop(choice.finish_reason),
@@ -281,6 +286,16 @@ class MessageRun:
                            usage=DeltaUsage(output_tokens=output_tokens, input_tokens=input_tokens,
                                             cache_read_input_tokens=cached))
         yield MessageStop()
+
+
+def _cut_short(text: str) -> Tuple[str, List[Tuple[str, str]]]:
+    """The tool-call answer's JSON form cut off by ``max_tokens``: its text and the
+    calls begun (name, arguments so far), as its stream gave them."""
+    answer = AnswerStream()
+    answer.feed(text)
+    if answer.broken:
+        return text, []
+    return answer.content, [(c["function"]["name"], c["function"]["arguments"]) for c in answer.calls]
 
 
 def _arguments(text: str) -> Dict[str, Any]:

@@ -115,6 +115,7 @@ void close_under_load(Engine & e) {
     });
     ts.emplace_back([&] { hammer("token_to_piece", started, [&] { e.token_to_piece(42, false); }); });
     ts.emplace_back([&] { hammer("stats", started, [&] { e.stats(); }); });
+    ts.emplace_back([&] { hammer("slot_states", started, [&] { e.slot_states(); }); });
     ts.emplace_back([&] { hammer("chat_template_caps", started, [&] { e.chat_template_caps(); }); });
     ts.emplace_back([&] {
         hammer("apply_chat_template", started, [&] {

@@ -193,3 +193,36 @@ def test_guide_logging_handlers_block(tmp_path, model_path):
     # the console handler is at ERROR: nothing at INFO reaches it
     console = [json.loads(x) for x in out.read_text().splitlines() if x.startswith("{")]
     assert all(x["level"] in ("ERROR", "CRITICAL") for x in console)
+
+
+def test_guide_handlers_rotate_under_load_without_losing_lines(tmp_path, model_path):
+    """The guide's handlers block with its sizes made small: 4 clients at once
+    make the files rotate many times; every request has exactly one access
+    line across the rotated files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = make_root(tmp_path / "kolosal", model_path, ["models.json"], JSON_MODELS)
+    config = json.loads((GUIDE / "production.json").read_text())
+    config["logging"] = json.loads((GUIDE / "logging.json").read_text())
+    config["logging"]["access_log"] = True
+    config["logging"]["handlers"]["file"].update(max_size="8KB", backup_count=100)
+    config["security"]["rate_limiting"]["enabled"] = False
+    (root / "config" / "production.json").write_text(json.dumps(config))
+    server = launch(["--config", "config/production.json"], root, tmp_path / "console.txt", free_port())
+
+    def client(n: int) -> List[int]:
+        with httpx.Client(base_url=server.base_url, timeout=60) as c:
+            return [c.get("/v1/models", headers={"X-Request-ID": f"load-{n}-{i}"}).status_code for i in range(50)]
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            codes = [code for codes in pool.map(client, range(4)) for code in codes]
+        assert codes == [200] * 200
+        assert server.stop() == 0
+    finally:
+        server.stop(signal.SIGKILL)
+    files = sorted((root / "logs").glob("kolosal-server.log*"))
+    assert len(files) > 3, files
+    ids = [x["request_id"] for f in files for x in json_lines(f)
+           if x["component"] == "access" and x["request_id"].startswith("load-")]
+    assert sorted(ids) == sorted(f"load-{n}-{i}" for n in range(4) for i in range(50))

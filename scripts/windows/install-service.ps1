@@ -8,7 +8,7 @@
 # the failure actions it sets (5 s, 15 s, 60 s).
 #
 # Run as Administrator, after installing Kolosal into a Python environment:
-#   python -m pip install "kolosal[windows]"      # pulls in pywin32
+#   python -m pip install ".[windows]"      # in a checkout of the repository; pulls in pywin32
 param(
     [string]$InstallDir = "C:\kolosal",
     [string]$Python = "C:\kolosal\venv\Scripts\python.exe",
@@ -28,7 +28,7 @@ if (-not (Test-Path $Config)) { throw "config file not found: $([System.IO.Path]
 # (machine-wide when run elevated). The probe prints nothing on stderr, which
 # Windows PowerShell would turn into an error under ErrorActionPreference Stop.
 & $Python -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('win32serviceutil') else 3)"
-if ($LASTEXITCODE -ne 0) { throw "pywin32 is missing: $Python -m pip install `"kolosal[windows]`"" }
+if ($LASTEXITCODE -ne 0) { throw "pywin32 is missing: $Python -m pip install pywin32" }
 & $Python -m pywin32_postinstall -install -quiet
 if ($LASTEXITCODE -ne 0) { throw "pywin32's post-install step failed: $Python -m pywin32_postinstall -install" }
 

@@ -129,6 +129,12 @@ def test_tool_call_and_result(llama):
     calls = [c for p in streamed for c in p.message.tool_calls or []]
     assert [c.function.name for c in calls] == ["get_weather"]
     assert calls[0].function.arguments == call.function.arguments
+    # cut off by num_predict: no text made of the server's own JSON answer form, whole as streamed
+    cut = dict(model=MODEL_ID, messages=messages, tools=[WEATHER], options={"temperature": 0, "num_predict": 8})
+    whole = llama.chat(**cut)
+    parts = list(llama.chat(**cut, stream=True))
+    assert whole.done_reason == "length" and "tool_calls" not in whole.message.content, whole.message
+    assert whole.message.content == "".join(p.message.content for p in parts)
     messages += [r.message, {"role": "tool", "content": "Sunny, 24 C", "tool_name": "get_weather"}]
     answer = llama.chat(model=MODEL_ID, messages=messages, options={"temperature": 0, "num_predict": 12})
     assert answer.message.content and not answer.message.tool_calls

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 from pydantic import ValidationError
 
 from kolosal.engine import Engine
-from kolosal.tool_calls import AnswerStream
 
 from ..errors import ApiError
 from ..protocol.anthropic.messages import (ContentBlockDelta, ContentBlockStart, ContentBlockStop, CountTokensRequest,
@@ -27,6 +26,7 @@ from ..protocol.anthropic.messages import (ContentBlockDelta, ContentBlockStart,
                                            ToolResultBlock, ToolUseBlock, ToolUseOut, UnsupportedBlock)
 from ..protocol.openai.chat import ChatCompletionRequest
 from .chat import ChatRun, plan_chat, start_chat
+from .common import cut_short_answer
 from .runner import Watch
 
 # HTTP status -> Anthropic's error type
@@ -216,7 +216,7 @@ class MessageRun:
         text = choice.message.content
         calls = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
         if text and not calls and choice.finish_reason == "length" and self.chat.plan.rendered.generic_tools:
-            text, calls = _cut_short(text)
+            text, calls = cut_short_answer(text)
         if text:
             blocks.append(TextOut(text=text))
         for name, arguments in calls:
@@ -286,16 +286,6 @@ class MessageRun:
                            usage=DeltaUsage(output_tokens=output_tokens, input_tokens=input_tokens,
                                             cache_read_input_tokens=cached))
         yield MessageStop()
-
-
-def _cut_short(text: str) -> Tuple[str, List[Tuple[str, str]]]:
-    """The tool-call answer's JSON form cut off by ``max_tokens``: its text and the
-    calls begun (name, arguments so far), as its stream gave them."""
-    answer = AnswerStream()
-    answer.feed(text)
-    if answer.broken:
-        return text, []
-    return answer.content, [(c["function"]["name"], c["function"]["arguments"]) for c in answer.calls]
 
 
 def _arguments(text: str) -> Dict[str, Any]:

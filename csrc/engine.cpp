@@ -214,6 +214,8 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
         sc.n_threads = n_threads;
         if (sc.n_gpu_layers == 0) sc.n_gpu_layers = cfg_.n_gpu_layers;
         spec_ = std::make_unique<Speculator>(sc, model_.get(), info_.n_ctx_slot);
+        // A context without a thread pool starts and joins its threads on every decode.
+        spec_->attach(threadpool_.get(), threadpool_batch_.get());
     }
 
     ModelMemory mm;

@@ -92,6 +92,10 @@ Speculator::Speculator(const SpecConfig & cfg, const llama_model * target, uint3
     if (!ctx_) throw OutOfMemoryError("could not allocate the draft model's context");
 }
 
+void Speculator::attach(ggml_threadpool * tp, ggml_threadpool * tp_batch) {
+    if (ctx_ && tp) llama_attach_threadpool(ctx_.get(), tp, tp_batch);
+}
+
 uint64_t Speculator::draft_bytes() const {
     if (!model_) return 0;
     uint64_t b = llama_model_size(model_.get());

@@ -45,6 +45,9 @@ public:
     std::vector<llama_token> draft(const std::vector<llama_token> & history, llama_token last, int32_t n_max);
     // Interrupts a running draft decode (the engine is closing).
     void abort() { abort_ = true; }
+    // Runs the draft model on the model's own thread pools (never at the same
+    // time as the model: both run on the scheduler thread).
+    void attach(ggml_threadpool * tp, ggml_threadpool * tp_batch);
 
     uint64_t draft_bytes() const;  // memory of the draft model and its context
 

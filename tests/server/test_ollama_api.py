@@ -151,8 +151,13 @@ def test_errors_in_ollamas_shape(llama, live_server):
         llama.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     assert e.value.status_code == 404 and "no-such-model" in e.value.error
     with pytest.raises(ollama.ResponseError) as e:
-        llama.chat(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], options={"mirostat": 2})
+        llama.chat(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], options={"mirostat": 3})
     assert e.value.status_code == 400 and "mirostat" in e.value.error
+    # Mirostat (1 and 2.0) as Ollama's options name it, as ChatOllama(mirostat=...) sends them
+    for version in (1, 2):
+        r = llama.chat(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}],
+                       options={"mirostat": version, "mirostat_tau": 3.0, "mirostat_eta": 0.2, "num_predict": 4})
+        assert r.done and r.eval_count == 4
     with httpx.Client(base_url=live_server.base_url, timeout=30) as http:
         r = http.post("/api/chat", json={"model": MODEL_ID, "messages": [], "options": {"no_such_option": 1}})
         assert r.status_code == 400 and r.json() == {"error": r.json()["error"]} and "no_such_option" in r.text

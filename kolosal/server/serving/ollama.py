@@ -60,7 +60,7 @@ def timestamp(t: Optional[float] = None) -> str:
 # -- options -------------------------------------------------------------------
 
 _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "typical_p", "seed", "stop", "repeat_penalty",
-             "repeat_last_n", "presence_penalty", "frequency_penalty")
+             "repeat_last_n", "presence_penalty", "frequency_penalty", "mirostat", "mirostat_tau", "mirostat_eta")
 
 
 def _no(param: str, why: str) -> ApiError:

@@ -28,7 +28,7 @@ class Options(Strict):
     repeat_last_n: Optional[int] = Field(None, ge=-1)
     presence_penalty: Optional[float] = None
     frequency_penalty: Optional[float] = None
-    mirostat: Optional[int] = Field(None, ge=0, le=0, description="only 0 (off) is supported")
+    mirostat: Optional[int] = Field(None, ge=0, le=2, description="0: off, 1: Mirostat, 2: Mirostat 2.0")
     mirostat_tau: Optional[float] = None
     mirostat_eta: Optional[float] = None
     tfs_z: Optional[float] = None

@@ -314,6 +314,18 @@ def test_admin_loads_a_registered_engine_from_the_page(admin, server, model_path
             info = c.get("/engines/second/status").json()
         assert info["status"] == "loaded" and info["progress"] == 1.0
         assert info["loading_parameters"]["n_ctx"] == 512  # loaded with its own parameters
+        # the playground's picker lists both models, and a chat goes to the one picked
+        admin.tab("playground")
+        page.wait_for_selector("#pg-model option[value='second']", state="attached")
+        assert page.eval_on_selector_all("#pg-model option", "els => els.map(e => e.value)") == [MODEL_ID, "second"]
+        page.select_option("#pg-model", "second")
+        with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as sent:
+            _start_chat(page, "Hello", 4)
+        assert sent.value.post_data_json["model"] == "second"
+        page.wait_for_selector("#transcript li.assistant[data-finish]")
+        assert page.get_attribute("#transcript li.assistant:last-child", "data-finish") == "length"
+        page.click("#pg-clear")
+        admin.tab("overview")
     finally:
         with api(server) as c:
             c.delete("/engines/second")

@@ -225,7 +225,10 @@ def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str
     for section in (cfg.logging,):
         section.file_path = _resolve(section.file_path, base)
         section.file = _resolve(section.file, base)
-    files = {cfg.logging.file_path: "logging.file_path"} if cfg.logging.file_path else {}
+    # A handler naming file_path's file takes that file over (the guide's
+    # production.json with its handlers block pasted in); two handlers on one
+    # file would write each line twice and lose lines when they rotate.
+    files: Dict[str, str] = {}
     for name, handler in cfg.logging.handlers.items():
         handler.filename = _resolve(handler.filename, base)
         if handler.filename in files:  # two handlers rotating one file write each line twice and lose lines

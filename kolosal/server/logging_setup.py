@@ -123,7 +123,8 @@ def _handlers(section: LoggingSection, level: int) -> List[Tuple[logging.Handler
     """(handler, level, source, format) for every output the section asks for."""
     out: List[Tuple[logging.Handler, int, str, str]] = []
     path = section.file_path
-    if path:
+    # A handler writing file_path's file replaces file_path's own handler.
+    if path and not any(spec.filename == path for spec in section.handlers.values()):
         out.append((_open("logging.file_path", lambda: logging.handlers.RotatingFileHandler(
             path, maxBytes=int(section.max_file_size_mb * 1024 * 1024), backupCount=max(1, section.max_files - 1),
             encoding="utf-8"), path), level, "all", section.format))

@@ -149,16 +149,21 @@ def test_server_refuses_to_start_when_its_log_file_cannot_be_opened(tmp_path):
     assert f"logging.file_path: cannot open the log file {tmp_path / 'logs' / 'kolosal.log'}: " in p.stderr
 
 
-def test_one_file_one_handler(tmp_path):
-    """The guide's production.json (file_path) with its handlers block (a `file`
-    handler on the same file) would write every line twice and rotate one file
-    from two handlers, losing lines: a config error naming both keys."""
+def test_one_file_one_handler(tmp_path, restore_root_logging):  # noqa: F811
+    """The guide's production.json (file_path) with its handlers block pasted in
+    (a `file` handler on the same file): the handler takes the file over, so
+    each line is written once and one handler rotates it. Two handlers naming
+    one file are a config error."""
     guide = json.loads((Path(__file__).parents[1] / "data" / "guide" / "logging.json").read_text())
     section = {"file_path": "logs/kolosal-server.log", "handlers": guide["handlers"]}
-    with pytest.raises(ConfigError) as ei:
-        load_config(data={"server": {"root_dir": str(tmp_path)}, "logging": section})
-    assert ei.value.errors == [f"logging.handlers.file.filename: {tmp_path / 'logs' / 'kolosal-server.log'} is "
-                               f"already written by logging.file_path; one file takes one handler"]
+    cfg = load_config(data={"server": {"root_dir": str(tmp_path)}, "logging": section})
+    configure_logging(cfg.logging)
+    files = [h for h in logging.getLogger().handlers if hasattr(h, "baseFilename")]
+    main = tmp_path / "logs" / "kolosal-server.log"
+    writers = [h for h in files if Path(h.baseFilename) == main]
+    assert len(writers) == 1 and writers[0].maxBytes == 100 * 10**6 and writers[0].backupCount == 10
+    _emit_one_of_each()
+    assert [x["message"] for x in _lines(main)].count("listening") == 1
     twice = {"a": {"type": "rotating_file", "filename": "x.log"}, "b": {"type": "timed_rotating_file",
                                                                        "filename": "./x.log"}}
     with pytest.raises(ConfigError) as ei:

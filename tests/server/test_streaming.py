@@ -188,3 +188,27 @@ def test_streamed_text_keeps_inner_whitespace(oai):
                                         max_tokens=24, temperature=0).choices[0].message.content
     # Same request, same greedy tokens: the stream joins to the complete answer.
     assert "".join(pieces) == whole
+
+
+def test_streamed_chunks_are_exactly_their_models_serialization(http):
+    """Text deltas are spliced into a chunk serialized once per stream: each
+    event must still be byte for byte what the chunk model serializes to
+    (keys, order, nulls), for every choice, with and without usage."""
+    from kolosal.server.protocol.openai.chat import ChatCompletionChunk
+
+    for extra in ({"n": 2, "seed": 5}, {"stream_options": {"include_usage": True}}):
+        body = chat_body('Reply with "quotes", a back\\slash and ünïcödé: ✓.', stream=True, max_tokens=12,
+                         ignore_eos=True, **extra)
+        with http.stream("POST", "/v1/chat/completions", json=body) as r:
+            events = sse_events(r.iter_lines())
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        content = [c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+        assert content, events
+        if "n" in extra:
+            assert {c["choices"][0]["index"] for c in content} == {0, 1}
+        else:
+            assert all(c["usage"] is None for c in chunks[:-1]) and chunks[-1]["usage"]["completion_tokens"] == 12
+        for e, c in zip(events, chunks):
+            again = json.dumps(ChatCompletionChunk.model_validate(c).wire(), ensure_ascii=False, separators=(",", ":"))
+            assert e == again

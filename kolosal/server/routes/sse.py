@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from flask import Response
 
@@ -24,10 +24,11 @@ def event(obj: Any) -> str:
     return "data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n\n"
 
 
-def data_events(chunks: Iterator[Optional[Reply]], done: bool = True) -> Iterator[str]:
-    """Each chunk as a ``data:`` event, ``None`` as a keep-alive comment, then ``[DONE]``."""
+def data_events(chunks: Iterator[Union[None, Reply, str]], done: bool = True) -> Iterator[str]:
+    """Each chunk (a reply, or its JSON text) as a ``data:`` event, ``None`` as
+    a keep-alive comment, then ``[DONE]``."""
     for c in chunks:
-        yield PING if c is None else event(c.wire())
+        yield PING if c is None else "data: " + c + "\n\n" if isinstance(c, str) else event(c.wire())
     if done:
         yield DONE
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from kolosal import tool_calls
 from kolosal.engine import Engine, Generation, RenderedChat
@@ -186,16 +186,16 @@ class ChatRun:
         return self._chunk([ChatChunkChoice(index=i, delta=ChunkDelta.model_validate(delta), logprobs=lps,
                                             finish_reason=reason)])
 
-    def chunks(self, w: Watch) -> Iterator[Optional[ChatCompletionChunk]]:
-        """The streamed answer, choice after choice; ``None`` marks a while
-        without output (a keep-alive for the transport)."""
-        req, chunk = self.req, self._delta
+    def _parts(self, w: Watch) -> Iterator[Optional[Tuple[int, Dict[str, Any], Optional[str], Any]]]:
+        """The streamed answer as (choice, delta, finish reason, logprobs), choice
+        after choice; ``None`` marks a while without output."""
+        req = self.req
 
         def logprobs(lps: List[Any]) -> Any:
             return chat_logprobs(lps, req.top_logprobs or 0) if req.logprobs and lps else None
 
         for i in range(len(self.gens)):
-            yield chunk(i, {"role": "assistant", "content": ""})
+            yield i, {"role": "assistant", "content": ""}, None, None
         for i, g in enumerate(self.gens):
             deltas = StreamDeltas(self.plan, g)
             pending: List[Any] = []  # logprobs not yet sent (they ride on the next delta)
@@ -204,19 +204,62 @@ class ChatRun:
                     yield None
                     continue
                 text, _, lps = c
-                pending.extend(lps or [])
+                if lps:
+                    pending.extend(lps)
                 out = deltas.feed(text)
                 if not out and pending and deltas.mode == "text":
                     out = [{"content": ""}]
                 for d in out:
-                    yield chunk(i, d, None, logprobs(pending))
+                    yield i, d, None, logprobs(pending)
                     pending = []
             for d in deltas.finish():
-                yield chunk(i, d, None, logprobs(pending))
+                yield i, d, None, logprobs(pending)
                 pending = []
-            yield chunk(i, {}, finish_reason(g), logprobs(pending))
-        if include_usage(req):
+            yield i, {}, finish_reason(g), logprobs(pending)
+
+    def chunks(self, w: Watch) -> Iterator[Optional[ChatCompletionChunk]]:
+        """The streamed answer, choice after choice; ``None`` marks a while
+        without output (a keep-alive for the transport)."""
+        for p in self._parts(w):
+            yield None if p is None else self._delta(*p)
+        if include_usage(self.req):
             yield self._chunk([], usage=usage(self.gens))
+
+    def events(self, w: Watch) -> Iterator[Optional[str]]:
+        """:meth:`chunks` as their JSON text (``None``: keep-alive). A text delta
+        without logprobs, most of a stream, is spliced into its choice's chunk
+        serialized once: the same bytes without building and dumping a model
+        per token."""
+        frames: Dict[int, Tuple[str, ...]] = {}
+        for p in self._parts(w):
+            if p is None:
+                yield None
+                continue
+            i, delta, reason, lps = p
+            text = delta.get("content")
+            frame: Tuple[str, ...] = ()
+            if reason is None and lps is None and len(delta) == 1 and isinstance(text, str):
+                frame = frames.get(i) or frames.setdefault(i, self._frame(i))
+            if frame:
+                yield frame[0] + _dumps(text) + frame[1]
+            else:
+                yield _dumps(self._delta(i, delta, reason, lps).wire())
+        if include_usage(self.req):
+            yield _dumps(self._chunk([], usage=usage(self.gens)).wire())
+
+    def _frame(self, i: int) -> Tuple[str, ...]:
+        """The JSON of choice ``i``'s content chunk, before and after the content
+        string; empty where that cannot be told apart."""
+        whole, mark = _dumps(self._delta(i, {"content": _MARK}).wire()), _dumps(_MARK)
+        return tuple(whole.split(mark)) if whole.count(mark) == 1 else ()
+
+
+_MARK = "\x00kolosal-content\x00"  # no model, id or name holds it: its JSON splits a chunk in two
+
+
+def _dumps(obj: Any) -> str:
+    """Compact JSON, as the SSE events carry it."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 class StreamDeltas:

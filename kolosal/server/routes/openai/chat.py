@@ -21,5 +21,5 @@ def chat_completions():  # type: ignore[no-untyped-def]
     run = start_chat(admit(state, req.model), req)
     w = watch(state, run.gens)
     if req.stream:
-        return sse_response(data_events(run.chunks(w)), run.gens)
+        return sse_response(data_events(run.events(w)), run.gens)
     return jsonify(run.response(w).wire())

@@ -99,3 +99,25 @@ def test_engine_with_a_missing_adapter_is_refused(http, tmp_path, model_path):
     assert r.status_code == 422, r.text
     assert "gone.gguf" in r.json()["error"]["message"] and "not found" in r.json()["error"]["message"]
     assert http.get("/engines/lora-broken/status").status_code == 404
+
+
+def test_setting_global_scales_needs_an_admin_key(model_path, lora_server):
+    from kolosal.server import create_app
+    config = server_config(model_path)
+    config["models"][0]["load_params"].update(n_ctx=256, n_parallel=1,
+                                              lora=[{"path": str(lora_server.adapter), "scale": 0.5}])
+    config["security"] = {"api_keys": ["user-key"], "admin_api_keys": ["admin-key"]}
+    app = create_app(config)
+    try:
+        c = app.test_client()
+        user, admin = {"Authorization": "Bearer user-key"}, {"Authorization": "Bearer admin-key"}
+        listed = c.get("/lora-adapters", headers=user)
+        assert listed.status_code == 200 and listed.json[0]["path"] == "adapter.gguf"  # file name only for users
+        assert c.get("/lora-adapters", headers=admin).json[0]["path"] == str(lora_server.adapter)
+        assert c.post("/lora-adapters", json=[{"id": 0, "scale": 1.0}], headers=user).status_code == 403
+        assert c.post("/lora-adapters", json=[{"id": 0, "scale": 1.0}]).status_code == 401
+        assert c.get("/lora-adapters", headers=user).json[0]["scale"] == 0.5
+        assert c.post("/lora-adapters", json=[{"id": 0, "scale": 1.0}], headers=admin).status_code == 200
+        assert c.get("/lora-adapters", headers=user).json[0]["scale"] == 1.0
+    finally:
+        app.extensions["kolosal"].registry.close_all()

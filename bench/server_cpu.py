@@ -7,8 +7,9 @@ streaming chat completions at temperature 0 with a fixed length
 (max_tokens with ignore_eos), a few at a time, plus multi-turn
 conversations that send their growing history back. Reports the server
 process's CPU time (user + system) per generated token and per request,
-split into the engine's decode thread(s) and the rest (the HTTP path:
-Waitress, Flask, request parsing, streaming); CPU time, unlike wall time,
+split into the engine's decode thread and the rest (the HTTP path:
+Waitress, Flask, request parsing, streaming; the main thread is Waitress'
+I/O loop); CPU time, unlike wall time,
 stays meaningful on a machine busy with other work.
 
     python bench/server_cpu.py                 # 16 single-turn + 4x4 multi-turn, 4 slots
@@ -32,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from servers import running  # noqa: E402
 
 
-def thread_cpu(pid: int) -> Dict[int, float]:
-    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+def thread_cpu(pid: int) -> Dict[int, Tuple[float, float]]:
+    """(user, system) CPU seconds of each thread."""
+    return {t.id: (t.user_time, t.system_time) for t in psutil.Process(pid).threads()}
 
 
 def stream_chat(client: openai.OpenAI, messages: List[Dict[str, str]], max_tokens: int) -> Tuple[str, int]:
@@ -90,13 +92,19 @@ def one_run(args: argparse.Namespace) -> Dict[str, float]:
         tokens, requests = workload(server.url, args.requests, args.conversations, args.turns, args.max_tokens,
                                     args.slots)
         after = thread_cpu(pid)
-    used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    zero = (0.0, 0.0)
+    used = {tid: sum(after[tid]) - sum(before.get(tid, zero)) for tid in after}
+    system = {tid: after[tid][1] - before.get(tid, zero)[1] for tid in after}
     total = sum(used.values())
     # The engine decodes on its own thread(s); with n_threads 1 that is the one
     # busiest thread. Everything else is the HTTP path.
-    decode = max(used.values())
+    decode_tid = max(used, key=used.__getitem__)
+    decode = used[decode_tid]
     http = total - decode
+    http_system = sum(v for tid, v in system.items() if tid != decode_tid)
+    main = used.get(pid, 0.0)  # Waitress' I/O loop
     return {"tokens": tokens, "requests": requests, "cpu_s": total, "decode_s": decode, "http_s": http,
+            "main_s": main, "http_system_s": http_system,
             "cpu_ms_per_token": 1000 * total / tokens, "http_ms_per_token": 1000 * http / tokens,
             "http_ms_per_request": 1000 * http / requests}
 
@@ -122,7 +130,8 @@ def main() -> None:
         res = one_run(args)
         runs.append(res)
         print(f"run {r + 1}: {res['tokens']} tokens, {res['requests']} requests, server CPU {res['cpu_s']:.2f} s "
-              f"(decode thread {res['decode_s']:.2f} s, rest {res['http_s']:.2f} s): "
+              f"(decode thread {res['decode_s']:.2f} s, rest {res['http_s']:.2f} s of which system {res['http_system_s']:.2f} s, "
+              f"main thread {res['main_s']:.2f} s): "
               f"{res['cpu_ms_per_token']:.2f} ms/token, HTTP path {res['http_ms_per_token']:.2f} ms/token, "
               f"{res['http_ms_per_request']:.1f} ms/request", flush=True)
     if args.repeat > 1:

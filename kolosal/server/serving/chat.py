@@ -192,7 +192,7 @@ class ChatRun:
         req = self.req
 
         def logprobs(lps: List[Any]) -> Any:
-            return chat_logprobs(lps, req.top_logprobs or 0) if req.logprobs and lps else None
+            return chat_logprobs(lps, req.top_logprobs or 0) if lps and req.logprobs else None
 
         for i in range(len(self.gens)):
             yield i, {"role": "assistant", "content": ""}, None, None
@@ -278,6 +278,7 @@ class StreamDeltas:
         self._text = ""  # "parsed": the answer so far
         self._sent: Dict[str, Any] = {"content": "", "reasoning_content": "", "calls": []}
         self._held = ""  # "text": trailing whitespace not sent yet
+        self._streamed: List[str] = []  # "text": the pieces sent (joined once, at the end)
 
     def feed(self, text: str) -> List[Dict[str, Any]]:
         if self.mode == "text":
@@ -289,7 +290,7 @@ class StreamDeltas:
                 self._held = held
                 return []
             self._held = held[len(body):]
-            self._sent["content"] += body
+            self._streamed.append(body)
             return [{"content": body}]
         if self._answer is not None:
             return self._answer.feed(text)
@@ -327,7 +328,7 @@ class StreamDeltas:
         """What the finished message holds beyond what was streamed."""
         if self.mode == "text":
             final = assistant_message(self._gen).get("content") or ""
-            sent = self._sent["content"]
+            sent = "".join(self._streamed)
             rest = final[len(sent):] if final.startswith(sent) else ""
             return [{"content": rest}] if rest else []
         if self._answer is not None:

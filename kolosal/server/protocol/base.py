@@ -42,12 +42,26 @@ class Strict(BaseModel):
 
     @model_validator(mode="after")
     def _null_means_default(self):  # type: ignore[no-untyped-def]
-        for name, info in type(self).model_fields.items():
-            if getattr(self, name) is None and not info.is_required():
+        for name, info in _with_defaults(type(self)):
+            if getattr(self, name) is None:
                 default = info.get_default(call_default_factory=True)
                 if default is not None:
                     object.__setattr__(self, name, default)
         return self
+
+
+_DEFAULTED: Dict[type, Tuple[Tuple[str, Any], ...]] = {}
+
+
+def _with_defaults(cls: type) -> Tuple[Tuple[str, Any], ...]:
+    """The optional fields of ``cls`` whose default is not ``None`` (a value or a
+    factory), found once per model rather than on every request."""
+    found = _DEFAULTED.get(cls)
+    if found is None:
+        found = _DEFAULTED[cls] = tuple(
+            (name, info) for name, info in cls.model_fields.items()  # type: ignore[attr-defined]
+            if not info.is_required() and (info.default_factory is not None or info.default is not None))
+    return found
 
 
 class Lenient(BaseModel):

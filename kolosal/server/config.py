@@ -10,8 +10,8 @@ layout ``config/production.json``, ``config/models.json``, ``models/``,
 ``logs/``). Model files, log files and model directories resolve against
 it; the files that belong to the configuration (``inference.models_file``,
 ``api_keys_file``) are looked up beside the config file first. Without
-``inference.models_file``, a ``models.json`` (or ``.yaml``/``.yml``) beside
-the config file is read."""
+``inference.models_file`` and without models listed inline, a
+``models.json`` (or ``.yaml``/``.yml``) beside the config file is read."""
 from __future__ import annotations
 
 import json
@@ -252,7 +252,7 @@ def load_config(path: Optional[Union[str, Path]] = None, data: Optional[Dict[str
             beside = _resolve(given, folder)
             also = f" (nor beside the config file: {beside})" if beside != cfg.inference.models_file else ""
             raise ConfigError([f"inference.models_file: models file not found: {cfg.inference.models_file}{also}"])
-    elif path is not None:
+    elif path is not None and not cfg.models:  # models listed inline are the whole list
         beside = [folder / n for n in MODELS_FILE_NAMES if (folder / n).is_file() and folder / n != path]
         if beside:
             cfg.inference.models_file = str(beside[0])

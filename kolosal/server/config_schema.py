@@ -301,6 +301,23 @@ class LoraAdapter(_Section):
 KvCacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 
 
+
+# What /openapi.json says of rpc_servers: host:port with a port of 1-65535, a
+# host that is a loopback or private IPv4 address or a name (checked when the
+# model loads), no endpoint twice. The validator below gives the messages.
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_PRIVATE_OR_NAME = (r"(127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|10\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"
+                    r"|192\.168\.[0-9]{1,3}\.[0-9]{1,3}|172\.(1[6-9]|2[0-9]|3[01])\.[0-9]{1,3}\.[0-9]{1,3}"
+                    r"|[A-Za-z][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)*)")
+RPC_ENDPOINT_PATTERN = "^" + _PRIVATE_OR_NAME + ":" + _PORT + "$"
+
+
+def _rpc_servers_schema(schema: Dict[str, Any]) -> None:
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "array":
+            branch["items"] = {"type": "string", "pattern": RPC_ENDPOINT_PATTERN}
+            branch["uniqueItems"] = True
+
 class LoadParams(_Section):
     n_ctx: Optional[int] = Field(None, ge=0)
     n_gpu_layers: Optional[int] = Field(None, ge=-1)
@@ -322,7 +339,7 @@ class LoadParams(_Section):
     # llama.cpp RPC workers (python -m kolosal.rpc_worker) that take the layers, as host:port. The protocol
     # has no authentication or encryption: loopback and private addresses only, unless allow_public_rpc.
     allow_public_rpc: Optional[bool] = None
-    rpc_servers: Optional[List[str]] = None
+    rpc_servers: Optional[List[str]] = Field(None, json_schema_extra=_rpc_servers_schema)
     reasoning_format: Optional[Literal["none", "deepseek", "auto"]] = None  # think block -> reasoning_content (default auto)
     chat_template_kwargs: Optional[Dict[str, Any]] = None  # extra chat template variables, e.g. enable_thinking
     lora: Optional[List[LoraAdapter]] = None  # LoRA adapters; requests pick scales by index with `lora: [{id, scale}]`

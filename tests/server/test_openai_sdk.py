@@ -165,6 +165,29 @@ def test_tool_call_streams_as_openai_streams_it(http):
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+@pytest.mark.parametrize("max_tokens", [8, 20])
+def test_tool_call_cut_short_by_max_tokens_answers_as_its_stream(http, max_tokens):
+    """A forced call cut off by the token limit (before its name, or inside its
+    arguments): the whole answer holds what the stream gave, never text made of
+    the server's own JSON answer form."""
+    body = chat_body("Weather in Paris?", tools=[WEATHER], tool_choice=FORCE_WEATHER, max_tokens=max_tokens,
+                     temperature=0)
+    whole = http.post("/v1/chat/completions", json=body).json()["choices"][0]
+    with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+        chunks = sse_json(r)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    text = "".join(d.get("content") or "" for d in deltas)
+    streamed: List[Dict[str, str]] = []
+    for tc in [tc for d in deltas for tc in d.get("tool_calls") or []]:
+        if tc.get("id"):
+            streamed.append({"name": tc["function"]["name"], "arguments": ""})
+        streamed[-1]["arguments"] += tc["function"].get("arguments") or ""
+    assert whole["finish_reason"] == chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert "tool_calls" not in (whole["message"]["content"] or ""), whole
+    assert (whole["message"]["content"] or "") == text
+    assert [c["function"] for c in whole["message"].get("tool_calls") or []] == streamed
+
+
 def test_tool_choice_auto_streams_an_answer_or_a_call(http):
     body = chat_body("Write a haiku about the sea.", tools=[WEATHER], tool_choice="auto", max_tokens=48,
                      stream=True, temperature=0.7, seed=0)

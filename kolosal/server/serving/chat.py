@@ -12,7 +12,7 @@ from kolosal.engine import Engine, Generation, RenderedChat
 from ..errors import ApiError
 from ..protocol.openai.chat import (ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
                                     ChatCompletionResponse, ChunkDelta, DraftTimings, Message, RefusalPart, ResponseMessage, TextPart)
-from .common import FINGERPRINT, include_usage, new_id, now
+from .common import FINGERPRINT, cut_short_answer, include_usage, new_id, now
 from .runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
 from .sampling import fit_max_tokens, per_choice, sampling_kwargs
 
@@ -163,7 +163,7 @@ class ChatRun:
         """The whole answer, once every generation has finished."""
         w.finish(self.gens)
         req = self.req
-        choices = [ChatChoice(index=i, message=ResponseMessage.model_validate(assistant_message(g)),
+        choices = [ChatChoice(index=i, message=ResponseMessage.model_validate(self._message(g)),
                               finish_reason=finish_reason(g),
                               logprobs=chat_logprobs(g.logprobs, req.top_logprobs or 0) if req.logprobs else None)
                    for i, g in enumerate(self.gens)]
@@ -175,6 +175,20 @@ class ChatRun:
                                             draft_n=t["draft_n"], draft_n_accepted=t["draft_n_accepted"])
         return ChatCompletionResponse(id=self.id, created=self.created, model=req.model,
                                       system_fingerprint=FINGERPRINT, choices=choices, usage=usage(self.gens), **extra)
+
+    def _message(self, g: Generation) -> Dict[str, Any]:
+        """The assistant message of ``g``; a tool call in the JSON answer form (models
+        without their own tool-call format) cut off by the token limit is answered as
+        its stream gave it: the calls begun, never the form's text."""
+        msg = assistant_message(g)
+        if (finish_reason(g) == "length" and self.plan.rendered.generic_tools and msg.get("content")
+                and not msg.get("tool_calls")):
+            text, calls = cut_short_answer(msg["content"])
+            msg["content"] = text if text or not calls else None
+            if calls:
+                msg["tool_calls"] = [_tool_call({"function": {"name": n, "arguments": a}}, k)
+                                     for k, (n, a) in enumerate(calls)]
+        return msg
 
     def _chunk(self, choices: List[ChatChunkChoice], **fields: Any) -> ChatCompletionChunk:
         if include_usage(self.req):

@@ -162,13 +162,13 @@ class Logprob(Reply):
     top_logprobs: Optional[List[TopLogprob]] = None
 
 
-class ChatResponse(Reply):
-    """One answer, or one line of a stream; the last (``done: true``) has the
-    counts and durations (nanoseconds)."""
+class _Answer(Reply):
+    """What a chat or generate answer, or one line of its stream, holds besides
+    its text; the last (``done: true``) has the counts and durations
+    (nanoseconds)."""
 
     model: str
     created_at: str
-    message: OutMessage
     done: bool
     done_reason: Optional[str] = None
     total_duration: Optional[int] = None
@@ -180,22 +180,17 @@ class ChatResponse(Reply):
     logprobs: Optional[List[Logprob]] = None
 
 
-class GenerateResponse(Reply):
+class ChatResponse(_Answer):
+    """One ``/api/chat`` answer, or one line of its stream."""
+
+    message: OutMessage
+
+
+class GenerateResponse(_Answer):
     """As ``ChatResponse``, with the text in ``response``."""
 
-    model: str
-    created_at: str
     response: str
     thinking: Optional[str] = None
-    done: bool
-    done_reason: Optional[str] = None
-    total_duration: Optional[int] = None
-    load_duration: Optional[int] = None
-    prompt_eval_count: Optional[int] = None
-    prompt_eval_duration: Optional[int] = None
-    eval_count: Optional[int] = None
-    eval_duration: Optional[int] = None
-    logprobs: Optional[List[Logprob]] = None
 
 
 class EmbedResponse(Reply):

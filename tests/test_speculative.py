@@ -1,8 +1,8 @@
 """Speculative decoding with the demo model: n-gram prompt lookup and a
 draft model (the demo model drafting for itself). Greedy output is the same
 as without speculation; the timings and stats count proposed and accepted
-tokens. Speculation runs while a single request is in flight; with more,
-continuous batching goes on as usual."""
+tokens. Every request in flight speculates: its proposal is checked in the
+same batch as the other requests' tokens."""
 from __future__ import annotations
 
 import pytest
@@ -71,24 +71,50 @@ def test_stop_strings_and_max_tokens_inside_a_checked_draft(ngram, base):
         check_same(ngram.chat(COPY, temperature=0.0, **params), base.chat(COPY, temperature=0.0, **params))
 
 
-def test_concurrent_requests_are_batched_as_usual(model_path):
+TEXT2 = ("Rivers carry water from the mountains to the sea. Along the way they shape valleys, feed forests "
+         "and give towns a place to grow.")
+COPY2 = [{"role": "user", "content": "Repeat this text exactly, word for word:\n\n" + TEXT2}]
+
+
+def run_together(engine, convs, **params):
+    gens = [engine.chat(c, stream=True, **params) for c in convs]
+    for g in gens:
+        g.wait()
+    return gens
+
+
+def test_requests_in_flight_together_all_speculate(model_path):
     # Fresh engines that see the same requests in the same order: a reused
     # prompt prefix can change the last bits of the logits, so both must.
     other = [{"role": "user", "content": "Name three colours."}]
-
-    def pairs(engine):
-        out = []
-        for _ in range(2):
-            a = engine.chat(COPY, stream=True, **GREEDY)
-            b = engine.chat(other, stream=True, **GREEDY)
-            a.wait(), b.wait()
-            out.append((a.tokens, b.tokens))
-        return out
-
     with kolosal.Engine(model_path, **ENGINE) as plain:
-        want = pairs(plain)
+        want = [[g.tokens for g in run_together(plain, pair, **GREEDY)] for pair in ((COPY, COPY2), (COPY, other))]
     with kolosal.Engine(model_path, spec_type="ngram", spec_ngram_n=3, n_draft=8, **ENGINE) as spec:
-        assert pairs(spec) == want
+        before = spec.stats()
+        first = run_together(spec, (COPY, COPY2), **GREEDY)
+        after = spec.stats()
+        second = run_together(spec, (COPY, other), **GREEDY)
+    assert [g.tokens for g in first] == want[0]
+    assert [g.tokens for g in second] == want[1]
+    # Both copying requests had proposals accepted although they ran together,
+    # and their tokens took fewer decode calls than the longer one's tokens
+    # would without speculation (one call per token).
+    for g in first:
+        assert g.timings["draft_n"] > 0 and g.timings["draft_n_accepted"] > 0
+    longest = max(g.usage["completion_tokens"] for g in first)
+    assert after["decode_calls"] - before["decode_calls"] < longest
+    assert after["spec_accepted_tokens"] - before["spec_accepted_tokens"] == sum(
+        g.timings["draft_n_accepted"] for g in first)
+
+
+def test_draft_model_drafts_for_every_slot(model_path):
+    with kolosal.Engine(model_path, **ENGINE) as plain:
+        want = [g.tokens for g in run_together(plain, (COPY, COPY2), **GREEDY)]
+    with kolosal.Engine(model_path, draft_model=model_path, n_draft=4, **ENGINE) as spec:
+        got = run_together(spec, (COPY, COPY2), **GREEDY)
+    assert [g.tokens for g in got] == want
+    for g in got:
+        assert g.timings["draft_n_accepted"] > 0
 
 
 def test_logprobs_and_sampling_still_work(ngram, base):

@@ -21,6 +21,8 @@ import httpx
 import pytest
 import yaml
 
+from procs import stop_process, wait_for_http, wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 # two slots of 512 tokens and one compute thread each: three instances share a small machine
@@ -32,12 +34,6 @@ def need(program: str) -> str:
     if exe is None:
         pytest.skip(f"{program} is not installed (scripts/setup-env.sh installs it from Debian)")
     return exe
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def model_entry(model_id: str, path: Path) -> Dict[str, Any]:
@@ -84,18 +80,8 @@ class Instance:
         return self
 
     def wait_healthy(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log()}")
-            try:
-                if httpx.get(self.url + "/v1/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not become healthy: {self.log()}")
+        assert self.proc is not None
+        wait_for_http(self.url + "/v1/health", self.name, timeout, proc=self.proc, log=self.log)
 
     def log(self) -> str:
         p = self.workdir / "server.log"
@@ -107,14 +93,7 @@ class Instance:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> Optional[int]:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
     def wait_exit(self, timeout: float = 90) -> int:
         """The exit status, once the process ends by itself (no further signal: a second one stops at once)."""
@@ -144,11 +123,7 @@ class HAProxy:
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen([self.exe, "-db", "-f", str(config)], env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start: {self.log_path.read_text()}")
-            time.sleep(0.05)
+        wait_until(socket_path.exists, "haproxy", 10, proc=self.proc, log=self.log_path.read_text, interval=0.05)
 
     def command(self, line: str) -> str:
         with socket.socket(socket.AF_UNIX) as s:
@@ -180,39 +155,8 @@ class HAProxy:
         return status
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, timeout=10)
         self.log.close()
-
-
-def start_redis(tmp: Path) -> Iterator[str]:
-    """A redis-server on a free loopback port, no persistence; yields its URI."""
-    exe = need("redis-server")
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def chat(model: str, content: str = "Say hello.", max_tokens: int = 6, **extra: Any) -> Dict[str, Any]:

@@ -10,7 +10,9 @@ import time
 
 import httpx
 
-from .support import HOSTS, Instance, chat, free_port, instance_config, model_entry
+from procs import free_port
+
+from .support import HOSTS, Instance, chat, instance_config, model_entry
 
 
 def test_sigterm_turns_health_503_first_and_refuses_work_only_after_the_delay(model_path, tmp_path):

@@ -14,8 +14,9 @@ import time
 import httpx
 import pytest
 
-from .support import (HOSTS, REPO, HAProxy, Instance, SteadyLoad, chat, free_port, instance_config, model_entry,
-                      need)
+from procs import free_port
+
+from .support import HOSTS, REPO, HAProxy, Instance, SteadyLoad, chat, instance_config, model_entry, need
 
 MODEL = "smollm2"
 BACKEND = "kolosal_servers"

@@ -16,7 +16,9 @@ import httpx
 import openai
 import pytest
 
-from .support import HOSTS, REPO, HAProxy, Instance, chat, free_port, instance_config, model_entry
+from procs import free_port
+
+from .support import HOSTS, REPO, HAProxy, Instance, chat, instance_config, model_entry
 
 # a: alpha and beta; b: alpha (a replica); c: gamma
 DISTRIBUTION = {"a": ["alpha", "beta"], "b": ["alpha"], "c": ["gamma"]}

@@ -9,7 +9,9 @@ import signal
 import httpx
 import pytest
 
-from .support import HOSTS, REPO, HAProxy, Instance, free_port, instance_config, model_entry, start_redis
+from procs import free_port, start_redis
+
+from .support import HOSTS, REPO, HAProxy, Instance, instance_config, model_entry
 
 MODEL = "smollm2"
 RATE = 10  # requests per minute per key

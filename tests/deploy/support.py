@@ -7,12 +7,12 @@ import shutil
 import signal
 import ssl
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import httpx
 import pytest
+
+from procs import stop_process, wait_for_http
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -104,24 +104,17 @@ class Nginx:
         return run(self.args("-t"))
 
     def start(self, url: str, verify: object) -> None:
-        self.proc = subprocess.Popen(self.args("-g", "daemon off;"), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.proc.wait()
-                raise RuntimeError(f"nginx exited: {self.proc.stderr.read() if self.proc.stderr else ''}"
-                                   f"{self.error_log()}")
-            try:
-                httpx.get(url, verify=verify, timeout=2)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-            except BaseException:
-                self.stop()
-                raise
-        self.stop()
-        raise RuntimeError("nginx did not start: " + self.error_log())
+        """Runs nginx until ``url`` answers (any status)."""
+        proc = self.proc = subprocess.Popen(self.args("-g", "daemon off;"), stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, text=True)
+
+        def output() -> str:
+            return (proc.stderr.read() if proc.stderr and proc.poll() is not None else "") + self.error_log()
+        try:
+            wait_for_http(url, "nginx", 20, status=None, proc=proc, log=output, verify=verify)
+        except BaseException:
+            self.stop()
+            raise
 
     def error_log(self) -> str:
         path = self.prefix / "logs" / "error.log"
@@ -130,12 +123,6 @@ class Nginx:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful shutdown
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, signal.SIGQUIT, 15, kill_timeout=5)  # SIGQUIT: graceful shutdown
         if self.proc.stderr:
             self.proc.stderr.close()

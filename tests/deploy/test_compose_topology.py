@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from server.conftest import LiveServer, free_port, start_server
-from server.security_support import start_redis
+from procs import free_port, start_redis
+from server.conftest import LiveServer, start_server
 
 from .support import DEPLOY, Nginx, make_tls, need, render
 

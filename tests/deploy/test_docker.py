@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from kolosal.server.config import ConfigError, load_config
-from server.conftest import free_port, start_server
+from procs import free_port
+from server.conftest import start_server
 
 from .support import DEPLOY, REPO, Nginx, make_tls, need, render, run
 

@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from kolosal.server.config_schema import ServerSection
-from server.conftest import MODEL_ID, LiveServer, chat_body, free_port, server_config, start_server
+from procs import free_port
+from server.conftest import MODEL_ID, LiveServer, chat_body, server_config, start_server
 
 from .support import DEPLOY, Nginx, make_tls, need, render
 

@@ -19,7 +19,8 @@ from typing import Dict, Iterator, List
 import pytest
 import yaml
 
-from server.conftest import free_port, start_server
+from procs import free_port
+from server.conftest import start_server
 
 from .support import REPO, need
 

@@ -25,7 +25,8 @@ import kolosal
 from kolosal.server import windows_service
 from kolosal.server.windows_service import CLASS_STRING, ServiceHost
 
-from server.conftest import MODEL_ID, free_port, server_config
+from procs import free_port, stop_process, wait_for_http
+from server.conftest import MODEL_ID, server_config
 
 from .support import REPO
 
@@ -147,19 +148,12 @@ def test_debug_command_serves_until_ctrl_c(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "kolosal.server.windows_service", "debug", "--config", str(path)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                threading.Event().wait(0.1)
+        wait_for_http(f"http://127.0.0.1:{port}/health", "the debug command", 60, proc=proc, request_timeout=5,
+                      log=lambda: proc.stderr.read() if proc.stderr and proc.poll() is not None else "")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, signal.SIGKILL)
         if proc.stderr:
             proc.stderr.close()
     assert refused(port)
@@ -256,12 +250,7 @@ def test_service_start_and_stop(win32, tmp_path, keep_logging):
     runner = threading.Thread(target=run)
     runner.start()
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                threading.Event().wait(0.1)
+        wait_for_http(f"http://127.0.0.1:{port}/health", "the service", 10, request_timeout=5)
         assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).json()["status"] == "ok"
     finally:
         service.SvcStop()
@@ -318,12 +307,7 @@ def test_service_installed_under_another_name_reads_its_own_parameters(win32, tm
     runner = threading.Thread(target=service.SvcDoRun)
     runner.start()
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                threading.Event().wait(0.1)
+        wait_for_http(f"http://127.0.0.1:{port}/health", "the service", 10, request_timeout=5)
     finally:
         service.SvcStop()
         runner.join(60)

@@ -11,25 +11,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import httpx
 import pytest
 import yaml
 
 from kolosal.server import create_app
+from procs import free_port, stop_process, wait_for_http
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_ID = "smollm2"
 # One compute thread per engine: with every core busy, OpenMP's spinning
 # threads can stall a decode for many seconds on a small shared machine.
 THREADS = 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_config(model_path: Path, **server: object) -> Dict[str, object]:
@@ -73,14 +68,7 @@ class LiveServer:
         return value
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
 
 def start_server(config: Dict[str, object], tmp: Path, extra_args: Optional[List[str]] = None,
@@ -94,19 +82,19 @@ def start_server(config: Dict[str, object], tmp: Path, extra_args: Optional[List
     log.close()
     server = LiveServer(proc, f"http://127.0.0.1:{port}", path)
     if wait:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {server.log()}")
-            try:
-                if httpx.get(server.base_url + "/health", timeout=2).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        server.stop(signal.SIGKILL)
-        raise RuntimeError("server did not become healthy")
+        wait_healthy(server)
     return server
+
+
+def wait_healthy(server: LiveServer, timeout: float = 90, log: Optional[Callable[[], str]] = None,
+                 **get: object) -> None:
+    """Until ``/health`` answers 200 (``get``: headers...); a server that does
+    not by ``timeout`` is killed. ``log``: its output (default ``server.log``)."""
+    try:
+        wait_for_http(server.base_url + "/health", "server", timeout, proc=server.proc, log=log or server.log, **get)
+    except RuntimeError:
+        server.stop(signal.SIGKILL)
+        raise
 
 
 @pytest.fixture(scope="session")

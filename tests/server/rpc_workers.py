@@ -3,18 +3,12 @@ loopback addresses (127.0.0.2, 127.0.0.3, ...) and free ports."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+from procs import free_port, stop_process, wait_for_port
 
 
 def closed_endpoint(host: str = "127.0.0.2") -> str:
@@ -37,14 +31,7 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout, kill_timeout=timeout)
 
 
 def start_worker(host: str, tmp: Path, *args: str, port: int = 0) -> Worker:
@@ -55,14 +42,9 @@ def start_worker(host: str, tmp: Path, *args: str, port: int = 0) -> Worker:
         proc = subprocess.Popen([sys.executable, "-m", "kolosal.rpc_worker", "--host", host, "--port", str(port),
                                  "--threads", "1", *args], stdout=log, stderr=subprocess.STDOUT)
     worker = Worker(proc, host, port, log_path)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"rpc worker exited with {proc.returncode}: {worker.log()}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return worker
-        except OSError:
-            time.sleep(0.05)
-    worker.stop(signal.SIGKILL)
-    raise RuntimeError(f"rpc worker on {worker.endpoint} did not start: {worker.log()}")
+    try:
+        wait_for_port(host, port, f"rpc worker on {worker.endpoint}", 30, proc=proc, log=worker.log)
+    except RuntimeError:
+        worker.stop(signal.SIGKILL)
+        raise
+    return worker

@@ -11,7 +11,9 @@ import yaml
 from kolosal.server import ConfigError, load_config
 from kolosal.server.__main__ import main
 
-from .conftest import REPO, free_port
+from procs import free_port
+
+from .conftest import REPO
 
 
 def _json_config(tmp_path, model_path):

@@ -18,7 +18,9 @@ from typing import Iterator, List, Optional
 import httpx
 import pytest
 
-from .conftest import MODEL_ID, REPO, LiveServer, free_port, server_config, start_server
+from procs import free_port
+
+from .conftest import MODEL_ID, REPO, LiveServer, server_config, start_server
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed")
 CHROMIUM = shutil.which("chromium")

@@ -16,8 +16,10 @@ import schemathesis
 from schemathesis.engine import from_schema
 from schemathesis.engine.events import FatalError, NonFatalError, ScenarioFinished
 
+from procs import free_port
+
 from . import contract_hooks  # noqa: F401  (the generator's hints: GBNF grammars, references between fields)
-from .conftest import free_port, server_config, start_server
+from .conftest import server_config, start_server
 
 KEYS = {"user": "contract-user-key", "admin": "contract-admin-key"}
 EXAMPLES = 4  # per operation, phase and key

@@ -12,14 +12,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator, List, Optional
 
 import httpx
 import pytest
 
-from .conftest import LiveServer, free_port
+from procs import free_port
+
+from .conftest import LiveServer, wait_healthy
 
 GUIDE = Path(__file__).resolve().parents[1] / "data" / "guide"
 JSON_MODELS = ["models/llama-7b-chat-q4.gguf", "models/codellama-13b-q4.gguf"]
@@ -43,18 +44,8 @@ def launch(args: List[str], cwd: Path, out: Path, port: int, key: Optional[str] 
                                  "--port", str(port)], cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
     server = LiveServer(proc, f"http://127.0.0.1:{port}", out.parent / "unused.yaml")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {out.read_text()}")
-        try:
-            if httpx.get(server.base_url + "/health", headers=headers, timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError(f"server did not become healthy: {out.read_text()}")
+    wait_healthy(server, log=out.read_text, headers=headers)
+    return server
 
 
 def check_config(args: List[str], cwd: Path) -> subprocess.CompletedProcess:

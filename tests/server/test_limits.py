@@ -15,7 +15,9 @@ import pytest
 from kolosal.server import create_app
 from kolosal.server.limits import grammar_depth, json_depth
 
-from .conftest import MODEL_ID, chat_body, free_port, raw_request, server_config, start_server
+from procs import free_port
+
+from .conftest import MODEL_ID, chat_body, raw_request, server_config, start_server
 from .security_support import bare_app, bearer, error_code
 
 

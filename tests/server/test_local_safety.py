@@ -8,7 +8,9 @@ import os
 import httpx
 import pytest
 
-from .conftest import free_port, raw_request, start_server
+from procs import free_port
+
+from .conftest import raw_request, start_server
 from .security_support import bare_app, bearer, error_code
 
 CHAT = {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}

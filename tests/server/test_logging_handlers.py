@@ -138,7 +138,9 @@ def test_server_refuses_to_start_when_its_log_file_cannot_be_opened(tmp_path):
 
     import yaml
 
-    from .conftest import REPO, free_port
+    from procs import free_port
+
+    from .conftest import REPO
     (tmp_path / "logs").write_text("a file where the log folder should be")
     path = tmp_path / "config" / "production.yaml"
     path.parent.mkdir()

@@ -8,7 +8,9 @@ import threading
 import httpx
 import pytest
 
-from .conftest import free_port, start_server
+from procs import free_port
+
+from .conftest import start_server
 
 LOAD = {"n_ctx": 512, "n_parallel": 1, "n_threads": 1}
 FOOTPRINT_MIB = 110  # weights + KV of one copy at n_ctx 512 (measured ~108 MiB)

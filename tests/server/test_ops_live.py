@@ -8,8 +8,10 @@ import threading
 import httpx
 import pytest
 
+from procs import start_redis
+
 from .conftest import MODEL_ID, server_config, start_server
-from .security_support import bearer, start_redis
+from .security_support import bearer
 
 
 @pytest.fixture

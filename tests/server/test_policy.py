@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from kolosal.server.openapi import AUTH_LEVELS, api_route, build_openapi, route_spec
+from procs import free_port
 
-from .conftest import free_port
 from .security_support import bare_app, bearer, error_code
 
 

@@ -14,7 +14,9 @@ import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from .conftest import MODEL_ID, REPO, chat_body, free_port
+from procs import free_port, stop_process
+
+from .conftest import MODEL_ID, REPO, chat_body
 from .test_metrics import PROMETHEUS_ACCEPT
 
 DEPLOY = REPO / "deploy"
@@ -176,9 +178,4 @@ def test_real_prometheus_scrapes_the_live_server(live_server, http, tmp_path):
                                               "HighLatency"}
         assert all(r["health"] == "ok" for r in rules), rules
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, timeout=20)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .conftest import free_port, start_server
+from procs import free_port
+
+from .conftest import start_server
 
 LOAD = {"n_ctx": 1024, "n_parallel": 1, "n_threads": 1, "seed": 1, "cache_ram_mib": 64}
 

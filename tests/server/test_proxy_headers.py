@@ -15,7 +15,9 @@ import pytest
 from kolosal.server.policy.forwarded import (ForwardedMiddleware, client_address, forwarded_scheme, hop_address,
                                              trusted_networks)
 
-from .conftest import LiveServer, free_port, start_server
+from procs import free_port
+
+from .conftest import LiveServer, start_server
 
 LIMIT = 2  # requests per minute and per client
 

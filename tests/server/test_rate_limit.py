@@ -9,7 +9,9 @@ import pytest
 from kolosal.server.config import load_config
 from kolosal.server.policy.rate_limit import client_address, limit_strings, trusted_networks
 
-from .security_support import bare_app, bearer, error_code, start_redis
+from procs import start_redis
+
+from .security_support import bare_app, bearer, error_code
 
 
 def bucket(rpm: int = 60, burst: int = 3, **extra):

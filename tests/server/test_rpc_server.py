@@ -17,7 +17,9 @@ import pytest
 
 from kolosal.server.config import ConfigError, load_config
 
-from .conftest import LiveServer, free_port, start_server
+from procs import free_port
+
+from .conftest import LiveServer, start_server
 from .rpc_workers import Worker, closed_endpoint, start_worker
 
 THREADS = 1

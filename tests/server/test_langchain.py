@@ -4,34 +4,22 @@ schema and function calling). Answers come from the tiny demo model, so
 tool calls are forced and the tests check what LangChain receives."""
 from __future__ import annotations
 
-import json
-
 import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.tools import tool
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel, Field
 
 from .conftest import MODEL_ID
+from .langchain_support import Country, get_weather, joined, with_tool_results
 
 
-@tool
-def get_weather(city: str) -> str:
-    """Current weather in a city."""
-    return json.dumps({"city": city, "sky": "sunny", "celsius": 21})
-
-
-class Country(BaseModel):
-    """A country and its capital."""
-
-    name: str = Field(description="the country")
-    capital: str = Field(description="its capital city")
+def openai_chat(live_server, **options) -> ChatOpenAI:
+    return ChatOpenAI(model=MODEL_ID, base_url=live_server.v1, api_key="unused", max_retries=0, timeout=60,
+                      temperature=0, max_tokens=64, **options)
 
 
 @pytest.fixture(scope="module")
 def llm(live_server):
-    return ChatOpenAI(model=MODEL_ID, base_url=live_server.v1, api_key="unused", max_retries=0, timeout=60,
-                      temperature=0, max_tokens=64, stream_usage=True)
+    return openai_chat(live_server, stream_usage=True)
 
 
 def test_invoke(llm):
@@ -45,9 +33,7 @@ def test_invoke(llm):
 def test_stream(llm):
     chunks = list(llm.bind(max_tokens=12).stream("Count from one to five."))
     assert len(chunks) > 2 and all(isinstance(c, AIMessageChunk) for c in chunks)
-    total = chunks[0]
-    for c in chunks[1:]:
-        total += c
+    total = joined(chunks)
     assert total.content
     assert total.response_metadata.get("finish_reason") in ("stop", "length")
     assert total.usage_metadata and total.usage_metadata["output_tokens"] > 0  # stream_usage sends include_usage
@@ -59,10 +45,7 @@ def test_bind_tools_with_a_tool_message_loop(llm):
     ai = forced.invoke(messages)
     assert ai.tool_calls and ai.tool_calls[0]["name"] == "get_weather"
     assert isinstance(ai.tool_calls[0]["args"]["city"], str) and ai.tool_calls[0]["id"]
-    messages.append(ai)
-    for call in ai.tool_calls:
-        messages.append(ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"]))
-    final = llm.bind_tools([get_weather]).invoke(messages)
+    final = llm.bind_tools([get_weather]).invoke(with_tool_results(messages, ai))
     assert isinstance(final, AIMessage)
     # The model may answer or call again; either way LangChain got a well-formed message.
     assert final.tool_calls or isinstance(final.content, str)
@@ -76,10 +59,7 @@ def test_streamed_tool_call_chunks(llm):
     pieces = [tc for c in chunks for tc in c.tool_call_chunks]
     assert pieces[0]["name"] == "get_weather" and pieces[0]["id"]
     assert len(pieces) >= 3  # the arguments arrive in fragments
-    total = chunks[0]
-    for c in chunks[1:]:
-        total += c
-    (call,) = total.tool_calls
+    (call,) = joined(chunks).tool_calls
     assert call["name"] == "get_weather" and isinstance(call["args"]["city"], str)
 
 
@@ -92,8 +72,7 @@ def test_with_structured_output(llm, method):
 
 def test_responses_api_mode(live_server):
     """``use_responses_api=True`` sends LangChain's requests to /v1/responses."""
-    llm = ChatOpenAI(model=MODEL_ID, base_url=live_server.v1, api_key="unused", max_retries=0, timeout=60,
-                     temperature=0, max_tokens=64, use_responses_api=True)
+    llm = openai_chat(live_server, use_responses_api=True)
     msg = llm.invoke("Name a color.")
     assert isinstance(msg, AIMessage) and msg.text
     assert msg.response_metadata["id"].startswith("resp")
@@ -101,6 +80,4 @@ def test_responses_api_mode(live_server):
     assert len(chunks) > 2
     ai = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather in Paris?")
     assert ai.tool_calls and ai.tool_calls[0]["name"] == "get_weather"
-    follow = [HumanMessage("Weather in Paris?"), ai,
-              ToolMessage(get_weather.invoke(ai.tool_calls[0]["args"]), tool_call_id=ai.tool_calls[0]["id"])]
-    assert isinstance(llm.invoke(follow), AIMessage)
+    assert isinstance(llm.invoke(with_tool_results([HumanMessage("Weather in Paris?")], ai)), AIMessage)

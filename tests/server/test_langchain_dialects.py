@@ -6,30 +6,15 @@ as a fresh one). Answers come from the tiny demo model, so tool calls are
 forced and the tests check what LangChain receives."""
 from __future__ import annotations
 
-import json
 from typing import Any, List
 
 import pytest
 from langchain_anthropic import ChatAnthropic
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.tools import tool
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_ollama import ChatOllama
-from pydantic import BaseModel, Field
 
 from .conftest import MODEL_ID
-
-
-@tool
-def get_weather(city: str) -> str:
-    """Current weather in a city."""
-    return json.dumps({"city": city, "sky": "sunny", "celsius": 21})
-
-
-class Country(BaseModel):
-    """A country and its capital."""
-
-    name: str = Field(description="the country")
-    capital: str = Field(description="its capital city")
+from .langchain_support import Country, get_weather, joined, with_tool_results
 
 
 @pytest.fixture(scope="module")
@@ -48,20 +33,13 @@ def chat(request, claude, llama):
     return claude if request.param == "anthropic" else llama
 
 
-def _joined(chunks: List[AIMessageChunk]) -> AIMessageChunk:
-    total = chunks[0]
-    for c in chunks[1:]:
-        total += c
-    return total
-
-
 def test_invoke_and_stream(chat):
     prompt = [SystemMessage("Be brief."), HumanMessage("Count from one to five.")]
     msg = chat.invoke(prompt)
     assert isinstance(msg, AIMessage) and msg.text
     chunks = list(chat.stream(prompt))
     assert len(chunks) > 2 and all(isinstance(c, AIMessageChunk) for c in chunks)
-    total = _joined(chunks)
+    total = joined(chunks)
     assert total.text == msg.text  # greedy: the same answer
     for k in ("input_tokens", "output_tokens", "total_tokens"):
         assert total.usage_metadata[k] == msg.usage_metadata[k], (total.usage_metadata, msg.usage_metadata)
@@ -78,7 +56,7 @@ def test_usage_counts_the_prompt_once(claude):
         usage = claude.invoke(prompt).usage_metadata
         assert usage["input_tokens"] == counted, usage
         assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
-    streamed = _joined(list(claude.stream(prompt))).usage_metadata
+    streamed = joined(list(claude.stream(prompt))).usage_metadata
     assert streamed["input_tokens"] == counted and streamed["input_token_details"]["cache_read"] > 0, streamed
 
 
@@ -88,12 +66,9 @@ def test_bind_tools_with_a_tool_message_loop(chat):
     ai = forced.invoke(messages)
     assert ai.tool_calls and ai.tool_calls[0]["name"] == "get_weather"
     assert isinstance(ai.tool_calls[0]["args"].get("city"), str)
-    streamed = _joined(list(forced.stream(messages)))
+    streamed = joined(list(forced.stream(messages)))
     assert streamed.tool_calls == [{**ai.tool_calls[0], "id": streamed.tool_calls[0]["id"]}]
-    messages.append(ai)
-    for call in ai.tool_calls:
-        messages.append(ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"]))
-    answer = chat.bind_tools([get_weather]).invoke(messages)
+    answer = chat.bind_tools([get_weather]).invoke(with_tool_results(messages, ai))
     assert isinstance(answer, AIMessage) and (answer.text or answer.tool_calls)
 
 

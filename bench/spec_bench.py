@@ -5,8 +5,11 @@ against llama-server, each with and without speculation.
 Each request asks the model to rewrite a given text (about 150 words) with
 one small edit, so most of the answer copies its input: the case n-gram
 prompt lookup is made for, and one where a draft model agrees with the
-model often. Requests run one after another (speculation is for a single
-sequence), at temperature 0, with the same max_tokens for every setting.
+model often. With --clients N, N clients send their requests at the same
+time (each its own edit of the text) to a server with N slots, so the
+proposals of several requests are checked in shared batches; by default one
+client sends its requests one after another. Temperature 0, the same
+max_tokens for every setting.
 
 Settings, the same on both servers:
   off    no speculation
@@ -23,6 +26,7 @@ saving), and the accepted share of the proposed tokens.
 
     python bench/spec_bench.py                        # all settings, both servers
     python bench/spec_bench.py --modes off ngram --requests 5 --out docs/run.md
+    python bench/spec_bench.py --clients 4           # four streams at once on four slots
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -47,8 +52,14 @@ TEXT = (
     "the night when the whole sky turned green. When the keeper grew old, the village decided to keep the "
     "lighthouse as a museum, and today visitors still climb the narrow stairs to look at the sea."
 )
-PROMPT = ("Rewrite the following text exactly as it is, changing only the word 'keeper' to 'guardian'. "
-          "Answer with the rewritten text only.\n\n" + TEXT)
+NEW_WORDS = ["guardian", "warden", "watchman", "caretaker", "captain", "sailor", "painter", "teacher"]
+
+
+def prompt(client: int) -> str:
+    # Each client its own edit, so that no two requests share an answer.
+    word = NEW_WORDS[client % len(NEW_WORDS)]
+    return (f"Rewrite the following text exactly as it is, changing only the word 'keeper' to '{word}'. "
+            "Answer with the rewritten text only.\n\n" + TEXT)
 
 
 def kolosal_params(mode: str, args: argparse.Namespace) -> Dict[str, Any]:
@@ -70,31 +81,53 @@ def llama_args(mode: str, args: argparse.Namespace) -> List[str]:
 
 
 def run(kind: str, mode: str, args: argparse.Namespace, workdir: Path) -> Dict[str, Any]:
-    common = dict(threads=args.threads, slots=1, ctx=args.ctx, workdir=workdir)
+    common = dict(threads=args.threads, slots=args.clients, ctx=args.ctx * args.clients, workdir=workdir)
     extra = {"extra": llama_args(mode, args)} if kind == "llama-server" else {"load_params": kolosal_params(mode, args)}
     with servers.running(kind, args.model, **common, **extra) as srv, servers.client() as http:
-        body = {"model": srv.model, "messages": [{"role": "user", "content": PROMPT}], "temperature": 0,
-                "max_tokens": args.max_tokens}
-        http.post(srv.url + "/v1/chat/completions", json={**body, "max_tokens": 4}).raise_for_status()  # warm-up
-        tokens, wall, decode_rates, drafted, accepted, texts = 0, 0.0, [], 0, 0, []
+        def body(client: int) -> Dict[str, Any]:
+            return {"model": srv.model, "messages": [{"role": "user", "content": prompt(client)}], "temperature": 0,
+                    "max_tokens": args.max_tokens}
+
+        http.post(srv.url + "/v1/chat/completions", json={**body(0), "max_tokens": 4}).raise_for_status()  # warm-up
+        results: List[Dict[str, Any]] = []
+        errors: List[BaseException] = []
+        lock = threading.Lock()
+
+        def client(i: int) -> None:
+            try:
+                with servers.client() as c:
+                    for _ in range(args.requests):
+                        r = c.post(srv.url + "/v1/chat/completions", json=body(i))
+                        r.raise_for_status()
+                        with lock:
+                            results.append(r.json())
+            except BaseException as e:  # reported after the run
+                errors.append(e)
+
         cpu0 = srv.cpu_s()
-        for _ in range(args.requests):
-            t0 = time.perf_counter()
-            r = http.post(srv.url + "/v1/chat/completions", json=body)
-            wall += time.perf_counter() - t0
-            r.raise_for_status()
-            data = r.json()
-            tokens += data["usage"]["completion_tokens"]
-            texts.append(data["choices"][0]["message"]["content"])
-            t = data.get("timings") or {}
-            if t.get("predicted_ms"):
-                decode_rates.append(t["predicted_n"] * 1000.0 / t["predicted_ms"])
-            drafted += int(t.get("draft_n") or 0)
-            accepted += int(t.get("draft_n_accepted") or 0)
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
         cpu = srv.cpu_s() - cpu0
-    return {"cpu_ms_per_token": cpu * 1000.0 / tokens if tokens else None, "kind": kind, "mode": mode, "tok_s": tokens / wall, "tokens": tokens,
+        if errors:
+            raise errors[0]
+    tokens, decode_rates, drafted, accepted = 0, [], 0, 0
+    for data in results:
+        tokens += data["usage"]["completion_tokens"]
+        t = data.get("timings") or {}
+        if t.get("predicted_ms"):
+            decode_rates.append(t["predicted_n"] * 1000.0 / t["predicted_ms"])
+        drafted += int(t.get("draft_n") or 0)
+        accepted += int(t.get("draft_n_accepted") or 0)
+    return {"cpu_ms_per_token": cpu * 1000.0 / tokens if tokens else None, "kind": kind, "mode": mode,
+            "tok_s": tokens / wall, "tokens": tokens,
             "decode_tok_s": statistics.median(decode_rates) if decode_rates else None,
-            "accepted": accepted / drafted if drafted else None, "drafted": drafted, "text": texts[-1]}
+            "accepted": accepted / drafted if drafted else None, "drafted": drafted,
+            "text": results[-1]["choices"][0]["message"]["content"]}
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
@@ -121,12 +154,13 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", choices=("off", "ngram", "draft"), default=["off", "ngram", "draft"])
     ap.add_argument("--servers", nargs="+", choices=servers.KINDS, default=list(servers.KINDS))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--requests", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=3, help="requests per client")
+    ap.add_argument("--clients", type=int, default=1, help="clients sending at once (the servers get as many slots)")
     ap.add_argument("--max-tokens", type=int, default=192)
     ap.add_argument("--n-draft", type=int, default=16, help="most tokens proposed per step")
     ap.add_argument("--ngram-n", type=int, default=4, help="n-gram length of the lookup")
     ap.add_argument("--p-min", type=float, default=0.0, help="draft model: least top-token probability")
-    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--ctx", type=int, default=2048, help="context per slot")
     ap.add_argument("--out", type=Path, help="append the markdown table to this file")
     args = ap.parse_args()
     args.model = args.model or str(demo_model.ensure(quiet=True))
@@ -141,7 +175,8 @@ def main() -> None:
                 rows.append(row)
                 print(f"{kind:12} {mode:6} {row['tok_s']:7.1f} tok/s  accepted {row['accepted']}", file=sys.stderr)
     load = os.getloadavg()
-    md = (f"{table(rows)}\n\n{args.requests} requests of up to {args.max_tokens} tokens each, one at a time, "
+    md = (f"{table(rows)}\n\n{args.clients} client(s) at once on as many slots, {args.requests} requests each "
+          f"of up to {args.max_tokens} tokens, one after another per client, "
           f"{args.threads} threads, n_draft {args.n_draft}, n-gram {args.ngram_n}, p_min {args.p_min}; "
           f"draft model: {'the model itself' if args.draft == args.model else Path(args.draft).name}; "
           f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; measured: {servers.git_head()}.")

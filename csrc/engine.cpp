@@ -213,7 +213,7 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
         SpecConfig sc = cfg_.spec;
         sc.n_threads = n_threads;
         if (sc.n_gpu_layers == 0) sc.n_gpu_layers = cfg_.n_gpu_layers;
-        spec_ = std::make_unique<Speculator>(sc, model_.get(), info_.n_ctx_slot);
+        spec_ = std::make_unique<Speculator>(sc, model_.get(), info_.n_ctx_slot, cfg_.n_parallel);
         // A context without a thread pool starts and joins its threads on every decode.
         spec_->attach(threadpool_.get(), threadpool_batch_.get());
     }

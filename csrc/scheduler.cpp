@@ -26,6 +26,8 @@ struct Scheduler::Slot {
     bool generating = false;
     int32_t i_batch = -1;            // row of this slot's logits in the current batch
     int32_t n_batch_tokens = 0;      // tokens this slot put in the current batch
+    std::vector<llama_token> draft;  // speculative decoding: proposed tokens after last_token, checked in this batch
+    std::vector<int32_t> i_draft;    // rows of last_token's and the proposals' logits in the batch
     llama_token last_token = 0;
     int32_t n_generated = 0;
     std::string pending;             // generated text not yet handed out
@@ -247,7 +249,7 @@ void Scheduler::step(std::unique_lock<std::mutex> & slots_lock) {
         if (s->req && s->req->cancelled.load()) finish(*s, Finish::cancelled);
     }
     choose_lora();
-    if (speculate()) return;
+    make_drafts(slots_lock);
     if (!build_batch()) return;
     if (opts_.lora && !opts_.lora->empty()) opts_.lora->apply(ctx_, active_lora_);
     for (;;) {
@@ -282,7 +284,7 @@ void Scheduler::step(std::unique_lock<std::mutex> & slots_lock) {
         }
         // 1: no room in the KV cache for this batch; nothing of it was decoded.
         if (ret == 1) {
-            if (make_room()) continue;
+            if (drop_drafts() || make_room()) continue;
             return;
         }
         fail_batch("llama_decode failed with status " + std::to_string(ret));
@@ -496,8 +498,17 @@ bool Scheduler::build_batch() {
     for (auto & s : slots_) {
         if (!s->req || !s->generating || other_lora(*s)) continue;
         s->i_batch = batch_.n_tokens;
-        batch_add(batch_, s->last_token, llama_pos(s->cache.size()), s->id, true);
+        const llama_pos p0 = llama_pos(s->cache.size());
+        batch_add(batch_, s->last_token, p0, s->id, true);
         s->n_batch_tokens = 1;
+        if (s->draft.empty()) continue;
+        // Its proposal follows, each token with logits: one call checks them all.
+        s->i_draft.assign(1, s->i_batch);
+        for (size_t i = 0; i < s->draft.size(); ++i) {
+            s->i_draft.push_back(batch_.n_tokens);
+            batch_add(batch_, s->draft[i], p0 + 1 + llama_pos(i), s->id, true);
+        }
+        s->n_batch_tokens += int32_t(s->draft.size());
     }
     // Then prompt chunks, in slot order, while the batch has room.
     for (auto & s : slots_) {
@@ -514,59 +525,89 @@ bool Scheduler::build_batch() {
     return batch_.n_tokens > 0;
 }
 
-bool Scheduler::speculate() {
-    // Single-sequence speculative decoding: with one request in flight, the
-    // proposed tokens are checked in one decode call after its last token;
-    // the sampler keeps the longest prefix it agrees with, plus its own next
-    // token. With several requests, continuous batching goes on as usual.
-    if (!opts_.spec) return false;
-    Slot * only = nullptr;
+void Scheduler::make_drafts(std::unique_lock<std::mutex> & slots_lock) {
+    // Speculative decoding inside continuous batching: every generating slot
+    // that can use one gets a proposal of its next tokens, which the coming
+    // batch checks after its last token (accept_draft keeps the longest prefix
+    // its sampler agrees with, plus the sampler's own next token).
     for (auto & s : slots_) {
-        if (!s->req) continue;
-        if (only) return false;
-        only = s.get();
+        s->draft.clear();
+        s->i_draft.clear();
     }
-    if (!only || !only->generating || only->req->cancelled.load()) return false;
-    Slot & s = *only;
-    Request & req = *s.req;
-    if (req.params.logprobs || req.params.n_probs > 0) return false;  // log-probabilities come one token at a time
-    int64_t n_max = opts_.spec->config().n_draft;
-    n_max = std::min<int64_t>(n_max, int64_t(n_ctx_slot_) - int64_t(s.cache.size()) - 2);
-    n_max = std::min<int64_t>(n_max, int64_t(n_batch_) - 1);
-    if (req.params.max_tokens >= 0) n_max = std::min<int64_t>(n_max, int64_t(req.params.max_tokens) - s.n_generated - 1);
-    if (n_max < 1) return false;
-    std::vector<llama_token> draft;
+    if (!opts_.spec) return;
+    const bool by_lora = opts_.lora && !opts_.lora->empty();
+    int32_t n_generating = 0;
+    std::vector<Slot *> candidates;
+    for (auto & s : slots_) {
+        if (!s->req || !s->generating) continue;
+        if (by_lora && !lora_same(s->req->lora, active_lora_)) continue;  // not in this batch
+        ++n_generating;
+        const GenParams & p = s->req->params;
+        if (s->req->cancelled.load()) continue;
+        if (p.logprobs || p.n_probs > 0) continue;  // log-probabilities come one token at a time
+        candidates.push_back(s.get());
+    }
+    if (candidates.empty()) return;
+    // Every generating slot's step and every proposal fit in one batch.
+    const int64_t room = (int64_t(n_batch_) - n_generating) / int64_t(candidates.size());
+    std::vector<DraftJob> jobs;
+    for (Slot * s : candidates) {
+        int64_t n_max = opts_.spec->config().n_draft;
+        n_max = std::min<int64_t>(n_max, room);
+        n_max = std::min<int64_t>(n_max, int64_t(n_ctx_slot_) - int64_t(s->cache.size()) - 2);
+        const int32_t max_tokens = s->req->params.max_tokens;
+        if (max_tokens >= 0) n_max = std::min<int64_t>(n_max, int64_t(max_tokens) - s->n_generated - 1);
+        if (n_max < 1) continue;
+        DraftJob j;
+        j.seq = s->id;
+        j.history = &s->cache;
+        j.last = s->last_token;
+        j.n_max = int32_t(n_max);
+        jobs.push_back(std::move(j));
+    }
+    if (jobs.empty()) return;
     {
+        // slot_states() may read the slots meanwhile; only this thread changes them.
         ScopedTimer t(profiler_, "draft");
-        draft = opts_.spec->draft(s.cache, s.last_token, int32_t(n_max));
+        slots_lock.unlock();
+        try {
+            opts_.spec->draft(jobs);
+        } catch (...) {
+            slots_lock.lock();
+            throw;
+        }
+        slots_lock.lock();
     }
-    if (draft.empty()) return false;
-    const llama_pos p0 = llama_pos(s.cache.size());
-    batch_.n_tokens = 0;
-    batch_add(batch_, s.last_token, p0, s.id, true);
-    for (size_t i = 0; i < draft.size(); ++i) batch_add(batch_, draft[i], p0 + 1 + llama_pos(i), s.id, true);
-    if (opts_.lora && !opts_.lora->empty()) opts_.lora->apply(ctx_, req.lora);
-    int32_t ret = -1;
-    {
-        ScopedTimer t(profiler_, "decode");
-        ret = llama_decode(ctx_, batch_);
+    for (auto & j : jobs) slots_[size_t(j.seq)]->draft = std::move(j.out);
+}
+
+bool Scheduler::drop_drafts() {
+    // The KV cache has no room for the proposals: the batch goes without them.
+    bool any = false;
+    for (auto & s : slots_) {
+        any |= !s->draft.empty();
+        s->draft.clear();
+        s->i_draft.clear();
     }
+    if (!any) return false;
+    unbuild_batch();
+    return build_batch();
+}
+
+void Scheduler::accept_draft(Slot & s) {
+    Request & req = *s.req;
     llama_memory_t mem = llama_get_memory(ctx_);
-    batch_.n_tokens = 0;
-    if (ret != 0) {
-        // Nothing is lost: the cells past the sequence go, and the usual step decodes its token.
-        llama_memory_seq_rm(mem, s.id, p0, -1);
-        return ret == 2 && abort_.load();  // interrupted by shutdown(): nothing more to do
-    }
-    decode_calls_++;
+    std::vector<llama_token> draft = std::move(s.draft);
+    std::vector<int32_t> rows = std::move(s.i_draft);
+    s.draft.clear();
+    s.i_draft.clear();
     std::vector<llama_token> ids;
     try {
         ScopedTimer t(profiler_, "sample");
-        ids = common_sampler_sample_and_accept_n(req.sampler, ctx_, draft);
+        ids = common_sampler_sample_and_accept_n(req.sampler, ctx_, rows, draft);
     } catch (const std::exception & e) {
-        llama_memory_seq_rm(mem, s.id, p0, -1);
         finish(s, Finish::error, std::string("sampling failed: ") + e.what());
-        return true;
+        return;
     }
     const size_t n_accepted = ids.size() - 1;
     s.cache.push_back(s.last_token);
@@ -580,7 +621,6 @@ bool Scheduler::speculate() {
         take(s, tok);
         if (!s.req) break;  // finished (end of generation, stop string, max_tokens)
     }
-    return true;
 }
 
 void Scheduler::choose_lora() {
@@ -599,11 +639,12 @@ void Scheduler::choose_lora() {
 }
 
 void Scheduler::unbuild_batch() {
-    // Prompt tokens put in the batch go back to waiting; a generating slot re-adds its token.
+    // Prompt tokens put in the batch go back to waiting; a generating slot re-adds its token (and proposal).
     for (auto & s : slots_) {
         if (s->req && !s->generating) s->n_prompt_done -= size_t(s->n_batch_tokens);
         s->i_batch = -1;
         s->n_batch_tokens = 0;
+        s->i_draft.clear();
     }
     batch_.n_tokens = 0;
 }
@@ -617,6 +658,10 @@ void Scheduler::fail_batch(const std::string & err) {
 void Scheduler::process_outputs() {
     for (auto & s : slots_) {
         if (!s->req || s->n_batch_tokens == 0) continue;
+        if (s->generating && !s->draft.empty()) {
+            accept_draft(*s);
+            continue;
+        }
         if (s->generating) {
             s->cache.push_back(s->last_token);
         } else {
@@ -807,6 +852,8 @@ void Scheduler::finish(Slot & s, Finish f, const std::string & err, const std::s
         inflight_.erase(std::remove(inflight_.begin(), inflight_.end(), req), inflight_.end());
     }
     s.generating = false;
+    s.draft.clear();
+    s.i_draft.clear();
     s.pending.clear();
     s.pending_chunk = Chunk{};
     s.pending_starts.clear();

@@ -70,7 +70,7 @@ struct SchedulerOptions {
     bool kv_unified = false;
     // The model's LoRA adapters: requests with different scales are decoded in separate batches.
     const LoraSet * lora = nullptr;
-    // Speculative decoding, while a single request is in flight (null: off).
+    // Speculative decoding: each generating slot's proposal is checked in the same batch (null: off).
     Speculator * spec = nullptr;
     // A generation that fills its slot drops half of what follows the kept
     // prompt tokens (llama-server's context shift) instead of ending.
@@ -118,7 +118,9 @@ private:
     void process_outputs();
     void sample(Slot & s);
     void take(Slot & s, llama_token tok);
-    bool speculate();
+    void make_drafts(std::unique_lock<std::mutex> & slots_lock);
+    bool drop_drafts();
+    void accept_draft(Slot & s);
     void emit(Slot & s, bool final_flush);
     void finish(Slot & s, Finish f, const std::string & err = {}, const std::string & stop_word = {});
     void fail_batch(const std::string & err);

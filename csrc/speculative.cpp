@@ -55,7 +55,8 @@ std::string vocab_mismatch(const llama_model * target, const llama_model * draft
     return {};
 }
 
-Speculator::Speculator(const SpecConfig & cfg, const llama_model * target, uint32_t n_ctx_seq) : cfg_(cfg) {
+Speculator::Speculator(const SpecConfig & cfg, const llama_model * target, uint32_t n_ctx_seq, int32_t n_seq)
+    : cfg_(cfg) {
     if (cfg_.type != "draft" && cfg_.type != "ngram") {
         throw InvalidParameterError("spec_type", "spec_type must be 'draft' (with draft_model) or 'ngram'");
     }
@@ -79,10 +80,12 @@ Speculator::Speculator(const SpecConfig & cfg, const llama_model * target, uint3
         throw InvalidModelError("the draft model " + cfg_.draft_model + " cannot draft for this model: " + why);
     }
     llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = n_ctx_seq;
+    n_seq = std::max(n_seq, 1);
+    cp.n_ctx = n_ctx_seq * uint32_t(n_seq);
     cp.n_batch = 512;
     cp.n_ubatch = 512;
-    cp.n_seq_max = 1;
+    cp.n_seq_max = uint32_t(n_seq);
+    cp.kv_unified = false;  // each slot's sequence has its own cells, as in the model's context
     cp.n_threads = cfg_.n_threads;
     cp.n_threads_batch = cfg_.n_threads;
     cp.no_perf = true;
@@ -90,6 +93,7 @@ Speculator::Speculator(const SpecConfig & cfg, const llama_model * target, uint3
     cp.abort_callback_data = this;
     ctx_.reset(llama_init_from_model(model_.get(), cp));
     if (!ctx_) throw OutOfMemoryError("could not allocate the draft model's context");
+    dft_cache_.resize(size_t(n_seq));
 }
 
 void Speculator::attach(ggml_threadpool * tp, ggml_threadpool * tp_batch) {
@@ -103,56 +107,73 @@ uint64_t Speculator::draft_bytes() const {
     return b;
 }
 
-std::vector<llama_token> Speculator::draft(const std::vector<llama_token> & history, llama_token last, int32_t n_max) {
-    n_max = std::min(n_max, cfg_.n_draft);
-    if (n_max < std::max(1, cfg_.n_min)) return {};
-    std::vector<llama_token> out;
-    if (cfg_.type == "ngram") {
-        common_ngram_simple_config c{uint16_t(cfg_.ngram_n), uint16_t(n_max)};
-        out = common_ngram_simple_draft(c, history, last);
-        if (int32_t(out.size()) > n_max) out.resize(size_t(n_max));
-    } else {
-        out = draft_with_model(history, last, n_max);
+void Speculator::draft(std::vector<DraftJob> & jobs) {
+    std::vector<DraftJob *> by_model;
+    for (auto & j : jobs) {
+        j.out.clear();
+        j.n_max = std::min(j.n_max, cfg_.n_draft);
+        if (j.n_max < std::max(1, cfg_.n_min) || !j.history) continue;
+        if (cfg_.type == "ngram") {
+            common_ngram_simple_config c{uint16_t(cfg_.ngram_n), uint16_t(j.n_max)};
+            j.out = common_ngram_simple_draft(c, *j.history, j.last);
+            if (int32_t(j.out.size()) > j.n_max) j.out.resize(size_t(j.n_max));
+        } else if (j.seq >= 0 && size_t(j.seq) < dft_cache_.size()) {
+            by_model.push_back(&j);
+        }
     }
-    if (int32_t(out.size()) < cfg_.n_min) out.clear();
-    return out;
+    if (!by_model.empty()) draft_with_model(by_model);
+    for (auto & j : jobs) {
+        if (int32_t(j.out.size()) < cfg_.n_min) j.out.clear();
+    }
 }
 
-std::vector<llama_token> Speculator::draft_with_model(const std::vector<llama_token> & history, llama_token last,
-                                                      int32_t n_max) {
+void Speculator::forget_all() {
+    // The draft context is not trusted after a failure: every sequence starts afresh next time.
+    llama_memory_clear(llama_get_memory(ctx_.get()), true);
+    for (auto & c : dft_cache_) c.clear();
+}
+
+void Speculator::draft_with_model(std::vector<DraftJob *> & jobs) {
     llama_context * ctx = ctx_.get();
     llama_memory_t mem = llama_get_memory(ctx);
-    const uint32_t n_ctx = llama_n_ctx(ctx);
-    if (history.size() + size_t(n_max) + 2 > n_ctx) return {};
-    // Keep what the draft context shares with the sequence; decode the rest and `last`.
-    size_t keep = 0;
-    while (keep < dft_cache_.size() && keep < history.size() && dft_cache_[keep] == history[keep]) ++keep;
-    if (!llama_memory_seq_rm(mem, 0, llama_pos(keep), -1)) {
-        llama_memory_seq_rm(mem, 0, -1, -1);
-        keep = 0;
-    }
-    dft_cache_.resize(keep);
-    std::vector<llama_token> todo(history.begin() + long(keep), history.end());
-    todo.push_back(last);
-    const int32_t n_batch = int32_t(llama_n_batch(ctx));
-    llama_batch batch = llama_batch_init(std::max(n_batch, 1), 0, 1);
-    std::vector<llama_token> out;
-    bool ok = true;
-    for (size_t i = 0; i < todo.size() && ok;) {
-        batch.n_tokens = 0;
-        const size_t end = std::min(todo.size(), i + size_t(n_batch));
-        for (size_t j = i; j < end; ++j) {
-            batch_add(batch, todo[j], llama_pos(dft_cache_.size() + (j - i)), 0, j + 1 == todo.size());
-        }
-        ok = llama_decode(ctx, batch) == 0;
-        if (ok) dft_cache_.insert(dft_cache_.end(), todo.begin() + long(i), todo.begin() + long(end));
-        i = end;
-    }
+    const size_t n_ctx_seq = llama_n_ctx_seq(ctx);
     const llama_vocab * vocab = llama_model_get_vocab(model_.get());
     const int32_t n_vocab = llama_vocab_n_tokens(vocab);
-    while (ok && int32_t(out.size()) < n_max) {
-        // Greedy: the draft's top token, while it is likely enough.
-        const float * logits = llama_get_logits_ith(ctx, -1);
+    const int32_t n_batch = int32_t(llama_n_batch(ctx));
+
+    struct Run {
+        DraftJob * job;
+        std::vector<llama_token> todo;  // tokens to decode next: the history not yet here and `last`, then each proposal
+        size_t done = 0;                // of `todo`, the tokens put in a batch
+        int32_t row = -1;               // the row of its last token's logits in the batch just decoded
+        bool active = true;
+    };
+    std::vector<Run> runs;
+    for (DraftJob * j : jobs) {
+        auto & cache = dft_cache_[size_t(j->seq)];
+        const auto & history = *j->history;
+        if (history.size() + size_t(j->n_max) + 2 > n_ctx_seq) continue;
+        // Keep what the draft sequence shares with the slot's; the rest and `last` are decoded.
+        size_t keep = 0;
+        while (keep < cache.size() && keep < history.size() && cache[keep] == history[keep]) ++keep;
+        if (!llama_memory_seq_rm(mem, j->seq, llama_pos(keep), -1)) {
+            llama_memory_seq_rm(mem, j->seq, -1, -1);
+            keep = 0;
+        }
+        cache.resize(keep);
+        Run r{j, std::vector<llama_token>(history.begin() + long(keep), history.end())};
+        r.todo.push_back(j->last);
+        runs.push_back(std::move(r));
+    }
+    if (runs.empty()) return;
+
+    // Greedy: a run's next proposal is the draft's top token, while it is likely enough.
+    auto propose = [&](Run & r) {
+        const float * logits = llama_get_logits_ith(ctx, r.row);
+        r.row = -1;
+        r.todo.clear();
+        r.done = 0;
+        r.active = false;
         int32_t best = 0;
         for (int32_t t = 1; t < n_vocab; ++t) {
             if (logits[t] > logits[best]) best = t;
@@ -160,22 +181,48 @@ std::vector<llama_token> Speculator::draft_with_model(const std::vector<llama_to
         if (cfg_.p_min > 0.0f) {
             double sum = 0.0;
             for (int32_t t = 0; t < n_vocab; ++t) sum += std::exp(double(logits[t] - logits[best]));
-            if (1.0 / sum < double(cfg_.p_min)) break;
+            if (1.0 / sum < double(cfg_.p_min)) return;
         }
-        out.push_back(best);
-        if (llama_vocab_is_eog(vocab, best) || int32_t(out.size()) == n_max) break;
+        r.job->out.push_back(best);
+        if (llama_vocab_is_eog(vocab, best) || int32_t(r.job->out.size()) >= r.job->n_max) return;
+        r.todo.push_back(best);  // decoded next, to propose the one after it
+        r.active = true;
+    };
+
+    // Each decode call takes up to n_batch tokens across the sequences; a run
+    // whose tokens are all decoded proposes its next token, which the next call decodes.
+    llama_batch batch = llama_batch_init(n_batch, 0, 1);
+    bool ok = true;
+    std::vector<std::pair<Run *, size_t>> taken;  // run, tokens it put in the batch
+    while (ok) {
         batch.n_tokens = 0;
-        batch_add(batch, best, llama_pos(dft_cache_.size()), 0, true);
+        taken.clear();
+        for (auto & r : runs) {
+            if (!r.active || r.done == r.todo.size() || batch.n_tokens >= n_batch) continue;
+            const size_t pos0 = dft_cache_[size_t(r.job->seq)].size();
+            const size_t from = r.done;
+            while (r.done < r.todo.size() && batch.n_tokens < n_batch) {
+                const bool last = r.done + 1 == r.todo.size();
+                if (last) r.row = batch.n_tokens;
+                batch_add(batch, r.todo[r.done], llama_pos(pos0 + (r.done - from)), r.job->seq, last);
+                ++r.done;
+            }
+            taken.emplace_back(&r, r.done - from);
+        }
+        if (batch.n_tokens == 0) break;
         ok = llama_decode(ctx, batch) == 0;
-        if (ok) dft_cache_.push_back(best);
+        if (!ok) break;
+        for (auto [r, n] : taken) {
+            auto & cache = dft_cache_[size_t(r->job->seq)];
+            cache.insert(cache.end(), r->todo.begin() + long(r->done - n), r->todo.begin() + long(r->done));
+            if (r->done == r->todo.size()) propose(*r);
+        }
     }
     llama_batch_free(batch);
     if (!ok) {
-        // The draft context is not trusted after a failure: it starts afresh next time.
-        llama_memory_seq_rm(mem, 0, -1, -1);
-        dft_cache_.clear();
+        forget_all();
+        for (auto & r : runs) r.job->out.clear();
     }
-    return out;
 }
 
 }  // namespace kolosal

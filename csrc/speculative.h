@@ -7,7 +7,9 @@
 //  - n-gram prompt lookup (no draft model): the tokens that followed the last
 //    n-gram the last time it occurred in the sequence (llama.cpp's
 //    ngram-simple), which pays off when the answer copies its input.
-// Used by the scheduler thread only.
+// Every slot of the scheduler drafts for its own sequence; the draft model
+// keeps one sequence per slot and drafts for all of them in shared decode
+// calls. Used by the scheduler thread only.
 #pragma once
 
 #include "llama-cpp.h"
@@ -31,18 +33,28 @@ struct SpecConfig {
     int32_t n_threads = 1;
 };
 
+// One sequence to draft for: up to n_max tokens that may follow `history`
+// (tokens in the target's KV) and `last` (sampled, not yet decoded).
+struct DraftJob {
+    int32_t seq = 0;  // the slot (the draft model's sequence)
+    const std::vector<llama_token> * history = nullptr;
+    llama_token last = 0;
+    int32_t n_max = 0;
+    std::vector<llama_token> out;  // the proposal; empty: nothing worth checking
+};
+
 class Speculator {
 public:
     // Loads the draft model (if any) and checks that its vocabulary is the
     // target's; raises a typed load error naming the difference otherwise.
-    Speculator(const SpecConfig & cfg, const llama_model * target, uint32_t n_ctx_seq);
+    // The draft context holds n_seq sequences of n_ctx_seq cells each.
+    Speculator(const SpecConfig & cfg, const llama_model * target, uint32_t n_ctx_seq, int32_t n_seq);
     Speculator(const Speculator &) = delete;
     Speculator & operator=(const Speculator &) = delete;
 
     const SpecConfig & config() const { return cfg_; }
-    // Up to n_max tokens that may follow `history` (tokens in the target's
-    // KV) and `last` (sampled, not yet decoded). Empty: nothing worth checking.
-    std::vector<llama_token> draft(const std::vector<llama_token> & history, llama_token last, int32_t n_max);
+    // Fills every job's proposal.
+    void draft(std::vector<DraftJob> & jobs);
     // Interrupts a running draft decode (the engine is closing).
     void abort() { abort_ = true; }
     // Runs the draft model on the model's own thread pools (never at the same
@@ -52,12 +64,13 @@ public:
     uint64_t draft_bytes() const;  // memory of the draft model and its context
 
 private:
-    std::vector<llama_token> draft_with_model(const std::vector<llama_token> & history, llama_token last, int32_t n_max);
+    void draft_with_model(std::vector<DraftJob *> & jobs);
+    void forget_all();
 
     SpecConfig cfg_;
     llama_model_ptr model_;
     llama_context_ptr ctx_;
-    std::vector<llama_token> dft_cache_;  // tokens whose KV the draft context holds (sequence 0)
+    std::vector<std::vector<llama_token>> dft_cache_;  // per sequence: tokens whose KV the draft context holds
     std::atomic<bool> abort_{false};
 };
 

@@ -417,8 +417,9 @@ class Engine:
     ``lora`` (``[{"path", "scale"}]``) loads LoRA adapters with their global
     scales; a request's ``lora=[{"id", "scale"}]`` sets its own (see
     ``lora_adapters``). ``draft_model`` (or ``spec_type="ngram"``) turns on
-    speculative decoding while a single request is in flight: up to
-    ``n_draft`` proposed tokens per step, checked in one decode (``p_min``:
+    speculative decoding for every request in flight: up to ``n_draft``
+    proposed tokens per request and step, checked in the same batch as the
+    other requests' tokens (``p_min``:
     the draft model's least top-token probability; ``draft_min``: fewer are
     not checked; ``spec_ngram_n``: n-gram length of the lookup)."""
 

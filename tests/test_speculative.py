@@ -107,6 +107,40 @@ def test_requests_in_flight_together_all_speculate(model_path):
         g.timings["draft_n_accepted"] for g in first)
 
 
+def test_stop_strings_max_tokens_and_logprobs_beside_other_speculating_requests(model_path):
+    # Each request of a pair ends inside a checked proposal (a stop string or
+    # max_tokens) while the other goes on; a request asking for
+    # log-probabilities gets them token by token beside a speculating one.
+    cases = [({"max_tokens": 7}, {"max_tokens": 40}), ({"max_tokens": 40, "stop": ["lazy"]}, {"max_tokens": 40}),
+             ({"max_tokens": 40}, {"max_tokens": 40, "stop": ["forests"]}),
+             ({"max_tokens": 30, "logprobs": True, "top_logprobs": 2}, {"max_tokens": 30})]
+
+    def run_cases(engine):
+        out = []
+        for pa, pb in cases:
+            a = engine.chat(COPY, stream=True, temperature=0.0, **pa)
+            b = engine.chat(COPY2, stream=True, temperature=0.0, **pb)
+            a.wait(), b.wait()
+            out.append((a, b))
+        return out
+
+    with kolosal.Engine(model_path, **ENGINE) as plain:
+        want = run_cases(plain)
+    with kolosal.Engine(model_path, spec_type="ngram", spec_ngram_n=3, n_draft=8, **ENGINE) as spec:
+        got = run_cases(spec)
+    for (ga, gb), (wa, wb) in zip(got, want):
+        for g, w in ((ga, wa), (gb, wb)):
+            assert (g.tokens, g.text, g.finish_reason) == (w.tokens, w.text, w.finish_reason)
+    # The stop strings cut the text; the longer request of each pair speculated.
+    assert "lazy" not in got[1][0].text and got[1][0].finish_reason == "stop"
+    assert "forests" not in got[2][1].text and got[2][1].finish_reason == "stop"
+    assert all(b.timings["draft_n_accepted"] > 0 for _, b in got)
+    lp, other = got[3]
+    assert len(lp.logprobs) == len(lp.tokens) == 30 and lp.timings["draft_n"] == 0
+    assert [(x.token, [t.token for t in x.top]) for x in lp.logprobs] == [
+        (x.token, [t.token for t in x.top]) for x in want[3][0].logprobs]
+
+
 def test_draft_model_drafts_for_every_slot(model_path):
     with kolosal.Engine(model_path, **ENGINE) as plain:
         want = [g.tokens for g in run_together(plain, (COPY, COPY2), **GREEDY)]

@@ -12,6 +12,7 @@
 #include "engine.h"
 #include "errors.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdarg>
@@ -197,6 +198,21 @@ int main(int argc, char ** argv) {
         (void) r;
     }
     note("destroyed with a generation in flight: done");
+    {
+        // Speculative decoding inside continuous batching: the draft model (the
+        // model itself) drafts for every slot while requests come, go and are
+        // cancelled, and the engine is closed under load.
+        EngineConfig sc = cfg;
+        sc.spec.type = "draft";
+        sc.spec.draft_model = argv[1];
+        sc.spec.n_draft = 4;
+        Engine e(sc);
+        note("speculative: submits and cancels");
+        submits_and_cancels(e, std::max(1, rounds / 3));
+        note("speculative: close under load");
+        close_under_load(e);
+        note("speculative: done");
+    }
     note("%s", failures.load() == 0 ? "stress: OK" : "stress: FAILED");
     return failures.load() == 0 ? 0 : 1;
 }

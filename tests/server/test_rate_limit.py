@@ -2,6 +2,7 @@
 per key / per address, trusted proxies, a Redis quota shared by two instances."""
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -123,3 +124,25 @@ def test_per_key_token_quota(model_path):
         assert post("b").status_code == 200
     finally:
         app.extensions["kolosal"].registry.close_all()
+
+
+def test_redis_going_down_moves_limits_and_quotas_to_memory_with_one_warning(tmp_path, caplog):
+    """The rate limiter and the token quota count in the same storage: when
+    Redis stops, both go on in memory (from zero, per instance) after one
+    warning, rather than failing the requests."""
+    redis = start_redis(tmp_path)
+    cfg = {"security": {"api_keys": ["k"], **bucket(60, 3, storage_uri=next(redis), tokens_per_minute=1000)}}
+    c = bare_app(**cfg).test_client()
+    body = {"model": "none", "prompt": "Hi", "max_tokens": 1}  # the quota admits it, then no such model
+
+    def generate() -> int:
+        return c.post("/v1/completions", json=body, headers=bearer("k")).status_code
+
+    try:
+        assert [generate() for _ in range(2)] == [404, 404]  # two of the burst of 3 used, in Redis
+    finally:
+        redis.close()  # stops redis-server
+    with caplog.at_level(logging.INFO, logger="kolosal.server"):
+        assert [generate() for _ in range(4)] == [404, 404, 404, 429]  # memory counts from zero
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "kept in memory" in warnings[0], warnings

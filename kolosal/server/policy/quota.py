@@ -12,14 +12,12 @@ completion is capped to what the quota has left. When the response ends the
 counter is corrected to the tokens actually used."""
 from __future__ import annotations
 
-import logging
 import math
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional
 
 from flask import Flask, Response, current_app, g, has_request_context, request
 from limits import parse
-from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from ..errors import ApiError, error_response
@@ -28,9 +26,7 @@ from ..serving.runner import usage
 from ..settings import RateSettings
 from .auth import KeyStore
 from .rate_limit import Network, request_identity
-
-log = logging.getLogger("kolosal.server.quota")
-T = TypeVar("T")
+from .storage import LimitStorage, limit_storage
 
 EXT = "kolosal_token_quota"
 _ENV_WHO = "kolosal.quota_identity"
@@ -41,45 +37,15 @@ class TokenQuota:
     """The counters live in the rate limiter's storage: ``memory://`` (per
     process) or ``redis://`` (one budget per key across every instance that
     names the same Redis). While Redis cannot be reached, they are kept in
-    memory (per instance) and Redis is tried again every few seconds."""
+    memory (per instance) and Redis is tried again every few seconds
+    (``storage.py``)."""
 
-    RECHECK_SECONDS = 5.0
-
-    def __init__(self, per_minute: int, uri: str, identity: Callable[[], str]) -> None:
+    def __init__(self, per_minute: int, storage: LimitStorage, identity: Callable[[], str]) -> None:
         self.per_minute = per_minute
         self.identity = identity
         self.item = parse(f"{per_minute} per 1 minute")
-        self.storage = storage_from_string(uri)
-        self.strategy = FixedWindowRateLimiter(self.storage)
-        self._memory = MemoryStorage()
-        self._memory_strategy = FixedWindowRateLimiter(self._memory)
-        self._failed_at: Optional[float] = None
-
-    def _backend(self) -> Tuple[Any, FixedWindowRateLimiter]:
-        if self._failed_at is not None and time.monotonic() - self._failed_at >= self.RECHECK_SECONDS:
-            try:
-                ok = self.storage.check()
-            except Exception:
-                ok = False
-            if ok:
-                log.info("token quota storage reachable again")
-                self._failed_at = None
-            else:
-                self._failed_at = time.monotonic()
-        if self._failed_at is None:
-            return self.storage, self.strategy
-        return self._memory, self._memory_strategy
-
-    def _run(self, op: Callable[[Any, FixedWindowRateLimiter], T]) -> T:
-        storage, strategy = self._backend()
-        try:
-            return op(storage, strategy)
-        except Exception:
-            if storage is self._memory:
-                raise
-            log.warning("token quota storage unreachable: quotas are kept in memory meanwhile")
-            self._failed_at = time.monotonic()
-            return op(self._memory, self._memory_strategy)
+        self.storage = storage
+        self._strategy = storage.strategy(FixedWindowRateLimiter)
 
     def admit(self) -> Optional[Response]:
         """A generation request: 429 when the caller's quota for this minute is spent."""
@@ -93,25 +59,25 @@ class TokenQuota:
         return self.item.key_for("kolosal_tokens", who)
 
     def stats(self, who: str) -> Any:
-        return self._run(lambda _storage, strategy: strategy.get_window_stats(self.item, "kolosal_tokens", who))
+        return self.storage.run(lambda s: self._strategy(s).get_window_stats(self.item, "kolosal_tokens", who))
 
     def reserve(self, who: str, amount: int) -> Optional[float]:
         """Take ``amount`` tokens if they fit; the window's reset time, or None."""
         key = self._key(who)
 
-        def take(storage: Any, _strategy: Any) -> Optional[float]:
+        def take(storage: Any) -> Optional[float]:
             if storage.incr(key, self.item.get_expiry(), amount=amount) > self.per_minute:
                 storage.incr(key, self.item.get_expiry(), amount=-amount)
                 return None
             return storage.get_expiry(key)
-        return self._run(take)
+        return self.storage.run(take)
 
     def settle(self, who: str, reserved: int, reset_at: Optional[float], used: int) -> None:
         """Replace a reservation by the tokens used (in a later window: charge them there)."""
         key = self._key(who)
         delta = used - reserved if reset_at is not None and time.time() < reset_at else used
         if delta:
-            self._run(lambda storage, _strategy: storage.incr(key, self.item.get_expiry(), amount=delta))
+            self.storage.run(lambda storage: storage.incr(key, self.item.get_expiry(), amount=delta))
 
 
 def _quota() -> Optional[TokenQuota]:
@@ -158,7 +124,7 @@ def install_token_quota(app: Flask, rate: RateSettings, store: KeyStore, nets: L
     per_minute = rate.tokens_per_minute
     if per_minute is None:
         return None
-    quota = TokenQuota(per_minute, rate.storage_uri, lambda: request_identity(store, nets))
+    quota = TokenQuota(per_minute, limit_storage(app, rate.storage_uri), lambda: request_identity(store, nets))
     app.extensions[EXT] = quota
 
     @app.after_request

@@ -14,7 +14,7 @@ moving-window limits shared by every such endpoint:
 
 Storage is in memory, or Redis (``storage_uri: redis://...``) so that several
 instances share one quota; while Redis cannot be reached the limits are kept
-in memory."""
+in memory (``storage.py``)."""
 from __future__ import annotations
 
 import logging
@@ -24,13 +24,13 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from flask import Flask, Response, g, request
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from ..errors import ApiError, error_response
 from ..settings import RateSettings, limit_strings  # noqa: F401  (limit_strings: the notation, for tests and docs)
 from .auth import KeyStore, current_key
 from .forwarded import Network, client_address, trusted_networks  # noqa: F401  (re-exported)
+from .storage import LimitStorage, limit_storage
 
 log = logging.getLogger("kolosal.server.ratelimit")
 
@@ -47,34 +47,17 @@ class RateLimiter:
     """Moving-window limits per identity, all of them hit by every counted
     request (in order of their window, the first one exceeded refuses it)."""
 
-    RECHECK_SECONDS = 5.0  # how often a storage that failed is tried again
     KEY_PREFIX = "kolosal"
 
-    def __init__(self, limits: List[str], uri: str, identity: Callable[[], str]) -> None:
+    def __init__(self, limits: List[str], storage: LimitStorage, identity: Callable[[], str]) -> None:
         self.limits = limits
         self.identity = identity
         self.items: List[RateLimitItem] = sorted(parse_many(";".join(limits)))
-        self.storage = storage_from_string(uri)
-        self._primary = MovingWindowRateLimiter(self.storage)
-        self._fallback = MovingWindowRateLimiter(MemoryStorage())
-        self._failed_at: Optional[float] = None
+        self.storage = storage
+        self._strategy = storage.strategy(MovingWindowRateLimiter)
 
-    def _strategy(self) -> MovingWindowRateLimiter:
-        if self._failed_at is None:
-            return self._primary
-        if time.monotonic() - self._failed_at >= self.RECHECK_SECONDS:
-            try:
-                ok = self.storage.check()
-            except Exception:
-                ok = False
-            if ok:
-                log.info("rate limit storage reachable again")
-                self._failed_at = None
-                return self._primary
-            self._failed_at = time.monotonic()
-        return self._fallback
-
-    def _hit_all(self, strategy: MovingWindowRateLimiter, who: str) -> Tuple[bool, RateLimitItem, Any]:
+    def _hit_all(self, storage: Any, who: str) -> Tuple[bool, RateLimitItem, Any]:
+        strategy = self._strategy(storage)
         for item in self.items:
             if not strategy.hit(item, self.KEY_PREFIX, who):
                 return False, item, strategy.get_window_stats(item, self.KEY_PREFIX, who)
@@ -83,15 +66,7 @@ class RateLimiter:
 
     def hit(self, who: str) -> Tuple[bool, RateLimitItem, Any]:
         """Count one request of ``who``: (allowed, the limit to report, its window stats)."""
-        strategy = self._strategy()
-        try:
-            return self._hit_all(strategy, who)
-        except Exception:
-            if strategy is self._fallback:
-                raise
-            log.warning("rate limit storage unreachable: limits are kept in memory meanwhile")
-            self._failed_at = time.monotonic()
-            return self._hit_all(self._fallback, who)
+        return self.storage.run(lambda storage: self._hit_all(storage, who))
 
     def check(self) -> Optional[Response]:
         """Count the current request; a 429 answer when it is over a limit.
@@ -110,7 +85,7 @@ def install_rate_limit(app: Flask, rate: RateSettings, store: KeyStore, nets: Li
     if not limits:
         return None
     storage = rate.storage_uri
-    limiter = RateLimiter(limits, storage, lambda: request_identity(store, nets))
+    limiter = RateLimiter(limits, limit_storage(app, storage), lambda: request_identity(store, nets))
 
     @app.after_request
     def _headers(resp: Response) -> Response:

@@ -287,6 +287,17 @@ def test_think(thinker):
     assert gen.thinking == on.message.thinking
 
 
+def test_keep_alive_duration_alone_unloads_the_model(thinker):
+    """This server has no ``inference.keep_alive_seconds``: a request's
+    ``keep_alive`` of "1s" is what unloads the model, once it has been idle
+    that long; the next request loads it again."""
+    r = thinker.generate(model=MODEL_ID, prompt="hi", options={"num_predict": 2}, keep_alive="1s")
+    assert r.done and _loaded(thinker) == [MODEL_ID]
+    assert _wait_until(lambda: _loaded(thinker) == [])
+    r = thinker.generate(model=MODEL_ID, prompt="hi", options={"num_predict": 2})
+    assert r.done and r.load_duration > 0 and _loaded(thinker) == [MODEL_ID]
+
+
 def _failure_mid_stream(client: ollama.Client, base_url: str) -> None:
     """The model removed while it streams: the last line is {"error": ...}, which the client raises."""
     deleted = False

@@ -75,8 +75,9 @@ def choose_victim(policy: MemoryPolicy, engine_id: str, need: int,
     return victims[0]
 
 
-def idle_too_long(rec: "EngineRecord", keep_alive_seconds: float, now: float) -> bool:
-    """Whether the loaded ``rec`` has been idle past the keep-alive (its own, when a request set one) and may go."""
+def idle_too_long(rec: "EngineRecord", keep_alive_seconds: Optional[float], now: float) -> bool:
+    """Whether the loaded ``rec`` has been idle past the keep-alive (its own, when a request set one, else
+    ``keep_alive_seconds``; None: no limit) and may go."""
     keep = rec.keep_alive if rec.keep_alive is not None else keep_alive_seconds
-    return (keep >= 0 and not rec.pinned and rec.last_used is not None
+    return (keep is not None and keep >= 0 and not rec.pinned and rec.last_used is not None
             and now - rec.last_used > keep and not rec.busy())

@@ -174,10 +174,9 @@ class EngineRegistry:
         # called with the engine id before a request loads a model on demand; raises to refuse
         self.load_guard: Optional[Callable[[str], None]] = None
         self._checksums: Dict[Tuple[str, int, int], str] = {}
-        self._upkeep: Optional[ModelUpkeep] = None
+        self.upkeep = ModelUpkeep(self, self.policy)  # runs when the policy or a model's keep_alive needs it
         if ModelUpkeep.needed(self.policy):
-            self._upkeep = ModelUpkeep(self, self.policy)
-            self._upkeep.start()
+            self.upkeep.start()
 
     # -- registration --------------------------------------------------------
     def add(self, engine_id: str, model_path: str, params: Dict[str, Any], priority: Any = None,
@@ -397,7 +396,6 @@ class EngineRegistry:
             rec.engine, rec.state = None, REGISTERED
 
     def close_all(self) -> None:
-        if self._upkeep is not None:
-            self._upkeep.stop()
+        self.upkeep.stop()
         for rec in self.records():
             self._close(rec)

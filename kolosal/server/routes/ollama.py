@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any, Callable, Iterator, Optional, Union
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from kolosal.engine import Engine
 
@@ -22,7 +22,7 @@ from ..openapi import api_route, parse_body
 from ..protocol.ollama.api import (ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EmbedRequest,
                                    EmbedResponse, GenerateRequest, GenerateResponse, ListResponse, OutMessage,
                                    PsResponse, ShowRequest, ShowResponse, VersionResponse)
-from ..serving.ollama import (OLLAMA_PATHS, KeepAlive, OllamaRun, details, embed, error_line, keep_alive_seconds,
+from ..serving.ollama import (OLLAMA_PATHS, OllamaRun, details, embed, error_line, keep_alive_after, keep_alive_seconds,
                               listed, running, start_chat_run, start_generate_run, timestamp)
 from ..state import ServerState, get_state
 from .openai.common import admit, resolve_model, watch
@@ -33,15 +33,7 @@ bp = Blueprint("ollama", __name__)
 # reports, as apps check it against the Ollama they need.
 OLLAMA_API_VERSION = "0.9.0"
 PATHS = OLLAMA_PATHS
-_KEEP = "kolosal_ollama_keep_alive"
 NDJSON = "application/x-ndjson"
-
-
-def _keep_alive() -> KeepAlive:
-    ext = current_app.extensions
-    if _KEEP not in ext:
-        ext[_KEEP] = KeepAlive(get_state())
-    return ext[_KEEP]
 
 
 def model_name(state: ServerState, name: str) -> str:
@@ -63,8 +55,8 @@ def _admit(state: ServerState, name: str) -> "tuple[Engine, int]":
 
 def _with_keep_alive(resp: Response, engine_id: str, seconds: Optional[float]) -> Response:
     """Once the answer is sent, the request's ``keep_alive`` (None: the server's policy) applies to the model."""
-    keep = _keep_alive()
-    resp.call_on_close(lambda: keep.after(engine_id, seconds))
+    state = get_state()
+    resp.call_on_close(lambda: keep_alive_after(state, engine_id, seconds))
     return resp
 
 

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -394,45 +393,28 @@ def keep_alive_seconds(value: Any) -> Optional[float]:
     return sign * sum(float(a) * _UNIT[u] for a, u in parts)
 
 
-class KeepAlive:
-    """Per-request ``keep_alive``, kept on the model's record (``EngineRecord.keep_alive``,
-    which the idle unloading of ``inference.keep_alive_seconds`` reads): once the
-    answer is sent the model is unloaded after that many idle seconds (0: at once)
-    unless a later request used it meanwhile; negative: never unloaded for being
-    idle. A request without ``keep_alive`` returns the model to the server's policy."""
-
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-        self._lock = threading.Lock()
-        self._timers: Dict[str, threading.Timer] = {}
-
-    def after(self, engine_id: str, seconds: Optional[float]) -> None:
-        try:
-            rec = self.state.registry.record(engine_id)
-        except ApiError:
-            return  # removed meanwhile
-        rec.keep_alive = seconds
-        stamp = rec.last_used
-        with self._lock:
-            old = self._timers.pop(engine_id, None)
-            if old is not None:
-                old.cancel()
-            if seconds is not None and seconds > 0:  # also without the upkeep thread of keep_alive_seconds
-                timer = threading.Timer(seconds, self.unload_if_idle, (engine_id, stamp))
-                timer.daemon = True
-                self._timers[engine_id] = timer
-                timer.start()
-        if seconds == 0:
-            self.unload_if_idle(engine_id, stamp)
-
-    def unload_if_idle(self, engine_id: str, stamp: Optional[float]) -> None:
-        try:
-            rec = self.state.registry.record(engine_id)
-        except ApiError:
-            return  # removed meanwhile
-        if rec.state != LOADED or rec.pinned or rec.busy() or rec.last_used != stamp:
-            return
-        self.state.registry.unload(rec, "keep_alive elapsed")
+def keep_alive_after(state: ServerState, engine_id: str, seconds: Optional[float]) -> None:
+    """Per-request ``keep_alive``, once the answer is sent: kept on the model's
+    record (``EngineRecord.keep_alive``), which the registry's idle unloading
+    reads (``models/upkeep.py``, with or without ``inference.keep_alive_seconds``):
+    the model is unloaded after that many idle seconds from now (0: at once)
+    unless a later request uses it meanwhile; negative: never unloaded for
+    being idle. A request without ``keep_alive`` returns the model to the server's policy."""
+    registry = state.registry
+    try:
+        rec = registry.record(engine_id)
+    except ApiError:
+        return  # removed meanwhile
+    rec.keep_alive = seconds
+    if seconds is None or seconds < 0:
+        return
+    if seconds == 0:
+        if rec.state == LOADED and not rec.pinned and not rec.busy():
+            registry.unload(rec, "keep_alive 0")
+            registry.counters.idle_unloads += 1
+        return
+    rec.last_used = max(rec.last_used or 0.0, time.time())  # idle from the end of this answer
+    registry.upkeep.wake()
 
 
 # -- the model listings ------------------------------------------------------------

@@ -147,8 +147,14 @@ void Speculator::draft_with_model(std::vector<DraftJob *> & jobs) {
         size_t done = 0;                // of `todo`, the tokens put in a batch
         int32_t row = -1;               // the row of its last token's logits in the batch just decoded
         bool active = true;
+        bool proposes = true;           // false: it only catches up with part of the history this time
     };
     std::vector<Run> runs;
+    // A history the draft sequence has not seen (a new request, a slot given to
+    // another conversation) is caught up at most n_batch tokens per call, so a
+    // long prompt does not hold up every slot's step at once; that slot drafts
+    // once it has caught up.
+    size_t budget = size_t(n_batch);
     for (DraftJob * j : jobs) {
         auto & cache = dft_cache_[size_t(j->seq)];
         const auto & history = *j->history;
@@ -162,6 +168,14 @@ void Speculator::draft_with_model(std::vector<DraftJob *> & jobs) {
         }
         cache.resize(keep);
         Run r{j, std::vector<llama_token>(history.begin() + long(keep), history.end())};
+        if (r.todo.size() + 1 > budget) {
+            r.todo.resize(budget);
+            r.proposes = false;
+            budget = 0;
+            if (!r.todo.empty()) runs.push_back(std::move(r));
+            continue;
+        }
+        budget -= r.todo.size() + 1;
         r.todo.push_back(j->last);
         runs.push_back(std::move(r));
     }
@@ -215,7 +229,12 @@ void Speculator::draft_with_model(std::vector<DraftJob *> & jobs) {
         for (auto [r, n] : taken) {
             auto & cache = dft_cache_[size_t(r->job->seq)];
             cache.insert(cache.end(), r->todo.begin() + long(r->done - n), r->todo.begin() + long(r->done));
-            if (r->done == r->todo.size()) propose(*r);
+            if (r->done < r->todo.size()) continue;
+            if (r->proposes) {
+                propose(*r);
+            } else {
+                r->active = false;
+            }
         }
     }
     llama_batch_free(batch);

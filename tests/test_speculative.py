@@ -137,8 +137,10 @@ def test_stop_strings_max_tokens_and_logprobs_beside_other_speculating_requests(
     assert all(b.timings["draft_n_accepted"] > 0 for _, b in got)
     lp, other = got[3]
     assert len(lp.logprobs) == len(lp.tokens) == 30 and lp.timings["draft_n"] == 0
-    assert [(x.token, [t.token for t in x.top]) for x in lp.logprobs] == [
-        (x.token, [t.token for t in x.top]) for x in want[3][0].logprobs]
+    # One entry per token, each with its two most likely tokens (the chosen one
+    # first at temperature 0; a near-tie for second place may round either way).
+    assert [x.token for x in lp.logprobs] == lp.tokens
+    assert all(len(x.top) == 2 and x.top[0].token == x.token for x in lp.logprobs)
 
 
 def test_draft_model_drafts_for_every_slot(model_path):
@@ -149,6 +151,21 @@ def test_draft_model_drafts_for_every_slot(model_path):
     assert [g.tokens for g in got] == want
     for g in got:
         assert g.timings["draft_n_accepted"] > 0
+
+
+def test_draft_model_catches_up_with_a_long_prompt_over_several_steps(model_path):
+    # The draft model sees a prompt longer than one of its batches (512
+    # tokens) a batch per step before it drafts; the output stays the same.
+    long_copy = [{"role": "user", "content": "Repeat the last sentence of this text exactly:\n\n" + " ".join(
+        [TEXT, TEXT2] * 10)}]
+    params = {"n_ctx": 2048, "n_parallel": 1, "n_threads": 1, "seed": 5}
+    with kolosal.Engine(model_path, **params) as plain:
+        want = plain.chat(long_copy, **GREEDY)
+    assert want.usage["prompt_tokens"] > 512
+    with kolosal.Engine(model_path, draft_model=model_path, n_draft=4, **params) as spec:
+        got = spec.chat(long_copy, **GREEDY)
+    check_same(got, want)
+    assert got.timings["draft_n_accepted"] > 0
 
 
 def test_logprobs_and_sampling_still_work(ngram, base):

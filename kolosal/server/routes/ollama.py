@@ -6,7 +6,6 @@ Bodies are read as JSON whatever their content type, as Ollama's own curl
 examples send them (``curl -d``), except from web pages (``parse_body``)."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Callable, Iterator, Optional, Union
@@ -22,6 +21,7 @@ from ..openapi import api_route, parse_body
 from ..protocol.ollama.api import (ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EmbedRequest,
                                    EmbedResponse, GenerateRequest, GenerateResponse, ListResponse, OutMessage,
                                    PsResponse, ShowRequest, ShowResponse, VersionResponse)
+from ..serving.common import dumps
 from ..serving.ollama import (OLLAMA_PATHS, OllamaRun, details, embed, error_line, keep_alive_after, keep_alive_seconds,
                               listed, running, start_chat_run, start_generate_run, timestamp)
 from ..state import ServerState, get_state
@@ -62,8 +62,10 @@ def _with_keep_alive(resp: Response, engine_id: str, seconds: Optional[float]) -
 
 def _ndjson(lines: Iterator[Any]) -> Iterator[str]:
     for item in lines:
-        if item is not None:  # keep-alive ticks: NDJSON has no comment line
-            yield json.dumps(item.wire(), ensure_ascii=False, separators=(",", ":")) + "\n"
+        if isinstance(item, str):  # a line already written
+            yield item
+        elif item is not None:  # keep-alive ticks: NDJSON has no comment line
+            yield dumps(item.wire()) + "\n"
 
 
 def _generation(req: Union[ChatRequest, GenerateRequest], start: Callable[[Engine, Any], OllamaRun],

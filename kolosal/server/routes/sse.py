@@ -12,6 +12,7 @@ from ...engine import Generation
 from ..errors import ApiError, from_engine_error
 from ..monitoring import current_track
 from ..protocol.base import Reply
+from ..serving.common import typed_event
 from ..serving.runner import ClientGone, cancel_all
 
 log = logging.getLogger("kolosal.server.sse")
@@ -33,10 +34,11 @@ def data_events(chunks: Iterator[Union[None, Reply, str]], done: bool = True) ->
         yield DONE
 
 
-def typed_events(events: Iterator[Optional[Reply]]) -> Iterator[str]:
-    """Events named by their ``type`` (``event:`` line, then ``data:``), as the Responses API sends them."""
+def typed_events(events: Iterator[Union[None, Reply, str]]) -> Iterator[str]:
+    """Events named by their ``type`` (``event:`` line, then ``data:``), as the Responses API sends them;
+    a str is such an event already written."""
     for e in events:
-        yield PING if e is None else f"event: {e.type}\n" + event(e.wire())  # type: ignore[attr-defined]
+        yield PING if e is None else e if isinstance(e, str) else typed_event(e)
 
 
 def sse_response(events: Iterator[str], gens: Sequence[Generation],

@@ -26,7 +26,7 @@ from ..protocol.anthropic.messages import (ContentBlockDelta, ContentBlockStart,
                                            ToolResultBlock, ToolUseBlock, ToolUseOut, UnsupportedBlock)
 from ..protocol.openai.chat import ChatCompletionRequest
 from .chat import ChatRun, plan_chat, start_chat
-from .common import cut_short_answer
+from .common import Spliced, cut_short_answer, typed_event
 from .runner import Watch
 
 # HTTP status -> Anthropic's error type
@@ -227,12 +227,14 @@ class MessageRun:
                        usage=MessageUsage(input_tokens=u.prompt_tokens - cached, output_tokens=u.completion_tokens,
                                           cache_read_input_tokens=cached))
 
-    def events(self, w: Watch) -> Iterator[Optional[StreamEvent]]:
+    def events(self, w: Watch) -> Iterator[Union[None, StreamEvent, str]]:
         """Anthropic's stream: ``message_start``, per block ``content_block_start``,
         its deltas and ``content_block_stop``, then ``message_delta`` (stop reason
         and usage) and ``message_stop``. ``None`` marks a while without output.
         ``message_start`` counts the whole prompt as input; ``message_delta`` has the
-        final split between computed and cached prompt tokens (clients take it)."""
+        final split between computed and cached prompt tokens (clients take it).
+        A text delta, most of a stream, comes as its SSE event already written
+        (spliced into the block's event, serialized once)."""
         n_prompt = len(self.chat.plan.rendered.tokens)
         yield MessageStart(message=Message(id=self.id, content=[], model=self.req.model, stop_reason=None,
                                            stop_sequence=None,
@@ -255,9 +257,24 @@ class MessageRun:
                 yield ContentBlockStop(index=index)
             open_kind = None
 
-        for chunk in self.chat.chunks(w):
+        text_events: Dict[int, Spliced] = {}  # per text block: its delta event, serialized once
+        for chunk in self.chat.texts_or_chunks(w):
             if chunk is None:
                 yield None
+                continue
+            if isinstance(chunk, str):
+                if not chunk:
+                    continue
+                if open_kind != "text":
+                    yield from open_block("text", TextOut(text=""))
+                spliced = text_events.get(index)
+                if spliced is None:
+                    spliced = text_events[index] = Spliced(
+                        lambda text: typed_event(ContentBlockDelta(index=index, delta=TextDelta(text=text))))
+                if spliced.ok:
+                    yield spliced.fill(chunk)
+                else:
+                    yield ContentBlockDelta(index=index, delta=TextDelta(text=chunk))
                 continue
             if chunk.usage is not None:
                 output_tokens = chunk.usage.completion_tokens

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from kolosal import tool_calls
 from kolosal.engine import Engine, Generation, RenderedChat
@@ -12,7 +12,7 @@ from kolosal.engine import Engine, Generation, RenderedChat
 from ..errors import ApiError
 from ..protocol.openai.chat import (ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
                                     ChatCompletionResponse, ChunkDelta, DraftTimings, Message, RefusalPart, ResponseMessage, TextPart)
-from .common import FINGERPRINT, cut_short_answer, include_usage, new_id, now
+from .common import FINGERPRINT, Spliced, cut_short_answer, dumps, include_usage, new_id, now
 from .runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
 from .sampling import fit_max_tokens, per_choice, sampling_kwargs
 
@@ -239,41 +239,45 @@ class ChatRun:
         if include_usage(self.req):
             yield self._chunk([], usage=usage(self.gens))
 
+    def texts_or_chunks(self, w: Watch) -> Iterator[Union[None, str, ChatCompletionChunk]]:
+        """:meth:`chunks` for the dialects that stream one choice in their own
+        events: a delta of text alone (no logprobs, no finish), most of a
+        stream, comes as that text, without a chunk built for it."""
+        for p in self._parts(w):
+            if p is None:
+                yield None
+                continue
+            _, delta, reason, lps = p
+            yield delta["content"] if _text_only(delta, reason, lps) else self._delta(*p)
+        if include_usage(self.req):
+            yield self._chunk([], usage=usage(self.gens))
+
     def events(self, w: Watch) -> Iterator[Optional[str]]:
         """:meth:`chunks` as their JSON text (``None``: keep-alive). A text delta
         without logprobs, most of a stream, is spliced into its choice's chunk
         serialized once: the same bytes without building and dumping a model
         per token."""
-        frames: Dict[int, Tuple[str, ...]] = {}
+        frames: Dict[int, Spliced] = {}
         for p in self._parts(w):
             if p is None:
                 yield None
                 continue
             i, delta, reason, lps = p
-            text = delta.get("content")
-            frame: Tuple[str, ...] = ()
-            if reason is None and lps is None and len(delta) == 1 and isinstance(text, str):
-                frame = frames.get(i) or frames.setdefault(i, self._frame(i))
-            if frame:
-                yield frame[0] + _dumps(text) + frame[1]
-            else:
-                yield _dumps(self._delta(i, delta, reason, lps).wire())
+            if _text_only(delta, reason, lps):
+                frame = frames.get(i)
+                if frame is None:  # choice i's content chunk, serialized once
+                    frame = frames[i] = Spliced(lambda text: dumps(self._delta(i, {"content": text}).wire()))
+                if frame.ok:
+                    yield frame.fill(delta["content"])
+                    continue
+            yield dumps(self._delta(i, delta, reason, lps).wire())
         if include_usage(self.req):
-            yield _dumps(self._chunk([], usage=usage(self.gens)).wire())
-
-    def _frame(self, i: int) -> Tuple[str, ...]:
-        """The JSON of choice ``i``'s content chunk, before and after the content
-        string; empty where that cannot be told apart."""
-        whole, mark = _dumps(self._delta(i, {"content": _MARK}).wire()), _dumps(_MARK)
-        return tuple(whole.split(mark)) if whole.count(mark) == 1 else ()
+            yield dumps(self._chunk([], usage=usage(self.gens)).wire())
 
 
-_MARK = "\x00kolosal-content\x00"  # no model, id or name holds it: its JSON splits a chunk in two
-
-
-def _dumps(obj: Any) -> str:
-    """Compact JSON, as the SSE events carry it."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+def _text_only(delta: Dict[str, Any], reason: Optional[str], lps: Any) -> bool:
+    """A streamed delta of text alone: no logprobs, no finish reason."""
+    return reason is None and lps is None and len(delta) == 1 and isinstance(delta.get("content"), str)
 
 
 class StreamDeltas:

@@ -1,9 +1,10 @@
 """Identifiers and fields shared by the generation endpoints' answers."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from typing import Any, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 from kolosal._native import __version__ as _version
 from kolosal.tool_calls import AnswerStream
@@ -22,6 +23,47 @@ def now() -> int:
 def include_usage(req: Any) -> bool:
     """A streamed request asked for a last chunk with the usage (and ``"usage": null`` on the others)."""
     return bool(req.stream and req.stream_options and req.stream_options.include_usage)
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON, as the streamed events carry it."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def typed_event(reply: Any) -> str:
+    """A server-sent event named by the reply's ``type`` (``event:`` line, then ``data:``)."""
+    return f"event: {reply.type}\ndata: {dumps(reply.wire())}\n\n"
+
+
+_SPLICE = "\x00kolosal-splice-{}\x00"  # no model, id or name holds it: its JSON cuts a text in pieces
+
+
+class Spliced:
+    """The text of a streamed event with ``n`` string fields left open, made
+    once and then filled per event: ``render(*marks)`` is called once with
+    stand-ins for the fields, and ``fill(*values)`` gives the text ``render``
+    would give for the values (each as its JSON string), without building and
+    dumping a model per token. ``ok`` is False when the stand-ins cannot be
+    told apart in the rendered text (then render each event instead)."""
+
+    def __init__(self, render: Callable[..., str], n: int = 1) -> None:
+        marks = [dumps(_SPLICE.format(k)) for k in range(n)]
+        rest = render(*(_SPLICE.format(k) for k in range(n)))
+        self.pieces: List[str] = []
+        for mark in marks:  # in the order render puts them
+            before, found, rest = rest.partition(mark)
+            if not found or any(m in before for m in marks):
+                self.pieces = []
+                break
+            self.pieces.append(before)
+        self.pieces.append(rest)
+        self.ok = len(self.pieces) == n + 1 and not any(m in rest for m in marks)
+
+    def fill(self, *values: str) -> str:
+        out = self.pieces[0]
+        for value, piece in zip(values, self.pieces[1:]):
+            out += dumps(value) + piece
+        return out
 
 
 def cut_short_answer(text: str) -> Tuple[str, List[Tuple[str, str]]]:

@@ -32,7 +32,7 @@ from ..protocol.openai.completions import CompletionRequest
 from ..protocol.openai.embeddings import EmbeddingRequest
 from ..state import ServerState
 from .chat import ChatRun, start_chat
-from .common import cut_short_answer
+from .common import Spliced, cut_short_answer, dumps
 from .completions import CompletionRun, start_completion
 from .embeddings import create_embeddings
 from .runner import Watch, finish_reason, usage
@@ -239,20 +239,22 @@ class OllamaRun:
                 "eval_count": u["completion_tokens"], "eval_duration": _ns(t.get("decode_ms"))}
 
     def _out(self, text: str, done: bool, thinking: Optional[str] = None, calls: Optional[List[OutToolCall]] = None,
-             logprobs: Optional[List[Logprob]] = None, **timings: Any) -> Union[ChatResponse, GenerateResponse]:
+             logprobs: Optional[List[Logprob]] = None, created_at: Optional[str] = None,
+             **timings: Any) -> Union[ChatResponse, GenerateResponse]:
         extra: Dict[str, Any] = dict(timings)
         if logprobs:
             extra["logprobs"] = logprobs
+        created_at = created_at or timestamp()
         if self.generate:
             if thinking:
                 extra["thinking"] = thinking
-            return GenerateResponse(model=self.model, created_at=timestamp(), response=text, done=done, **extra)
+            return GenerateResponse(model=self.model, created_at=created_at, response=text, done=done, **extra)
         msg = OutMessage(content=text)
         if thinking:
             msg.thinking = thinking
         if calls:
             msg.tool_calls = calls
-        return ChatResponse(model=self.model, created_at=timestamp(), message=msg, done=done, **extra)
+        return ChatResponse(model=self.model, created_at=created_at, message=msg, done=done, **extra)
 
     def response(self, w: Watch) -> Union[ChatResponse, GenerateResponse]:
         """The whole answer once generated."""
@@ -270,10 +272,12 @@ class OllamaRun:
         lps = _logprobs(answer.choices[0].logprobs.model_dump()) if answer.choices[0].logprobs else None
         return self._out(text, True, m.reasoning_content, calls, lps, **self._timings())
 
-    def lines(self, w: Watch) -> Iterator[Optional[Union[ChatResponse, GenerateResponse]]]:
+    def lines(self, w: Watch) -> Iterator[Union[None, ChatResponse, GenerateResponse, str]]:
         """The streamed answer: one object per text delta, the tool calls in one
         object once complete, then ``done: true`` with the counts and durations.
-        ``None`` marks a while without output."""
+        ``None`` marks a while without output. A text delta of a chat run, most
+        of a stream, comes as its line already written (its time and text
+        spliced into a line serialized once)."""
         if self.completion is not None:
             for c in self.completion.chunks(w):
                 if c is None:
@@ -284,9 +288,14 @@ class OllamaRun:
             return
         assert self.chat is not None
         calls: Dict[int, Dict[str, str]] = {}
-        for chunk in self.chat.chunks(w):
+        line = Spliced(lambda created_at, text: dumps(self._out(text, False, created_at=created_at).wire()) + "\n", 2)
+        for chunk in self.chat.texts_or_chunks(w):
             if chunk is None:
                 yield None
+                continue
+            if isinstance(chunk, str):
+                if chunk:
+                    yield line.fill(timestamp(), chunk) if line.ok else self._out(chunk, False)
                 continue
             for out in self._chat_delta(chunk, calls):
                 yield out

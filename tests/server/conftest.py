@@ -87,11 +87,11 @@ def start_server(config: Dict[str, object], tmp: Path, extra_args: Optional[List
 
 
 def wait_healthy(server: LiveServer, timeout: float = 90, log: Optional[Callable[[], str]] = None,
-                 **get: object) -> None:
-    """Until ``/health`` answers 200 (``get``: headers...); a server that does
+                 path: str = "/health", **get: object) -> None:
+    """Until ``path`` answers 200 (``get``: headers...); a server that does
     not by ``timeout`` is killed. ``log``: its output (default ``server.log``)."""
     try:
-        wait_for_http(server.base_url + "/health", "server", timeout, proc=server.proc, log=log or server.log, **get)
+        wait_for_http(server.base_url + path, "server", timeout, proc=server.proc, log=log or server.log, **get)
     except RuntimeError:
         server.stop(signal.SIGKILL)
         raise

@@ -20,7 +20,7 @@ import pytest
 
 from procs import free_port
 
-from .conftest import MODEL_ID, REPO, LiveServer, server_config, start_server
+from .conftest import MODEL_ID, REPO, LiveServer, server_config, start_server, wait_healthy
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed")
 CHROMIUM = shutil.which("chromium")
@@ -393,15 +393,7 @@ def bare_server(tmp_path_factory) -> Iterator[LiveServer]:
     cfg = {"server": {"host": "127.0.0.1", "port": free_port()}, "logging": {"level": "WARNING"}, "models": [],
            "features": {"health_check": False, "metrics": False}}
     srv = start_server(cfg, tmp_path_factory.mktemp("console-bare"), wait=False)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(srv.base_url + "/console/session", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and srv.proc.poll() is None, srv.log()
-        time.sleep(0.1)
+    wait_healthy(srv, 60, path="/console/session")  # no /health here
     yield srv
     assert srv.stop() == 0, srv.log()
 

@@ -393,7 +393,13 @@ class Engine:
     """A GGUF model loaded for continuous-batching generation.
 
     Up to ``n_parallel`` requests share every decode step; each gets
-    ``n_ctx // n_parallel`` tokens of context (``n_ctx_slot``).
+    ``n_ctx // n_parallel`` tokens of context (``n_ctx_slot``). A step
+    decodes at most ``n_batch`` tokens: one for every generating request,
+    then chunks of the prompts being read. The default (512, one ``n_ubatch``)
+    keeps the generating requests going while long prompts are read, and of
+    several prompts that arrive together the first is answered before the
+    others are read; a larger ``n_batch`` reads several prompts in one step
+    and answers them all at its end.
 
     A request goes to the free slot whose cached prompt covers more than
     ``slot_prompt_similarity`` of its own (0: never chosen that way), else to
@@ -429,7 +435,7 @@ class Engine:
         *,
         n_ctx: int = 4096,
         n_parallel: int = 4,
-        n_batch: int = 2048,
+        n_batch: int = 512,
         n_ubatch: int = 512,
         n_threads: Optional[int] = None,
         n_threads_batch: Optional[int] = None,

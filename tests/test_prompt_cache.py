@@ -1,6 +1,8 @@
 """Cache-aware slots, the host-memory prompt cache and a unified KV cache under pressure."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import kolosal
@@ -170,3 +172,26 @@ def test_unified_kv_overflow_fails_one_request_alone(model_path):
         assert ok.usage["completion_tokens"] == 8
         # The engine goes on serving.
         assert e.complete("Hello", max_tokens=3, ignore_eos=True).finish_reason == "length"
+
+
+def test_prompts_arriving_together_are_read_one_ubatch_per_step(model_path):
+    # A step reads at most n_batch prompt tokens, by default 512 (one n_ubatch): of
+    # conversations that arrive together the first is answered, and goes on generating,
+    # while the others are still read, instead of all waiting for one long step.
+    prompts = [system_prompt(i) * 4 for i in range(3)]
+
+    def read(**load):
+        with kolosal.Engine(model_path, n_ctx=4096, n_parallel=3, n_threads=1, seed=1, **load) as e:
+            n = sum(len(e.tokenize(p)) for p in prompts)
+            before = e.stats()["decode_calls"]
+            # max_tokens 1: the answer is sampled from the prompt's last step, no further decode.
+            answers = [g.wait().tokens for g in e.generate_many(prompts, max_tokens=1, temperature=0)]
+            return n, e.stats()["decode_calls"] - before, answers
+
+    n, steps, chunked = read()
+    assert n > 2 * 512
+    assert steps == math.ceil(n / 512)
+    n_whole, steps_whole, whole = read(n_batch=2048)
+    assert (n_whole, steps_whole) == (n, 1)
+    # Reading in chunks gives the same answers.
+    assert chunked == whole

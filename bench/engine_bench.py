@@ -96,7 +96,7 @@ def main() -> None:
     ref1, ours1, ref8, ours8 = [], [], [], []
     with kolosal.Engine(model, n_ctx=1024, n_parallel=1, n_threads=args.threads, n_gpu_layers=NGL) as single, \
             kolosal.Engine(model, n_ctx=npl * (n_prompt + n_gen + 256), n_parallel=npl, n_threads=args.threads,
-                           n_gpu_layers=NGL) as multi:
+                           n_gpu_layers=NGL, n_batch=2048) as multi:  # all prompts in one step, as llama-batched-bench
         single.complete("warm up", max_tokens=8, ignore_eos=True)
         multi.complete("warm up", max_tokens=8, ignore_eos=True)
         for rep in range(args.repeat):

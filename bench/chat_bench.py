@@ -91,6 +91,7 @@ class Outcome:
     cpu_s: float = 0.0       # CPU time the server process used during the workload
     rounds: List[float] = field(default_factory=list)   # total time of each round
     cpu_rounds: List[float] = field(default_factory=list)
+    load: List[float] = field(default_factory=list)   # 1-minute load average before and after each round
 
     def merge(self, other: "Outcome") -> None:
         """Pool another round: TTFTs and tokens add up, the total is the median round."""
@@ -105,6 +106,7 @@ class Outcome:
         self.cached_tokens += other.cached_tokens
         self.completion_tokens += other.completion_tokens
         self.errors += other.errors
+        self.load += other.load
 
 
 def stream_chat(client: httpx.Client, server: servers.Server, messages: list, max_tokens: int):
@@ -191,8 +193,10 @@ def measure(kind: str, model: str, n_conv: int, slots: int, args, workdir: Path,
         with servers.client() as client:
             stream_chat(client, server, [{"role": "user", "content": "Say hello."}], 4)
         cpu0 = server.cpu_s()
+        load0 = os.getloadavg()[0]
         outcome = run_workload(server, n_conv, args.turns, args.max_tokens, args.system_words, run_id)
         outcome.cpu_s = server.cpu_s() - cpu0
+        outcome.load = [load0, os.getloadavg()[0]]
         if outcome.errors:
             print(f"{kind}: {len(outcome.errors)} conversation(s) failed, first: {outcome.errors[0]}\n"
                   f"server log tail:\n{server.log_tail()}", file=sys.stderr)
@@ -206,7 +210,8 @@ def describe(kind: str, n_conv: int, slots: int, o: Outcome, args) -> str:
     line = (f"  {kind:12s} {n_conv:3d} conversations / {slots} slots: total {o.total_s:6.1f} s, "
             f"TTFT p50 {quantile(o.ttft, .5) * 1000:6.0f} ms p90 {quantile(o.ttft, .9) * 1000:6.0f} ms "
             f"(turn 1 p50 {quantile(first, .5) * 1000:.0f} ms, later turns p50 {quantile(later, .5) * 1000:.0f} ms), "
-            f"cached {cached_share(o):.0%} of {o.prompt_tokens} prompt tokens, server CPU {o.cpu_s:.1f} s")
+            f"cached {cached_share(o):.0%} of {o.prompt_tokens} prompt tokens, server CPU {o.cpu_s:.1f} s, "
+            f"load average {' -> '.join(f'{x:.1f}' for x in o.load)}")
     if wrong_len:
         line += f"; {len(wrong_len)} answers not {args.max_tokens} tokens: {sorted(set(wrong_len))}"
     if o.errors:
@@ -227,7 +232,7 @@ def table(results: Dict[tuple, Dict[str, Outcome]], kinds: List[str], args) -> s
         head.append("speed (llama-server s / kolosal s)")
     names = " / ".join(kinds)
     head += [f"TTFT p50 ms ({names})", f"TTFT p90 ms ({names})", f"cached prompt tokens ({names})",
-             f"server CPU s ({names})"]
+             f"server CPU s ({names})", "load average"]
     if both:
         head.append("goal met")
     rows = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---:"] * len(head)) + " |"]
@@ -242,6 +247,8 @@ def table(results: Dict[tuple, Dict[str, Outcome]], kinds: List[str], args) -> s
         cells.append(" / ".join(f"{quantile(res[k].ttft, .9) * 1000:.0f}" for k in kinds))
         cells.append(" / ".join(f"{cached_share(res[k]):.0%}" for k in kinds))
         cells.append(" / ".join(f"{res[k].cpu_s:.1f}" for k in kinds))
+        loads = [x for k in kinds for x in res[k].load]
+        cells.append(f"{min(loads):.1f}-{max(loads):.1f}" if loads else "")
         if both:
             ok = (ref.total_s / ours.total_s >= 1.0 and quantile(ours.ttft, .9) <= quantile(ref.ttft, .9)
                   and not ours.errors)

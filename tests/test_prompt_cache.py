@@ -178,10 +178,10 @@ def test_prompts_arriving_together_are_read_one_ubatch_per_step(model_path):
     # A step reads at most n_batch prompt tokens, by default 512 (one n_ubatch): of
     # conversations that arrive together the first is answered, and goes on generating,
     # while the others are still read, instead of all waiting for one long step.
-    prompts = [system_prompt(i) * 4 for i in range(3)]
+    prompts = [system_prompt(i) * 3 for i in range(2)]
 
     def read(**load):
-        with kolosal.Engine(model_path, n_ctx=4096, n_parallel=3, n_threads=1, seed=1, **load) as e:
+        with kolosal.Engine(model_path, n_ctx=2048, n_parallel=2, seed=1, **load) as e:
             n = sum(len(e.tokenize(p)) for p in prompts)
             before = e.stats()["decode_calls"]
             # max_tokens 1: the answer is sampled from the prompt's last step, no further decode.
@@ -189,7 +189,7 @@ def test_prompts_arriving_together_are_read_one_ubatch_per_step(model_path):
             return n, e.stats()["decode_calls"] - before, answers
 
     n, steps, chunked = read()
-    assert n > 2 * 512
+    assert n > 512
     assert steps == math.ceil(n / 512)
     n_whole, steps_whole, whole = read(n_batch=2048)
     assert (n_whole, steps_whole) == (n, 1)

@@ -86,9 +86,6 @@ bool reachable(const std::string & endpoint, int timeout_ms) {
 }
 #endif
 
-// ggml's abort hook. A lost worker fails the engines using it and parks this
-// thread (ggml's connection thread: returning would abort the process, and
-// nothing it was sending can complete). Any other abort: ggml's default.
 // Records `lost` as lost for good and fails every engine using one of them.
 // Called with g_mutex held.
 void fail_engines(const std::vector<std::string> & lost, const std::string & what) {

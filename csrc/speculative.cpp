@@ -3,6 +3,7 @@
 #include "batch.h"
 #include "errors.h"
 #include "model_file.h"
+#include "prompt_cache.h"
 
 #include "common.h"
 #include "ngram-map.h"
@@ -160,8 +161,7 @@ void Speculator::draft_with_model(std::vector<DraftJob *> & jobs) {
         const auto & history = *j->history;
         if (history.size() + size_t(j->n_max) + 2 > n_ctx_seq) continue;
         // Keep what the draft sequence shares with the slot's; the rest and `last` are decoded.
-        size_t keep = 0;
-        while (keep < cache.size() && keep < history.size() && cache[keep] == history[keep]) ++keep;
+        size_t keep = common_prefix(cache, history);
         if (!llama_memory_seq_rm(mem, j->seq, llama_pos(keep), -1)) {
             llama_memory_seq_rm(mem, j->seq, -1, -1);
             keep = 0;

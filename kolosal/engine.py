@@ -6,7 +6,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Union
 
 import numpy as np
 
@@ -177,17 +177,17 @@ def _native_params(params: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-_SAMPLER_LETTERS = {"d": "dry", "k": "top_k", "p": "top_p", "m": "min_p", "y": "typ_p", "t": "temperature",
+SAMPLER_LETTERS = {"d": "dry", "k": "top_k", "p": "top_p", "m": "min_p", "y": "typ_p", "t": "temperature",
                     "x": "xtc", "s": "top_n_sigma", "e": "penalties", "a": "adaptive_p"}
 
 
 def _sampler_names(value: Any) -> List[str]:
     if isinstance(value, str):
-        unknown = [c for c in value if c not in _SAMPLER_LETTERS]
+        unknown = [c for c in value if c not in SAMPLER_LETTERS]
         if unknown:
             raise InvalidParameterError(f"invalid 'samplers': unknown sampler letter '{unknown[0]}' (known: "
-                                        f"{''.join(_SAMPLER_LETTERS)})", "samplers")
-        return [_SAMPLER_LETTERS[c] for c in value]
+                                        f"{''.join(SAMPLER_LETTERS)})", "samplers")
+        return [SAMPLER_LETTERS[c] for c in value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value):
         raise InvalidParameterError("invalid 'samplers': expected a list of sampler names", "samplers")
     return list(value)
@@ -387,6 +387,16 @@ def _finished(gen: Generation) -> Generation:
     if gen.finish_reason == "error":
         raise gen.exception()
     return gen
+
+
+def _mark_closed_workers(endpoints: List[str], states: Dict[str, Set[str]]) -> List[str]:
+    """The RPC workers among ``endpoints`` that closed this process's
+    connection (``states``: from ``connection_states``), marked lost: the
+    engines using them fail now and the addresses are refused until restart."""
+    gone = [e for e in endpoints if "CLOSE_WAIT" in states[e]]
+    if gone:
+        _native.rpc_mark_lost(gone, "closed its connection (stopped or restarted)")
+    return gone
 
 
 class Engine:
@@ -594,9 +604,8 @@ class Engine:
         # reused, and a probe would only queue behind it on the worker.
         version = _native.rpc_protocol_version()
         states = connection_states(endpoints)
-        gone = [e for e in endpoints if "CLOSE_WAIT" in states[e]]
+        gone = _mark_closed_workers(endpoints, states)
         if gone:
-            _native.rpc_mark_lost(gone, "closed its connection (stopped or restarted)")
             raise WorkerUnreachableError(f"the RPC worker {gone[0]} closed this server's connection (stopped or "
                                          f"restarted); it can be used again after a server restart")
         for e in endpoints:
@@ -618,10 +627,7 @@ class Engine:
         when it next sends there, and a load or close would wait for good."""
         if not self.rpc_servers or self._native.failure:
             return
-        states = connection_states(self.rpc_servers)
-        gone = [e for e in self.rpc_servers if "CLOSE_WAIT" in states[e]]
-        if gone:
-            _native.rpc_mark_lost(gone, "closed its connection (stopped or restarted)")
+        _mark_closed_workers(self.rpc_servers, connection_states(self.rpc_servers))
 
     @property
     def failure(self) -> Optional[str]:

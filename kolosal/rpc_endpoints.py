@@ -14,7 +14,7 @@ import struct
 import time
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-__all__ = ["parse_endpoint", "is_private_host", "check_endpoints", "unreachable", "handshake", "connection_states"]
+__all__ = ["parse_endpoint", "is_private_host", "check_endpoints", "handshake", "connection_states"]
 
 # llama.cpp's RPC HELLO: command byte 14, the request's size (u64) and 24
 # bytes of transport capabilities (zeros: plain TCP); the answer is its size
@@ -82,17 +82,6 @@ def check_endpoints(endpoints: Sequence[str], allow_public: bool = False, resolv
                     f"workers must stay on a private network (set allow_public_rpc: true to accept it anyway)")
         out.append(norm)
     return out
-
-
-def unreachable(endpoint: str, timeout: float) -> Optional[str]:
-    """None if a TCP connection to ``endpoint`` opens within ``timeout``
-    seconds, else why not."""
-    host, port = parse_endpoint(endpoint)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as e:
-        return e.strerror or type(e).__name__
 
 
 def _recv_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:

@@ -49,16 +49,16 @@ def resolve_config(args: argparse.Namespace) -> ConfigFile:
         cfg.logging.level = "WARNING" if args.log_level == "WARN" else args.log_level
     if args.api_key:
         cfg.auth.api_keys.extend(args.api_key)
+    # --models and --cluster files resolve paths against the config's install root, or (no config) their own
+    root = args.root or (cfg.server.root_dir if args.config else None)
     if args.models:
-        # its paths resolve against the config's install root, or (no config) the models file's own
-        cfg.models.extend(read_models_file(args.models, args.root or (cfg.server.root_dir if args.config else None)))
+        cfg.models.extend(read_models_file(args.models, root))
     for model_id, path in args.model:
         cfg.models.append(model_entry(model_id, path))
     if errors:
         raise ConfigError(errors)
     if args.cluster or args.instance or cfg.instance:
         from ..cluster.spec import apply_cluster, load_cluster
-        root = args.root or (cfg.server.root_dir if args.config else None)  # as for --models
         apply_cluster(cfg, load_cluster(args.cluster, root) if args.cluster else None, args.instance)
     check_model_files(cfg)
     check_security(cfg)

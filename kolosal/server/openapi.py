@@ -277,11 +277,12 @@ def build_openapi(app: Flask, version: str) -> Dict[str, Any]:
     schemas.update(error.pop("$defs", {}))
     schemas["Error"] = error
     n_vocab, names = _vocabulary(app), _model_names(app)
+    n_lora, n_slots = _lora_adapters(app), _slots(app)
     dims = set(_loaded_metadata(app, "n_embd"))
     for m in models:
         if (m, "validation") in keys and any(spec.request is m for _, _, spec in ops):
             name = keys[(m, "validation")]["$ref"].rsplit("/", 1)[1]
-            _state_limits(schemas[name], lim, n_vocab, names, _lora_adapters(app), _slots(app))
+            _state_limits(schemas[name], lim, n_vocab, names, n_lora, n_slots)
             if len(dims) == 1:  # embeddings: only the model's own size (no reduced dimensions)
                 for b in _of_type(schemas[name].get("properties", {}).get("dimensions"), "integer"):
                     b["enum"] = sorted(dims)

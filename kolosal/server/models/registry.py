@@ -72,6 +72,11 @@ class EngineRecord:
     load_progress: Optional[LoadProgress] = None  # of the current or last load
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def is_loaded(self) -> bool:
+        """Whether its model is loaded now."""
+        return self.state == LOADED and self.engine is not None
+
     def check_failure(self) -> None:
         """A loaded engine that failed for good (it lost an RPC worker) leaves:
         the record goes to ``error`` with code ``worker_unreachable``; a later
@@ -205,7 +210,7 @@ class EngineRegistry:
 
     def loaded(self) -> List[EngineRecord]:
         """The records whose model is loaded now."""
-        return [r for r in self.records() if r.state == LOADED and r.engine is not None]
+        return [r for r in self.records() if r.is_loaded]
 
     # -- loading -------------------------------------------------------------
     def estimate(self, rec: EngineRecord) -> int:
@@ -239,7 +244,7 @@ class EngineRegistry:
             rec.lock.release()
 
     def _load_locked(self, rec: EngineRecord) -> Engine:
-        if rec.state == LOADED and rec.engine is not None:
+        if rec.is_loaded:
             return rec.engine
         rec.state, rec.error, rec.error_code = LOADING, None, None
         rec.load_progress = LoadProgress()

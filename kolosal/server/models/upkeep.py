@@ -59,11 +59,10 @@ class ModelUpkeep:
         if keep:
             period = min(self.policy.poll_seconds, max(keep / 4, 0.05))
         now = time.time()
-        loaded = {id(r) for r in self.registry.loaded()}
         for rec in self.registry.records():
             if rec.keep_alive is None or rec.keep_alive < 0:
                 continue
-            if id(rec) in loaded and rec.last_used is not None:
+            if rec.is_loaded and rec.last_used is not None:
                 period = min(period, max(rec.last_used + rec.keep_alive - now, 0.0) + 0.05)
             else:  # its own keep-alive applies again once something loads it
                 period = min(period, self.policy.poll_seconds)

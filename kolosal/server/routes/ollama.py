@@ -138,7 +138,7 @@ def ps():  # type: ignore[no-untyped-def]
     state = get_state()
     keep = state.config.inference.keep_alive_seconds
     return jsonify(PsResponse(models=[running(r, keep) for r in state.registry.records()
-                                      if r.state == LOADED and r.engine is not None]).wire())
+                                      if r.is_loaded]).wire())
 
 
 @api_route(bp, "/api/show", ["POST"], summary="Describe a model (Ollama)", request_model=ShowRequest,

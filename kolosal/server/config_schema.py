@@ -301,7 +301,6 @@ class LoraAdapter(_Section):
 KvCacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 
 
-
 # What /openapi.json says of rpc_servers: host:port with a port of 1-65535, a
 # host that is a loopback or private IPv4 address or a name (checked when the
 # model loads), no endpoint twice. The validator below gives the messages.
@@ -317,6 +316,7 @@ def _rpc_servers_schema(schema: Dict[str, Any]) -> None:
         if branch.get("type") == "array":
             branch["items"] = {"type": "string", "pattern": RPC_ENDPOINT_PATTERN}
             branch["uniqueItems"] = True
+
 
 class LoadParams(_Section):
     n_ctx: Optional[int] = Field(None, ge=0)

@@ -1,6 +1,7 @@
 """Bases and JSON Schema helpers shared by every request and response model."""
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, Dict, Tuple
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer, model_validator
@@ -50,18 +51,12 @@ class Strict(BaseModel):
         return self
 
 
-_DEFAULTED: Dict[type, Tuple[Tuple[str, Any], ...]] = {}
-
-
+@functools.cache
 def _with_defaults(cls: type) -> Tuple[Tuple[str, Any], ...]:
     """The optional fields of ``cls`` whose default is not ``None`` (a value or a
     factory), found once per model rather than on every request."""
-    found = _DEFAULTED.get(cls)
-    if found is None:
-        found = _DEFAULTED[cls] = tuple(
-            (name, info) for name, info in cls.model_fields.items()  # type: ignore[attr-defined]
-            if not info.is_required() and (info.default_factory is not None or info.default is not None))
-    return found
+    return tuple((name, info) for name, info in cls.model_fields.items()  # type: ignore[attr-defined]
+                 if not info.is_required() and (info.default_factory is not None or info.default is not None))
 
 
 class Lenient(BaseModel):

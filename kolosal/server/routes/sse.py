@@ -2,7 +2,6 @@
 mid-stream as an error event, and cancellation when the stream is closed."""
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -12,7 +11,7 @@ from ...engine import Generation
 from ..errors import ApiError, from_engine_error
 from ..monitoring import current_track
 from ..protocol.base import Reply
-from ..serving.common import typed_event
+from ..serving.common import dumps, typed_event
 from ..serving.runner import ClientGone, cancel_all
 
 log = logging.getLogger("kolosal.server.sse")
@@ -22,14 +21,19 @@ DONE = "data: [DONE]\n\n"
 
 
 def event(obj: Any) -> str:
-    return "data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+    return _frame(dumps(obj))
+
+
+def _frame(text: str) -> str:
+    """One ``data:`` event holding ``text`` (JSON already written)."""
+    return "data: " + text + "\n\n"
 
 
 def data_events(chunks: Iterator[Union[None, Reply, str]], done: bool = True) -> Iterator[str]:
     """Each chunk (a reply, or its JSON text) as a ``data:`` event, ``None`` as
     a keep-alive comment, then ``[DONE]``."""
     for c in chunks:
-        yield PING if c is None else "data: " + c + "\n\n" if isinstance(c, str) else event(c.wire())
+        yield PING if c is None else _frame(c) if isinstance(c, str) else event(c.wire())
     if done:
         yield DONE
 

@@ -26,7 +26,7 @@ from ..protocol.anthropic.messages import (ContentBlockDelta, ContentBlockStart,
                                            ToolResultBlock, ToolUseBlock, ToolUseOut, UnsupportedBlock)
 from ..protocol.openai.chat import ChatCompletionRequest
 from .chat import ChatRun, plan_chat, start_chat
-from .common import Spliced, cut_short_answer, typed_event
+from .common import Spliced, typed_event
 from .runner import Watch
 
 # HTTP status -> Anthropic's error type
@@ -137,7 +137,7 @@ def chat_request(req: Union[MessagesRequest, CountTokensRequest]) -> ChatComplet
     if tc is not None and tc.type != "none" and not req.tools:
         raise ApiError(400, "'tool_choice' may only be given with 'tools'.", param="tool_choice",
                        code="invalid_value")
-    if tc is not None and (req.tools or tc.type != "none"):
+    if tc is not None and req.tools:
         body["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}.get(tc.type) or \
             {"type": "function", "function": {"name": tc.name}}
         # one call per answer unless parallel calls are asked for explicitly (small models repeat calls)
@@ -215,8 +215,6 @@ class MessageRun:
             blocks.append(ThinkingOut(thinking=choice.message.reasoning_content))
         text = choice.message.content
         calls = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
-        if text and not calls and choice.finish_reason == "length" and self.chat.plan.rendered.generic_tools:
-            text, calls = cut_short_answer(text)
         if text:
             blocks.append(TextOut(text=text))
         for name, arguments in calls:

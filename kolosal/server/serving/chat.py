@@ -231,18 +231,12 @@ class ChatRun:
                 pending = []
             yield i, {}, finish_reason(g), logprobs(pending)
 
-    def chunks(self, w: Watch) -> Iterator[Optional[ChatCompletionChunk]]:
-        """The streamed answer, choice after choice; ``None`` marks a while
-        without output (a keep-alive for the transport)."""
-        for p in self._parts(w):
-            yield None if p is None else self._delta(*p)
-        if include_usage(self.req):
-            yield self._chunk([], usage=usage(self.gens))
-
     def texts_or_chunks(self, w: Watch) -> Iterator[Union[None, str, ChatCompletionChunk]]:
-        """:meth:`chunks` for the dialects that stream one choice in their own
-        events: a delta of text alone (no logprobs, no finish), most of a
-        stream, comes as that text, without a chunk built for it."""
+        """The streamed answer's chunks, choice after choice, for the dialects
+        that stream one choice in their own events (``None`` marks a while
+        without output: a keep-alive for the transport). A delta of text alone
+        (no logprobs, no finish), most of a stream, comes as that text, without
+        a chunk built for it."""
         for p in self._parts(w):
             if p is None:
                 yield None
@@ -253,7 +247,7 @@ class ChatRun:
             yield self._chunk([], usage=usage(self.gens))
 
     def events(self, w: Watch) -> Iterator[Optional[str]]:
-        """:meth:`chunks` as their JSON text (``None``: keep-alive). A text delta
+        """The streamed answer's chunks as their JSON text (``None``: keep-alive). A text delta
         without logprobs, most of a stream, is spliced into its choice's chunk
         serialized once: the same bytes without building and dumping a model
         per token."""

@@ -32,7 +32,7 @@ from ..protocol.openai.completions import CompletionRequest
 from ..protocol.openai.embeddings import EmbeddingRequest
 from ..state import ServerState
 from .chat import ChatRun, start_chat
-from .common import Spliced, cut_short_answer, dumps
+from .common import Spliced, dumps
 from .completions import CompletionRun, start_completion
 from .embeddings import create_embeddings
 from .runner import Watch, finish_reason, usage
@@ -266,8 +266,6 @@ class OllamaRun:
         m = answer.choices[0].message
         text = m.content or ""
         named = [(c.function.name, c.function.arguments) for c in m.tool_calls or []]
-        if text and not named and answer.choices[0].finish_reason == "length" and self.chat.plan.rendered.generic_tools:
-            text, named = cut_short_answer(text)
         calls = [OutToolCall(function=OutFunction(name=name, arguments=_arguments(args))) for name, args in named]
         lps = _logprobs(answer.choices[0].logprobs.model_dump()) if answer.choices[0].logprobs else None
         return self._out(text, True, m.reasoning_content, calls, lps, **self._timings())

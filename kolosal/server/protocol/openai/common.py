@@ -5,6 +5,7 @@ from typing import Annotated, Dict, List, Literal, Optional, TypeVar, Union
 
 from pydantic import Field
 
+from ....engine import SAMPLER_LETTERS
 from ..base import Reply, Strict
 
 T = TypeVar("T")
@@ -75,7 +76,7 @@ class SamplingFields(Strict):
     min_keep: Optional[int] = Field(None, ge=0, le=INT32_MAX)
     # the sampler chain in order, by name (penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc,
     # temperature) or as llama-server's letters ("edskypmxt")
-    samplers: Optional[Union[List[SamplerName], Annotated[str, Field(pattern=r"^[dkpmytxsea]+$")]]] = None
+    samplers: Optional[Union[List[SamplerName], Annotated[str, Field(pattern=f"^[{''.join(SAMPLER_LETTERS)}]+$")]]] = None
     cache_prompt: Optional[bool] = None  # false: no cached prefix is reused
     id_slot: Optional[int] = Field(None, ge=-1, le=INT32_MAX)  # run in this slot (-1: any); /openapi.json states the slots
     t_max_predict_ms: Optional[int] = Field(None, ge=0, le=INT32_MAX)  # stop this long after the first token

@@ -14,7 +14,7 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator
 
 import httpx
 import pytest
@@ -87,12 +87,6 @@ def slots_busy(backend: LiveServer) -> int:
     return next(e["slots_busy"] for e in report["per_engine"] if e["engine_id"] == MODEL_ID)
 
 
-def access_lines(backend: LiveServer) -> List[dict]:
-    """The backend's access log (status >= 0 lines only come after the body was sent)."""
-    path = backend.config_path.parent / "logs" / "kolosal.log"
-    return [x for x in map(json.loads, path.read_text().splitlines()) if x["component"] == "access"]
-
-
 def test_nginx_accepts_the_shipped_files(tls, tmp_path):
     nginx = Nginx(tmp_path)
     render_site(tmp_path / "conf.d", tls, free_port(), free_port(), [free_port(), free_port()])
@@ -136,12 +130,7 @@ def test_server_sees_the_client_and_https_through_nginx(proxy, tls, backend):
     with httpx.Client(verify=tls["context"], timeout=30) as c:
         r = c.get(proxy + "/v1/models", headers={"X-Request-ID": "through-nginx"})
     assert r.status_code == 200
-    for _ in range(100):  # the access line is written once the body has left, which may be after it arrived
-        found = [x for x in access_lines(backend) if x["request_id"] == "through-nginx"]
-        if found:
-            break
-        time.sleep(0.05)
-    [line] = found
+    [line] = backend.access_lines(lambda x: x["request_id"] == "through-nginx", 1)
     assert line["scheme"] == "https" and line["client"] == "127.0.0.1" and line["path"] == "/v1/models"
 
 
@@ -206,7 +195,8 @@ def test_clients_behind_nginx_get_separate_rate_limit_buckets(proxy, tls, backen
         assert refused.json()["error"]["type"]
         assert [second.get("/v1/models").status_code for _ in range(LIMIT)] == [200] * LIMIT
         assert second.get("/v1/models").status_code == 429
-    clients = {x["client"] for x in access_lines(backend) if x["status"] == 429}
+    # three refusals: two to the first client, one to the second
+    clients = {x["client"] for x in backend.access_lines(lambda x: x["status"] == 429, 3)}
     assert clients == {"127.0.0.2", "127.0.0.3"}
 
 

@@ -3,6 +3,7 @@
 the real SmolLM2 model with n_ctx 2048 and 4 slots."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -69,6 +70,19 @@ class LiveServer:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         return stop_process(self.proc, sig, timeout)
+
+    def access_lines(self, where: Callable[[dict], bool], count: int, timeout: float = 30) -> List[dict]:
+        """The access lines of its log (under ``logs/`` beside its config) for which ``where`` holds, once
+        ``count`` are written (a line is written when its response has been sent, so it may trail the
+        client's read by a moment) or ``timeout`` seconds have passed."""
+        path = self.config_path.parent / "logs" / "kolosal.log"
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            mine = [x for x in lines if x["component"] == "access" and where(x)]
+            if len(mine) >= count or time.monotonic() > deadline:
+                return mine
+            time.sleep(0.05)
 
 
 def start_server(config: Dict[str, object], tmp: Path, extra_args: Optional[List[str]] = None,

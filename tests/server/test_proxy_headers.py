@@ -4,9 +4,7 @@ networks) only. The clients connect from different loopback addresses
 (127.0.0.1 trusted, 127.0.0.5 trusted through a network, 127.0.0.2 not)."""
 from __future__ import annotations
 
-import json
 import signal
-import time
 from typing import Dict, Iterator, List
 
 import httpx
@@ -47,16 +45,8 @@ def _codes(c: httpx.Client, n: int, headers: Dict[str, str]) -> List[int]:
 
 
 def _access_lines(server: LiveServer, prefix: str, count: int) -> List[dict]:
-    """The access lines whose request id starts with ``prefix``, once ``count`` are written (a line is
-    written when its response has been sent, so it may trail the client's read by a moment)."""
-    path = server.config_path.parent / "logs" / "kolosal.log"
-    deadline = time.monotonic() + 30
-    while True:
-        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        mine = [x for x in lines if x["component"] == "access" and str(x["request_id"]).startswith(prefix)]
-        if len(mine) >= count or time.monotonic() > deadline:
-            return mine
-        time.sleep(0.05)
+    """The access lines whose request id starts with ``prefix``, once ``count`` are written."""
+    return server.access_lines(lambda x: str(x["request_id"]).startswith(prefix), count)
 
 
 def test_five_forwarded_clients_get_five_buckets(proxied_server):

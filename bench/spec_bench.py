@@ -35,8 +35,8 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -89,32 +89,22 @@ def run(kind: str, mode: str, args: argparse.Namespace, workdir: Path) -> Dict[s
                     "max_tokens": args.max_tokens}
 
         http.post(srv.url + "/v1/chat/completions", json={**body(0), "max_tokens": 4}).raise_for_status()  # warm-up
-        results: List[Dict[str, Any]] = []
-        errors: List[BaseException] = []
-        lock = threading.Lock()
 
-        def client(i: int) -> None:
-            try:
-                with servers.client() as c:
-                    for _ in range(args.requests):
-                        r = c.post(srv.url + "/v1/chat/completions", json=body(i))
-                        r.raise_for_status()
-                        with lock:
-                            results.append(r.json())
-            except BaseException as e:  # reported after the run
-                errors.append(e)
+        def client(i: int) -> List[Dict[str, Any]]:
+            with servers.client() as c:
+                out = []
+                for _ in range(args.requests):
+                    r = c.post(srv.url + "/v1/chat/completions", json=body(i))
+                    r.raise_for_status()
+                    out.append(r.json())
+                return out
 
         cpu0 = srv.cpu_s()
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with ThreadPoolExecutor(args.clients) as pool:
+            results = [data for per_client in pool.map(client, range(args.clients)) for data in per_client]
         wall = time.perf_counter() - t0
         cpu = srv.cpu_s() - cpu0
-        if errors:
-            raise errors[0]
     tokens, decode_rates, drafted, accepted = 0, [], 0, 0
     for data in results:
         tokens += data["usage"]["completion_tokens"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from ..server.config import ConfigError, _read_naming, _resolve_models, install_root, validation_messages
+from ..server.config import ConfigError, read_models_document
 from ..server.config_schema import ClusterKeys, ConfigFile, ModelEntry
 
 
@@ -23,13 +23,8 @@ def load_cluster(path: Union[str, Path], root: Optional[Union[str, Path]] = None
     """The validated cluster file; ConfigError naming the file and the key otherwise. Model
     paths resolve against ``root`` (the instance's install root), else ``install_root(path)``
     (the file's folder, or the parent of a ``config`` folder), as for a models file."""
+    spec = read_models_document(path, ClusterSpec, root)
     path = Path(path).resolve()
-    data = _read_naming(path)
-    try:
-        spec = ClusterSpec.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError([f"{path}: {m}" for m in validation_messages(e)]) from None
-    _resolve_models(spec.models, Path(root).resolve() if root is not None else install_root(path), path)
     errors = [f"{path}: models[{i}]: '{m.model_id}' is served by no instance (model_distribution)"
               for i, m in enumerate(spec.models) if not any(m.model_id in ms for ms in
                                                             spec.model_distribution.values())]

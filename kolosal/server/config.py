@@ -18,16 +18,16 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Type, TypeVar, Union
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .config_schema import ConfigFile, ModelEntry, ModelsFile
 from .settings import normalise
 
-__all__ = ["ConfigError", "load_config", "read_models_file", "validation_messages", "format_loc", "check_model_files",
-           "ConfigFile", "ModelEntry", "clean_loc", "effective_config", "model_entry"]
+__all__ = ["ConfigError", "load_config", "read_models_file", "read_models_document", "validation_messages",
+           "format_loc", "check_model_files", "ConfigFile", "ModelEntry", "clean_loc", "effective_config", "model_entry"]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -176,17 +176,28 @@ def _resolve_models(models: List[ModelEntry], base: Path, source: Optional[Path]
             m.load_params.draft_model = _resolve(m.load_params.draft_model, base)
 
 
-def read_models_file(path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> List[ModelEntry]:
-    """Models from a ``models.json``/``.yaml`` file (``{"models": [...]}``); their
-    paths resolve against ``root`` (default: ``install_root(path)``)."""
+_WithModels = TypeVar("_WithModels", bound=BaseModel)  # a schema with a ``models`` list of ModelEntry
+
+
+def read_models_document(path: Union[str, Path], schema: Type[_WithModels],
+                         root: Optional[Union[str, Path]] = None) -> _WithModels:
+    """A file holding model entries (``models``), read (JSON or YAML) and validated
+    against ``schema``; ConfigError lines name the file. The entries' paths resolve
+    against ``root`` (default: ``install_root(path)``)."""
     path = Path(path).resolve()
     data = _read_naming(path)
     try:
-        models = ModelsFile.model_validate(data).models
+        doc = schema.model_validate(data)
     except ValidationError as e:
         raise ConfigError([f"{path}: {m}" for m in validation_messages(e)]) from None
-    _resolve_models(models, Path(root).resolve() if root is not None else install_root(path), path)
-    return models
+    _resolve_models(doc.models, Path(root).resolve() if root is not None else install_root(path), path)
+    return doc
+
+
+def read_models_file(path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> List[ModelEntry]:
+    """Models from a ``models.json``/``.yaml`` file (``{"models": [...]}``); their
+    paths resolve against ``root`` (default: ``install_root(path)``)."""
+    return read_models_document(path, ModelsFile, root).models
 
 
 def _root_of(cfg: ConfigFile, path: Optional[Path], root: Optional[Union[str, Path]]) -> Path:

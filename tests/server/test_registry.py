@@ -151,6 +151,26 @@ def test_idle_model_is_unloaded(model_path):
     reg.close_all()
 
 
+def test_unload_if_idle_with_keep_alive_zero(model_path):
+    """A model whose own keep-alive is 0 goes at once (Ollama's ``keep_alive: 0``), counted as an idle
+    unload, unless it is pinned or a request holds it; without a keep-alive it stays."""
+    reg = EngineRegistry()
+    reg.add("m", str(model_path), PARAMS)
+    reg.add("pinned", str(model_path), PARAMS, pinned=True)
+    reg.engine("pinned")
+    reg.engine("m", hold=True)
+    rec, pinned = reg.record("m"), reg.record("pinned")
+    assert not reg.unload_if_idle(rec, None)  # no keep-alive of its own, none given
+    rec.keep_alive = pinned.keep_alive = 0.0
+    assert not reg.unload_if_idle(rec, None) and rec.state == LOADED  # held by a request
+    reg.release("m")
+    assert not reg.unload_if_idle(pinned, None) and pinned.state == LOADED
+    assert reg.unload_if_idle(rec, None) and rec.state == REGISTERED
+    assert reg.counters.idle_unloads == 1
+    assert not reg.unload_if_idle(rec, None)  # already gone
+    reg.close_all()
+
+
 def test_sha256_checked_before_loading(model_path, tmp_path):
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
     reg = EngineRegistry()

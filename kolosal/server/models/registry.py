@@ -23,7 +23,7 @@ from ..._native import MemoryManager
 from ...engine import Engine, LoadProgress
 from ..errors import ApiError
 from .load_progress import ProgressLog
-from .memory_policy import MemoryPolicy, choose_victim, priority_rank
+from .memory_policy import MemoryPolicy, choose_victim, idle_too_long, priority_rank
 from .paths import file_sha256, file_stamp
 from .upkeep import ModelUpkeep
 
@@ -303,6 +303,20 @@ class EngineRegistry:
             rec.engine, rec.state = None, REGISTERED
             self.counters.unloads += 1
         log.info("unloaded %s (%s)", rec.engine_id, why)
+
+    def unload_if_idle(self, rec: EngineRecord, keep_alive_seconds: Optional[float],
+                       why: Optional[str] = None) -> bool:
+        """Unload the loaded ``rec`` if it has been idle past its own keep-alive, else
+        ``keep_alive_seconds`` (None: only the former), and is neither pinned nor serving
+        (``memory_policy.idle_too_long``); counted as an idle unload. Whether it went."""
+        if rec.state != LOADED or not idle_too_long(rec, keep_alive_seconds, time.time()):
+            return False
+        if why is None:
+            own = rec.keep_alive if rec.keep_alive is not None else keep_alive_seconds
+            why = f"idle for more than {own:g}s"
+        self.unload(rec, why)
+        self.counters.idle_unloads += 1
+        return True
 
     def load_all(self, ids: List[str]) -> None:
         """Load these models in priority order (high first); failures stay in the records."""

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Optional
 
-from .memory_policy import MemoryPolicy, idle_too_long
+from .memory_policy import MemoryPolicy
 from .paths import file_stamp
 
 if TYPE_CHECKING:
@@ -80,12 +80,8 @@ class ModelUpkeep:
 
     def unload_idle(self, keep: Optional[float]) -> None:
         """Unloads the models idle past their own keep-alive, else ``keep`` (None: only the former)."""
-        now = time.time()
         for rec in self.registry.loaded():
-            if idle_too_long(rec, keep, now):
-                own = rec.keep_alive if rec.keep_alive is not None else keep
-                self.registry.unload(rec, f"idle for more than {own:g}s")
-                self.registry.counters.idle_unloads += 1
+            self.registry.unload_if_idle(rec, keep)
 
     def reload_changed(self) -> None:
         for rec in self.registry.loaded():

@@ -416,9 +416,7 @@ def keep_alive_after(state: ServerState, engine_id: str, seconds: Optional[float
     if seconds is None or seconds < 0:
         return
     if seconds == 0:
-        if rec.state == LOADED and not rec.pinned and not rec.busy():
-            registry.unload(rec, "keep_alive 0")
-            registry.counters.idle_unloads += 1
+        registry.unload_if_idle(rec, None, why="keep_alive 0")
         return
     rec.last_used = max(rec.last_used or 0.0, time.time())  # idle from the end of this answer
     registry.upkeep.wake()

@@ -256,23 +256,27 @@ class MessageRun:
             open_kind = None
 
         text_events: Dict[int, Spliced] = {}  # per text block: its delta event, serialized once
+
+        def text_delta(text: str) -> Iterator[Union[StreamEvent, str]]:
+            """A text delta, opening a text block first when another kind (or none) is open."""
+            if open_kind != "text":
+                yield from open_block("text", TextOut(text=""))
+            spliced = text_events.get(index)
+            if spliced is None:
+                spliced = text_events[index] = Spliced(
+                    lambda text: typed_event(ContentBlockDelta(index=index, delta=TextDelta(text=text))))
+            if spliced.ok:
+                yield spliced.fill(text)
+            else:
+                yield ContentBlockDelta(index=index, delta=TextDelta(text=text))
+
         for chunk in self.chat.texts_or_chunks(w):
             if chunk is None:
                 yield None
                 continue
             if isinstance(chunk, str):
-                if not chunk:
-                    continue
-                if open_kind != "text":
-                    yield from open_block("text", TextOut(text=""))
-                spliced = text_events.get(index)
-                if spliced is None:
-                    spliced = text_events[index] = Spliced(
-                        lambda text: typed_event(ContentBlockDelta(index=index, delta=TextDelta(text=text))))
-                if spliced.ok:
-                    yield spliced.fill(chunk)
-                else:
-                    yield ContentBlockDelta(index=index, delta=TextDelta(text=chunk))
+                if chunk:
+                    yield from text_delta(chunk)
                 continue
             if chunk.usage is not None:
                 output_tokens = chunk.usage.completion_tokens
@@ -285,9 +289,7 @@ class MessageRun:
                         yield from open_block("thinking", ThinkingOut(thinking=""))
                     yield ContentBlockDelta(index=index, delta=ThinkingDelta(thinking=d.reasoning_content))
                 if d.content:
-                    if open_kind != "text":
-                        yield from open_block("text", TextOut(text=""))
-                    yield ContentBlockDelta(index=index, delta=TextDelta(text=d.content))
+                    yield from text_delta(d.content)
                 for tc in d.tool_calls or []:
                     if tc.id is not None:  # a call's first delta
                         yield from open_block("tool_use", ToolUseOut(id=_tool_id(), name=tc.function.name or "",

@@ -83,19 +83,27 @@ def run_together(engine, convs, **params):
     return gens
 
 
-def test_requests_in_flight_together_all_speculate(model_path):
-    # Fresh engines that see the same requests in the same order: a reused
-    # prompt prefix can change the last bits of the logits, so both must.
-    other = [{"role": "user", "content": "Name three colours."}]
+OTHER = [{"role": "user", "content": "Name three colours."}]
+
+
+@pytest.fixture(scope="module")
+def want_together(model_path):
+    """The greedy tokens of a fresh plain engine given (COPY, COPY2) together,
+    then (COPY, OTHER) together. The engines compared with it are fresh too and
+    see the same requests in the same order: a reused prompt prefix can change
+    the last bits of the logits."""
     with kolosal.Engine(model_path, **ENGINE) as plain:
-        want = [[g.tokens for g in run_together(plain, pair, **GREEDY)] for pair in ((COPY, COPY2), (COPY, other))]
+        return [[g.tokens for g in run_together(plain, pair, **GREEDY)] for pair in ((COPY, COPY2), (COPY, OTHER))]
+
+
+def test_requests_in_flight_together_all_speculate(model_path, want_together):
     with kolosal.Engine(model_path, spec_type="ngram", spec_ngram_n=3, n_draft=8, **ENGINE) as spec:
         before = spec.stats()
         first = run_together(spec, (COPY, COPY2), **GREEDY)
         after = spec.stats()
-        second = run_together(spec, (COPY, other), **GREEDY)
-    assert [g.tokens for g in first] == want[0]
-    assert [g.tokens for g in second] == want[1]
+        second = run_together(spec, (COPY, OTHER), **GREEDY)
+    assert [g.tokens for g in first] == want_together[0]
+    assert [g.tokens for g in second] == want_together[1]
     # Both copying requests had proposals accepted although they ran together,
     # and their tokens took fewer decode calls than the longer one's tokens
     # would without speculation (one call per token).
@@ -143,12 +151,10 @@ def test_stop_strings_max_tokens_and_logprobs_beside_other_speculating_requests(
     assert all(len(x.top) == 2 and x.top[0].token == x.token for x in lp.logprobs)
 
 
-def test_draft_model_drafts_for_every_slot(model_path):
-    with kolosal.Engine(model_path, **ENGINE) as plain:
-        want = [g.tokens for g in run_together(plain, (COPY, COPY2), **GREEDY)]
+def test_draft_model_drafts_for_every_slot(model_path, want_together):
     with kolosal.Engine(model_path, draft_model=model_path, n_draft=4, **ENGINE) as spec:
         got = run_together(spec, (COPY, COPY2), **GREEDY)
-    assert [g.tokens for g in got] == want
+    assert [g.tokens for g in got] == want_together[0]
     for g in got:
         assert g.timings["draft_n_accepted"] > 0
 

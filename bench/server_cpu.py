@@ -21,7 +21,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -55,30 +54,26 @@ def workload(url: str, requests: int, conversations: int, turns: int, max_tokens
     """Returns (completion tokens, requests) the workload asked for."""
     client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
     topics = ["rivers", "bread", "clocks", "bridges", "owls", "glass", "tides", "maps"]
-    lock = threading.Lock()
-    done = [0, 0]
 
-    def single(i: int) -> None:
-        _, n = stream_chat(client, [{"role": "user", "content": f"Tell me about {topics[i % len(topics)]} ({i})."}],
-                           max_tokens)
-        with lock:
-            done[0] += n
-            done[1] += 1
+    def single(i: int) -> int:
+        return stream_chat(client, [{"role": "user", "content": f"Tell me about {topics[i % len(topics)]} ({i})."}],
+                           max_tokens)[1]
 
-    def conversation(i: int) -> None:
+    def conversation(i: int) -> List[int]:
+        """The completion tokens of each turn."""
         history = [{"role": "system", "content": f"You are a patient guide to {topics[i % len(topics)]}."}]
+        counts = []
         for t in range(turns):
             history.append({"role": "user", "content": f"Question {t + 1}: tell me one more thing."})
             text, n = stream_chat(client, history, max_tokens)
             history.append({"role": "assistant", "content": text})
-            with lock:
-                done[0] += n
-                done[1] += 1
+            counts.append(n)
+        return counts
 
     with ThreadPoolExecutor(parallel) as pool:
-        list(pool.map(single, range(requests)))
-        list(pool.map(conversation, range(conversations)))
-    return done[0], done[1]
+        counts = list(pool.map(single, range(requests)))  # completion tokens per request
+        counts += [n for ns in pool.map(conversation, range(conversations)) for n in ns]
+    return sum(counts), len(counts)
 
 
 def one_run(args: argparse.Namespace) -> Dict[str, float]:

@@ -205,3 +205,49 @@ def test_logprobs_when_included(oai):
     assert [lp.token for lp in streamed] == [lp.token for lp in done.logprobs] == [lp.token for lp in part.logprobs]
     plain = oai.responses.create(model=MODEL_ID, input="Say hi.", max_output_tokens=2)
     assert plain.output[0].content[0].logprobs == []
+
+
+def _final(oai, **kw: Any) -> Any:
+    """The streamed answer's last event's response (the SDK's get_final_response() has none for
+    response.incomplete)."""
+    with oai.responses.stream(**kw) as stream:
+        events = list(stream)
+    return events[-1].response
+
+
+def _items(r: Any) -> List[Any]:
+    return [(o.type, o.status, getattr(o, "name", None), getattr(o, "arguments", None),
+             o.content[0].text if o.type == "message" else None) for o in r.output]
+
+
+@pytest.mark.parametrize("limit", [6, 28])
+def test_tool_call_cut_short_by_max_output_tokens(oai, limit):
+    """A forced call cut off by max_output_tokens (before its name, or in its arguments):
+    status incomplete for the max_output_tokens reason, no text made of the server's own
+    JSON answer form, the call as far as it went (an incomplete function_call item), and
+    the same output streamed or not (as chat completions, Anthropic and Ollama answer)."""
+    kw: Dict[str, Any] = dict(model=MODEL_ID, input="What is the weather in Paris?", tools=[WEATHER],
+                              tool_choice={"type": "function", "name": "get_weather"},
+                              max_output_tokens=limit, temperature=0)
+    whole = oai.responses.create(**kw)
+    final = _final(oai, **kw)
+    for r in (whole, final):
+        assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+        assert r.usage.output_tokens == limit
+        assert "tool_calls" not in r.output_text and "{" not in r.output_text, r.output
+        assert all(o.status == "incomplete" for o in r.output), r.output
+    assert _items(whole) == _items(final)
+    chat = oai.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[{"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=limit, temperature=0)
+    assert chat.choices[0].finish_reason == "length"
+    calls = [o for o in whole.output if o.type == "function_call"]
+    assert [(c.name, c.arguments) for c in calls] == \
+        [(c.function.name, c.function.arguments) for c in chat.choices[0].message.tool_calls or []]
+    assert whole.output_text == (chat.choices[0].message.content or "")
+    if limit > 6:  # far enough for the name: the call begun, its arguments as generated
+        (call,) = calls
+        assert call.name == "get_weather" and call.call_id and call.arguments.startswith("{")
+        with pytest.raises(ValueError):
+            json.loads(call.arguments)

@@ -21,7 +21,7 @@ from ..protocol.openai.responses import (EVENT_TYPES, FunctionCallItem, Function
                                          InputRefusal, MessageItem, OutputFunctionCall, OutputItem, OutputMessage,
                                          OutputText, ReasoningItem, Response, ResponseRequest, ResponseUsage,
                                          StreamEvent)
-from .chat import ChatPlan, StreamDeltas, assistant_message, plan_chat
+from .chat import ChatPlan, ChatRun, StreamDeltas, plan_chat
 from .common import new_id, now
 from .runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
 
@@ -194,37 +194,44 @@ def start_response(engine: Engine, req: ResponseRequest, chat_req: ChatCompletio
     except BaseException:
         cancel_all(gens)
         raise
-    return ResponseRun(req, plan, gens)
+    return ResponseRun(req, ChatRun(chat_req, plan, gens))
 
 
 @dataclass
 class ResponseRun:
-    """The generation of one Responses request, and its answer."""
+    """The generation of one Responses request (a chat run), and its answer."""
 
     req: ResponseRequest
-    plan: ChatPlan
-    gens: List[Generation]
+    chat: ChatRun
     id: str = field(default_factory=lambda: new_id("resp"))
     created: int = field(default_factory=now)
 
+    @property
+    def gens(self) -> List[Generation]:
+        return self.chat.gens
+
     def response(self, w: Watch) -> Response:
-        """The whole answer, once generated: a message item, then function call items."""
-        w.finish(self.gens)
-        req, gen = self.req, self.gens[0]
-        msg = assistant_message(gen)
-        status = "incomplete" if finish_reason(gen) == "length" else "completed"
+        """The whole answer, once generated: a message item, then function call
+        items, as the chat answer holds them (a tool call cut short by the token
+        limit as its stream gave it: the call begun, never the answer form's text).
+        Cut short, the last item is ``incomplete``."""
+        choice = self.chat.response(w).choices[0]
+        req, msg = self.req, choice.message
         output: List[OutputItem] = []
-        if msg.get("content"):
-            output.append(_message_item(new_id("msg"), msg["content"], status, _logprobs(req, gen.logprobs)))
-        for call in _limit_calls(msg.get("tool_calls") or [], req):
-            fn = call["function"]
-            output.append(_call_item(new_id("fc"), call["id"], fn["name"], fn["arguments"], "completed"))
-        return _envelope(req, self.id, self.created, "completed", output, gen)
+        if msg.content:
+            lps = choice.logprobs.content if choice.logprobs else None
+            output.append(_message_item(new_id("msg"), msg.content, "completed", lps))
+        for call in _limit_calls(msg.tool_calls or [], req):
+            output.append(_call_item(new_id("fc"), call.id, call.function.name, call.function.arguments,
+                                     "completed"))
+        if output and choice.finish_reason == "length":
+            output[-1].status = "incomplete"
+        return _envelope(req, self.id, self.created, "completed", output, self.gens[0])
 
     def events(self, w: Watch) -> Iterator[Optional[StreamEvent]]:
         """The streamed answer as OpenAI's typed events; ``None`` marks a
         while without output (a keep-alive for the transport)."""
-        return _stream(self.req, self.plan, self.gens[0], w, self.id, self.created)
+        return _stream(self.req, self.chat.plan, self.gens[0], w, self.id, self.created)
 class _Events:
     """The typed events of one streamed response, numbered in order."""
 
@@ -270,7 +277,7 @@ class _Events:
         yield self.emit("response.output_text.done", item_id=item.id, output_index=k, content_index=0,
                         text=part.text, logprobs=part.logprobs)
         yield self.emit("response.content_part.done", item_id=item.id, output_index=k, content_index=0, part=part)
-        item.status = status  # type: ignore[assignment]
+        item.status = self._status(k, status)  # type: ignore[assignment]
         yield self.emit("response.output_item.done", output_index=k, item=item)
 
     def call_start(self, index: int, call_id: str, name: str) -> Iterator[StreamEvent]:
@@ -287,13 +294,18 @@ class _Events:
         item.arguments += fragment
         yield self.emit("response.function_call_arguments.delta", item_id=item.id, output_index=k, delta=fragment)
 
-    def close_calls(self) -> Iterator[StreamEvent]:
+    def _status(self, k: int, status: str) -> str:
+        """The status of the item closed at ``k`` when the answer ends with ``status``:
+        only the last item is cut short (``incomplete``), the ones before it are whole."""
+        return status if k == len(self.output) - 1 else "completed"
+
+    def close_calls(self, status: str) -> Iterator[StreamEvent]:
         for k in self.calls.values():
             item = self.output[k]
             assert isinstance(item, OutputFunctionCall)
             yield self.emit("response.function_call_arguments.done", item_id=item.id, output_index=k,
                             name=item.name, arguments=item.arguments)
-            item.status = "completed"
+            item.status = self._status(k, status)  # type: ignore[assignment]
             yield self.emit("response.output_item.done", output_index=k, item=item)
         self.calls = {}
 
@@ -332,6 +344,6 @@ def _stream(req: ResponseRequest, plan: ChatPlan, gen: Generation, w: Watch, rid
         yield from handle(d)
     status = "incomplete" if finish_reason(gen) == "length" else "completed"
     yield from ev.close_text(status)
-    yield from ev.close_calls()
+    yield from ev.close_calls(status)
     final = ev.response("completed", gen)
     yield ev.emit("response.incomplete" if final.status == "incomplete" else "response.completed", response=final)

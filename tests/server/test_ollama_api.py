@@ -16,6 +16,9 @@ import httpx
 import ollama
 import pytest
 
+from kolosal.server.protocol.ollama.api import GenerateResponse
+from kolosal.server.serving.common import dumps
+
 from .conftest import MODEL_ID, REPO, server_config, start_server
 
 GREEDY = {"temperature": 0, "num_predict": 10}
@@ -63,6 +66,26 @@ def test_generate(llama):
                          options={"temperature": 0, "num_predict": 4})
     assert raw.response and raw.prompt_eval_count < r.prompt_eval_count  # no chat template around it
     assert raw.eval_count == 4 and raw.done_reason == "length"
+
+
+def test_raw_generate_stream_lines(llama, http):
+    """A raw ``/api/generate`` stream: one line per piece of text, exactly as Ollama's object serializes
+    (``model``, ``created_at``, ``done``, ``response``), whose text is the unstreamed answer, then the counts."""
+    body = {"model": MODEL_ID, "prompt": "The capital of France is", "raw": True,
+            "options": {"temperature": 0, "num_predict": 4}}
+    with http.stream("POST", "/api/generate", json=body) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+        lines = [line for line in r.iter_lines() if line]
+    parts = [json.loads(line) for line in lines]
+    assert len(parts) >= 2 and parts[-1]["done"] and not any(p["done"] for p in parts[:-1])
+    for line, part in zip(lines[:-1], parts[:-1]):
+        assert list(part) == ["model", "created_at", "done", "response"] and part["model"] == MODEL_ID
+        assert part["response"] and datetime.fromisoformat(part["created_at"].replace("Z", "+00:00")).tzinfo
+        assert line == dumps(GenerateResponse(**part).wire())  # the bytes the object itself writes
+    last = parts[-1]
+    assert last["response"] == "" and last["eval_count"] == 4 and last["done_reason"] == "length"
+    whole = llama.generate(model=MODEL_ID, prompt=body["prompt"], raw=True, options=body["options"])
+    assert "".join(p["response"] for p in parts) == whole.response
 
 
 def test_embed(llama):

@@ -275,25 +275,29 @@ class OllamaRun:
         object once complete, then ``done: true`` with the counts and durations.
         ``None`` marks a while without output. A text delta of a chat run, most
         of a stream, comes as its line already written (its time and text
-        spliced into a line serialized once)."""
-        if self.completion is not None:
-            for c in self.completion.chunks(w):
+        spliced into a line serialized once), as does every text delta of a raw completion."""
+        line = Spliced(lambda created_at, text: dumps(self._out(text, False, created_at=created_at).wire()) + "\n", 2)
+
+        def text_line(text: str) -> Union[ChatResponse, GenerateResponse, str]:
+            return line.fill(timestamp(), text) if line.ok else self._out(text, False)
+
+        if self.completion is not None:  # one generation, no echo: its pieces of text, without a chunk built per piece
+            for c in w.chunks(self.completion.gens[0]):
                 if c is None:
                     yield None
-                elif c.choices and c.choices[0].text:
-                    yield self._out(c.choices[0].text, False)
+                elif c[0]:
+                    yield text_line(c[0])
             yield self._out("", True, **self._timings())
             return
         assert self.chat is not None
         calls: Dict[int, Dict[str, str]] = {}
-        line = Spliced(lambda created_at, text: dumps(self._out(text, False, created_at=created_at).wire()) + "\n", 2)
         for chunk in self.chat.texts_or_chunks(w):
             if chunk is None:
                 yield None
                 continue
             if isinstance(chunk, str):
                 if chunk:
-                    yield line.fill(timestamp(), chunk) if line.ok else self._out(chunk, False)
+                    yield text_line(chunk)
                 continue
             for out in self._chat_delta(chunk, calls):
                 yield out

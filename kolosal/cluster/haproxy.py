@@ -2,7 +2,12 @@
 their JSON body to the instances serving that model.
 
 * ``option http-buffer-request`` makes HAProxy wait for the body, and
-  ``req.body,json_query('$.model')`` reads the model of a POST;
+  ``req.body,json_query('$.model')`` reads the model of a POST from the part
+  of the body that fits in its buffer (``tune.bufsize``); a client can name
+  the model in the ``X-Kolosal-Model`` header instead, which routes a body
+  of any size (400 ``model_mismatch`` when the body's model, if read,
+  differs); a body whose model is beyond the buffer and with no header gets
+  413 ``request_too_large``, never a guessed instance;
 * each model has a backend of the instances that serve it (``balance
   roundrobin`` or ``leastconn`` per ``routing_strategy``), whose servers
   ``track`` the health of the same server in ``kolosal_all``, so each
@@ -25,6 +30,8 @@ import jinja2
 from .spec import ClusterSpec, cluster_models
 
 BALANCE = {"round_robin": "roundrobin", "least_conn": "leastconn"}
+# the header a client may name the model in: it routes a body of any size
+MODEL_HEADER = "X-Kolosal-Model"
 # HAProxy's own refusals in the OpenAI envelope (``http-error``); the message says what happened
 OWN_ERRORS = {
     400: ("invalid_request_error", "bad_request", "The load balancer could not parse the request."),
@@ -70,12 +77,19 @@ defaults
 
 frontend kolosal
     bind {{ bind }}
-    http-request set-var(txn.model) req.body,json_query('$.model') if METH_POST
-    http-request set-var(txn.body_len) req.body_len if METH_POST
+    # the model: the {{ header }} header when the client sends it (read before the body,
+    # so a body of any size routes), else the "model" of the JSON body within the buffer
     acl has_model var(txn.model) -m found
+    acl body_has_model var(txn.body_model) -m found
+    acl same_model var(txn.model),strcmp(txn.body_model) eq 0
+    http-request set-var(txn.body_model) req.body,json_query('$.model') if METH_POST
+    http-request set-var(txn.body_len) req.body_len if METH_POST
+    http-request set-var(txn.model) req.fhdr({{ header }}) if { req.fhdr({{ header }}) -m found }
+    http-request set-var(txn.model) var(txn.body_model) if !has_model body_has_model
 {%- for chunk in known_chunks %}
     acl model_known var(txn.model) -m str {{ chunk | join(" ") }}
 {%- endfor %}
+    http-request return status 400 content-type application/json string '{{ mismatch }}' if body_has_model !same_model
     http-request return status 413 content-type application/json string '{{ too_large }}' if METH_POST !has_model { req.body_size,sub(txn.body_len) gt 0 }
     http-request return status 404 content-type application/json lf-string '{{ unknown }}' if has_model !model_known
 {%- for b in backends %}
@@ -135,9 +149,13 @@ def render_haproxy(spec: ClusterSpec, bind: str = "127.0.0.1:8000", stats_socket
         inter=inter, fall=fall, rise=rise, balance=BALANCE[spec.routing_strategy],
         own_errors=[(s, _envelope(msg, kind, code)) for s, (kind, code, msg) in OWN_ERRORS.items()],
         known_chunks=[models[i:i + 20] for i in range(0, len(models), 20)] or [["-"]],
+        header=MODEL_HEADER,
+        mismatch=_envelope(f"The {MODEL_HEADER} header names another model than the request body.",
+                           "invalid_request_error", "model_mismatch", "model"),
         too_large=_envelope(f"The request body is larger than the {bufsize // 1024} KiB the load balancer reads "
-                            f"to find its model, and its model is not within them: send model first in the "
-                            f"JSON body, or shorten the request.", "invalid_request_error", "request_too_large"),
+                            f"to find its model, and its model is not within them: name the model in the "
+                            f"{MODEL_HEADER} header, or send model first in the JSON body.",
+                            "invalid_request_error", "request_too_large"),
         unknown=unknown, unavailable=unavailable,
         none_up=_envelope("No instance of the cluster is up; retry later.", "server_error", "no_instance_available"),
         instances=list(spec.instances.items()), addresses=dict(spec.instances), backends=backends)

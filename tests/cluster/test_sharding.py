@@ -152,17 +152,62 @@ def test_unknown_model_is_404_in_the_error_envelope(sharded):
     assert caught.value.body["code"] == "model_not_found"
 
 
-def test_body_too_large_to_route_is_413_in_the_error_envelope(sharded):
+def backend_requests(lb) -> dict:
+    """Requests each backend of the HAProxy configuration received so far (``stot``)."""
+    return {r["pxname"]: int(r["stot"] or 0) for r in lb.stats() if r["svname"] == "BACKEND"}
+
+
+def test_body_larger_than_the_buffer_is_routed_by_header_else_413(sharded):
+    """HAProxy reads the first 256 KiB (tune.bufsize) of a body to find its model. Beyond that, the
+    X-Kolosal-Model header routes the request; without it the request is refused, never guessed."""
     instances, lb, url = sharded
     text = "word " * 60000  # 300 KB: more than the 256 KiB HAProxy reads to route
     # "model" after the long messages (as the openai SDK orders them): not in what HAProxy read
     late = {"messages": [{"role": "user", "content": text}], "model": "alpha", "max_tokens": 2}
     r = httpx.post(url + "/v1/chat/completions", json=late, timeout=30)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+    assert "X-Kolosal-Model" in r.json()["error"]["message"]
     # "model" first: found in the first buffer, so routed to alpha's instances (which refuse a prompt that long)
     early = {"model": "alpha", "messages": [{"role": "user", "content": text}], "max_tokens": 2}
     r = httpx.post(url + "/v1/chat/completions", json=early, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
+
+    # The header: a short prompt in a 300 KB body (JSON whitespace), "model" at its end, is answered by alpha's
+    # replicas, and gamma's backend sees nothing of it
+    padded = ('{"messages": [{"role": "user", "content": "Say hello."}],' + " " * 300_000
+              + '"model": "alpha", "max_tokens": 2}').encode()
+    assert len(padded) > 256 * 1024
+    assert httpx.post(url + "/v1/chat/completions", content=padded, timeout=30,
+                      headers={"Content-Type": "application/json"}).status_code == 413
+    before, routed = served(instances), backend_requests(lb)
+    r = httpx.post(url + "/v1/chat/completions", content=padded, timeout=60,
+                   headers={"Content-Type": "application/json", "X-Kolosal-Model": "alpha"})
+    assert r.status_code == 200 and r.json()["model"] == "alpha", r.text
+    after, routed_after = served(instances), backend_requests(lb)
+    assert sum(after[n].get("alpha", 0) - before[n].get("alpha", 0) for n in ("a", "b")) == 1
+    assert routed_after["model_1"] - routed["model_1"] == 1 and routed_after["model_3"] == routed["model_3"]
+
+    # The openai SDK (which writes "messages" first) with the header: the long prompt reaches an alpha instance
+    routed = backend_requests(lb)
+    with openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60,
+                       default_headers={"X-Kolosal-Model": "alpha"}) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": text}], max_tokens=2)
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert backend_requests(lb)["model_1"] - routed["model_1"] == 1
+
+    # A header naming another model than a body HAProxy can read: 400, sent nowhere
+    routed = backend_requests(lb)
+    for body in (early, chat("alpha")):
+        r = httpx.post(url + "/v1/chat/completions", json=body, headers={"X-Kolosal-Model": "gamma"}, timeout=30)
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["code"] == "model_mismatch" and err["param"] == "model", r.text
+    assert backend_requests(lb) == routed
+    # ...and one it cannot read: the header routes, and gamma's instance refuses the model it does not serve
+    r = httpx.post(url + "/v1/chat/completions", content=padded, timeout=30,
+                   headers={"Content-Type": "application/json", "X-Kolosal-Model": "gamma"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
+    assert backend_requests(lb)["model_3"] - routed["model_3"] == 1
 
 
 def test_model_with_every_replica_down_is_503_in_the_error_envelope(sharded):

@@ -186,6 +186,13 @@ def test_errors_in_ollamas_shape(llama, live_server):
         assert r.status_code == 400 and r.json() == {"error": r.json()["error"]} and "no_such_option" in r.text
         r = http.post("/api/chat", json={"model": MODEL_ID, "keep_alive": "soon", "messages": []})
         assert r.status_code == 400 and "keep_alive" in r.json()["error"]
+        r = http.post("/api/generate", json={"model": MODEL_ID, "prompt": "hi", "raw": True, "format": "json"})
+        assert r.status_code == 400 and "'format'" in r.json()["error"] and "raw" in r.json()["error"]
+        r = http.post("/api/generate", json={"model": MODEL_ID, "prompt": "hi", "raw": True,
+                                             "options": {"temperature": -1}})
+        assert r.status_code == 400 and "'options.temperature'" in r.json()["error"]
+        r = http.post("/api/generate", json={"model": MODEL_ID, "prompt": "hi", "template": "{{ .Prompt }}"})
+        assert r.status_code == 400 and "'template'" in r.json()["error"]
         assert http.get("/api/nothing").json() == {"error": "Unknown endpoint: no route matches this URL."}
         assert http.get("/api/chat").status_code == 405
 

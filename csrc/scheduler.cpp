@@ -284,7 +284,7 @@ void Scheduler::step(std::unique_lock<std::mutex> & slots_lock) {
         }
         // 1: no room in the KV cache for this batch; nothing of it was decoded.
         if (ret == 1) {
-            if (drop_drafts() || make_room()) continue;
+            if (make_room()) continue;
             return;
         }
         fail_batch("llama_decode failed with status " + std::to_string(ret));
@@ -310,8 +310,10 @@ bool Scheduler::purge_idle(const Slot * except) {
 }
 
 bool Scheduler::make_room() {
-    // Every sequence draws on one pool of cells: the idle slots' cached prompts go first.
+    // Every sequence draws on one pool of cells: the idle slots' cached prompts go first,
+    // then the proposals (the batch goes without them) before any request is stopped.
     if (opts_.kv_unified && purge_idle(nullptr)) return true;
+    if (drop_drafts()) return true;
     // The requests in flight need more cells than there are: the one holding
     // the most fails alone and the others go on.
     Slot * victim = nullptr;
@@ -494,32 +496,47 @@ bool Scheduler::build_batch() {
     // Only requests with the chosen adapter scales: llama.cpp applies adapters to the whole batch.
     const bool by_lora = opts_.lora && !opts_.lora->empty();
     auto other_lora = [&](const Slot & s) { return by_lora && !lora_same(s.req->lora, active_lora_); };
-    // One decode step for every generating slot first: they never wait behind prompts.
+    // What each slot puts in: first one step for every generating slot (with
+    // its proposal), so that they never wait behind prompts; then prompt
+    // chunks, in slot order, while the batch has room.
+    int32_t room = n_batch_;
     for (auto & s : slots_) {
         if (!s->req || !s->generating || other_lora(*s)) continue;
-        s->i_batch = batch_.n_tokens;
-        const llama_pos p0 = llama_pos(s->cache.size());
-        batch_add(batch_, s->last_token, p0, s->id, true);
-        s->n_batch_tokens = 1;
-        if (s->draft.empty()) continue;
-        // Its proposal follows, each token with logits: one call checks them all.
-        s->i_draft.assign(1, s->i_batch);
-        for (size_t i = 0; i < s->draft.size(); ++i) {
-            s->i_draft.push_back(batch_.n_tokens);
-            batch_add(batch_, s->draft[i], p0 + 1 + llama_pos(i), s->id, true);
-        }
-        s->n_batch_tokens += int32_t(s->draft.size());
+        s->n_batch_tokens = 1 + int32_t(s->draft.size());
+        room -= s->n_batch_tokens;
     }
-    // Then prompt chunks, in slot order, while the batch has room.
     for (auto & s : slots_) {
-        if (!s->req || s->generating || other_lora(*s)) continue;
+        if (!s->req || s->generating || other_lora(*s) || room <= 0) continue;
+        const size_t left = s->req->prompt.size() - s->n_prompt_done;
+        s->n_batch_tokens = int32_t(std::min<size_t>(left, size_t(room)));
+        room -= s->n_batch_tokens;
+    }
+    // Laid out in slot (sequence) order, each slot's tokens together. Without
+    // kv_unified every sequence has its own cells, and llama.cpp splits a batch
+    // into ubatches that take one run of consecutive sequences at a time: a
+    // prompt chunk between two generating slots' tokens would cost one more
+    // ubatch (a decode of one or two tokens) each step.
+    for (auto & s : slots_) {
+        if (s->n_batch_tokens == 0) continue;
+        if (s->generating) {
+            s->i_batch = batch_.n_tokens;
+            const llama_pos p0 = llama_pos(s->cache.size());
+            batch_add(batch_, s->last_token, p0, s->id, true);
+            if (s->draft.empty()) continue;
+            // Its proposal follows, each token with logits: one call checks them all.
+            s->i_draft.assign(1, s->i_batch);
+            for (size_t i = 0; i < s->draft.size(); ++i) {
+                s->i_draft.push_back(batch_.n_tokens);
+                batch_add(batch_, s->draft[i], p0 + 1 + llama_pos(i), s->id, true);
+            }
+            continue;
+        }
         const auto & prompt = s->req->prompt;
-        while (s->n_prompt_done < prompt.size() && batch_.n_tokens < n_batch_) {
+        for (int32_t i = 0; i < s->n_batch_tokens; ++i) {
             const bool last = s->n_prompt_done + 1 == prompt.size();
             if (last) s->i_batch = batch_.n_tokens;
             batch_add(batch_, prompt[s->n_prompt_done], llama_pos(s->n_prompt_done), s->id, last);
             s->n_prompt_done++;
-            s->n_batch_tokens++;
         }
     }
     return batch_.n_tokens > 0;

@@ -158,6 +158,32 @@ def test_unified_kv_purges_idle_slots_before_failing(model_path):
         assert a2.usage["cached_tokens"] >= 600
 
 
+def test_unified_kv_purges_idle_slots_before_dropping_proposals(model_path):
+    # With kv_unified an idle slot's cached prompt gives its cells up before a
+    # speculating request's proposals are dropped for want of room.
+    text = ("The quick brown fox jumps over the lazy dog. A prompt cache keeps the history of a "
+            "conversation, and continuous batching serves many requests at once. ")
+    spec = {"spec_type": "ngram", "spec_ngram_n": 3, "n_draft": 8}
+    with kolosal.Engine(model_path, n_ctx=1024, n_parallel=2, seed=1, kv_unified=True, **spec) as e:
+        copy = e.tokenize(text * 3 + "The quick brown fox")
+        # The idle slot keeps all cells but one once the copying prompt is read.
+        held = e.n_ctx - len(copy) - 1
+        a = e.complete(long_prompt(e, "apples", held - 3), max_tokens=4, temperature=0, ignore_eos=True)
+        assert a.finish_reason == "length"
+        assert sorted(s["n_cached"] for s in e.slots()) == [0, held]
+        before = e.stats()
+        got = e.complete(copy, max_tokens=8, temperature=0, ignore_eos=True)
+        st = e.stats()
+        assert st["kv_purges"] - before["kv_purges"] == 1
+        # The step after the prompt checked its whole proposal (the rest of the
+        # answer): the proposal was not dropped for want of room.
+        assert got.timings["draft_n_accepted"] == got.usage["completion_tokens"] - 2
+        assert st["decode_calls"] - before["decode_calls"] == 2
+    with kolosal.Engine(model_path, n_ctx=1024, n_parallel=1, seed=1) as plain:
+        want = plain.complete(copy, max_tokens=8, temperature=0, ignore_eos=True)
+    assert got.tokens == want.tokens
+
+
 def test_unified_kv_overflow_fails_one_request_alone(model_path):
     with kolosal.Engine(model_path, n_ctx=1024, n_parallel=2, seed=1, kv_unified=True, cache_ram_mib=0) as e:
         gens = e.generate_many([long_prompt(e, "apples", 600), long_prompt(e, "boats", 600)],

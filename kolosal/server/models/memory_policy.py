@@ -80,4 +80,4 @@ def idle_too_long(rec: "EngineRecord", keep_alive_seconds: Optional[float], now:
     ``keep_alive_seconds``; None: no limit) and may go."""
     keep = rec.keep_alive if rec.keep_alive is not None else keep_alive_seconds
     return (keep is not None and keep >= 0 and not rec.pinned and rec.last_used is not None
-            and now - rec.last_used > keep and not rec.busy())
+            and (keep == 0 or now - rec.last_used > keep) and not rec.busy())

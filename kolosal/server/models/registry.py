@@ -293,28 +293,44 @@ class EngineRegistry:
             self.unload(victim, "evicted")
             self.counters.evictions += 1
 
-    def unload(self, rec: EngineRecord, why: str) -> None:
-        """Close ``rec``'s engine; the record stays, ``registered``, to load again on demand."""
+    def unload(self, rec: EngineRecord, why: str) -> bool:
+        """Close ``rec``'s engine; the record stays, ``registered``, to load again on demand.
+        Whether there was an engine to close."""
         with rec.lock:
-            if rec.engine is None:
-                return
-            rec.state = UNLOADING
-            rec.engine.close()
-            rec.engine, rec.state = None, REGISTERED
-            self.counters.unloads += 1
+            return self._unload_locked(rec, why)
+
+    def _unload_locked(self, rec: EngineRecord, why: str) -> bool:
+        if rec.engine is None:
+            return False
+        rec.state = UNLOADING
+        rec.engine.close()
+        rec.engine, rec.state = None, REGISTERED
+        self.counters.unloads += 1
         log.info("unloaded %s (%s)", rec.engine_id, why)
+        return True
 
     def unload_if_idle(self, rec: EngineRecord, keep_alive_seconds: Optional[float],
                        why: Optional[str] = None) -> bool:
         """Unload the loaded ``rec`` if it has been idle past its own keep-alive, else
         ``keep_alive_seconds`` (None: only the former), and is neither pinned nor serving
         (``memory_policy.idle_too_long``); counted as an idle unload. Whether it went."""
-        if rec.state != LOADED or not idle_too_long(rec, keep_alive_seconds, time.time()):
+        # A model being loaded or unloaded by another thread is not idle.
+        if not rec.lock.acquire(blocking=False):
             return False
-        if why is None:
-            own = rec.keep_alive if rec.keep_alive is not None else keep_alive_seconds
-            why = f"idle for more than {own:g}s"
-        self.unload(rec, why)
+        try:
+            # Decided under the lock that counts admissions (engine(hold=True)): a request
+            # admitted before counts as busy, one admitted after sees the model unloading
+            # and waits for it to load again instead of getting a closed engine.
+            with self._lock:
+                if not rec.is_loaded or not idle_too_long(rec, keep_alive_seconds, time.time()):
+                    return False
+                rec.state = UNLOADING
+            if why is None:
+                own = rec.keep_alive if rec.keep_alive is not None else keep_alive_seconds
+                why = f"idle for more than {own:g}s"
+            self._unload_locked(rec, why)
+        finally:
+            rec.lock.release()
         self.counters.idle_unloads += 1
         return True
 

@@ -236,6 +236,8 @@ def test_tool_call_cut_short_by_max_output_tokens(oai, limit):
         assert r.usage.output_tokens == limit
         assert "tool_calls" not in r.output_text and "{" not in r.output_text, r.output
         assert all(o.status == "incomplete" for o in r.output), r.output
+    # Cut before the function's name there is nothing to show; later, the one call begun.
+    assert [o.type for o in whole.output] == ([] if limit == 6 else ["function_call"]), whole.output
     assert _items(whole) == _items(final)
     chat = oai.chat.completions.create(
         model=MODEL_ID, messages=[{"role": "user", "content": "What is the weather in Paris?"}],

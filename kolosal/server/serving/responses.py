@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from kolosal.engine import Engine, Generation
 
 from ..errors import ApiError
-from ..protocol.openai.chat import ChatCompletionRequest
+from ..protocol.openai.chat import AssistantToolCall, ChatCompletionRequest
 from ..protocol.openai.common import TokenLogprobOut
 from ..protocol.openai.responses import (EVENT_TYPES, FunctionCallItem, FunctionCallOutputItem, InputOther,
                                          InputRefusal, MessageItem, OutputFunctionCall, OutputItem, OutputMessage,
@@ -177,7 +177,7 @@ _PARAMS = {"messages": "input", "max_tokens": "max_output_tokens", "max_completi
            "response_format": "text.format"}
 
 
-def _limit_calls(calls: List[Dict[str, Any]], req: ResponseRequest) -> List[Dict[str, Any]]:
+def _limit_calls(calls: List[AssistantToolCall], req: ResponseRequest) -> List[AssistantToolCall]:
     return calls[:req.max_tool_calls] if req.max_tool_calls else calls
 
 
@@ -221,10 +221,13 @@ class ResponseRun:
         if msg.content:
             lps = choice.logprobs.content if choice.logprobs else None
             output.append(_message_item(new_id("msg"), msg.content, "completed", lps))
-        for call in _limit_calls(msg.tool_calls or [], req):
+        calls = msg.tool_calls or []
+        kept = _limit_calls(calls, req)
+        for call in kept:
             output.append(_call_item(new_id("fc"), call.id, call.function.name, call.function.arguments,
                                      "completed"))
-        if output and choice.finish_reason == "length":
+        # The item cut short is the last one, unless max_tool_calls left it out.
+        if output and choice.finish_reason == "length" and len(kept) == len(calls):
             output[-1].status = "incomplete"
         return _envelope(req, self.id, self.created, "completed", output, self.gens[0])
 
@@ -317,16 +320,18 @@ def _stream(req: ResponseRequest, plan: ChatPlan, gen: Generation, w: Watch, rid
     yield ev.emit("response.in_progress", response=ev.response("in_progress"))
     deltas = StreamDeltas(plan, gen)
     limit = req.max_tool_calls
+    dropped = False  # max_tool_calls left a call out: it is the one a cut would have cut short
     pending: List[Any] = []  # token log-probabilities not yet sent: they ride on the next text delta
 
     def handle(d: Dict[str, Any]) -> Iterator[StreamEvent]:
-        nonlocal pending
+        nonlocal pending, dropped
         if d.get("content"):
             lps, pending = _logprobs(req, pending), []
             yield from ev.text(d["content"], lps)
         for tc in d.get("tool_calls") or []:
             index = tc["index"]
             if limit is not None and index >= limit:
+                dropped = True
                 continue
             if "id" in tc:
                 yield from ev.call_start(index, tc["id"], tc["function"]["name"])
@@ -342,7 +347,7 @@ def _stream(req: ResponseRequest, plan: ChatPlan, gen: Generation, w: Watch, rid
             yield from handle(d)
     for d in deltas.finish():
         yield from handle(d)
-    status = "incomplete" if finish_reason(gen) == "length" else "completed"
+    status = "incomplete" if finish_reason(gen) == "length" and not dropped else "completed"
     yield from ev.close_text(status)
     yield from ev.close_calls(status)
     final = ev.response("completed", gen)

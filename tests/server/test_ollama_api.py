@@ -88,6 +88,19 @@ def test_raw_generate_stream_lines(llama, http):
     assert "".join(p["response"] for p in parts) == whole.response
 
 
+def test_raw_generate_logprobs(llama):
+    """A raw ``/api/generate`` asking for log-probabilities gets them, streamed and not, as the templated one does."""
+    kw = dict(model=MODEL_ID, prompt="The capital of France is", raw=True,
+              options={"temperature": 0, "num_predict": 4}, logprobs=True, top_logprobs=2)
+    whole = llama.generate(**kw)
+    assert len(whole.logprobs) == whole.eval_count == 4 and all(len(lp.top_logprobs) == 2 for lp in whole.logprobs)
+    assert "".join(lp.token for lp in whole.logprobs) == whole.response
+    assert all(lp.logprob <= 0 and lp.top_logprobs[0].logprob >= lp.top_logprobs[1].logprob for lp in whole.logprobs)
+    parts = list(llama.generate(stream=True, **kw))
+    streamed = [lp for p in parts for lp in p.logprobs or []]
+    assert [(lp.token, lp.logprob) for lp in streamed] == [(lp.token, lp.logprob) for lp in whole.logprobs]
+
+
 def test_embed(llama):
     r = llama.embed(model=MODEL_ID, input=["The cat sat.", "A dog ran."])
     assert len(r.embeddings) == 2 and len(r.embeddings[0]) == 576 and r.prompt_eval_count > 4

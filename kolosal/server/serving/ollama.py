@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
-from kolosal.engine import Engine, Generation
+from kolosal.engine import Engine, Generation, TokenLogprob
 
 from ..errors import ApiError
 from ..protocol.ollama.api import (ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EmbedRequest,
@@ -32,7 +32,7 @@ from .embeddings import create_embeddings
 from .ollama_keep_alive import keep_alive_after, keep_alive_seconds
 from .ollama_models import details, listed, running, timestamp
 from .ollama_requests import chat_request, completion_request, refuse_generate, renamed
-from .runner import Watch, finish_reason, usage
+from .runner import Watch, chat_logprobs, finish_reason, usage
 
 __all__ = ["OLLAMA_PATHS", "OllamaRun", "details", "embed", "error_body", "error_line", "keep_alive_after",
            "keep_alive_seconds", "listed", "running", "start_chat_run", "start_generate_run", "timestamp"]
@@ -118,7 +118,8 @@ class OllamaRun:
         """The whole answer once generated."""
         if self.completion is not None:
             answer = self.completion.response(w)
-            return self._out(answer.choices[0].text, True, **self._timings())
+            return self._out(answer.choices[0].text, True, logprobs=self._raw_logprobs(self.gens[0].logprobs),
+                             **self._timings())
         assert self.chat is not None
         answer = self.chat.response(w)
         m = answer.choices[0].message
@@ -127,6 +128,13 @@ class OllamaRun:
         calls = [OutToolCall(function=OutFunction(name=name, arguments=_arguments(args))) for name, args in named]
         lps = _logprobs(answer.choices[0].logprobs.model_dump()) if answer.choices[0].logprobs else None
         return self._out(text, True, m.reasoning_content, calls, lps, **self._timings())
+
+    def _raw_logprobs(self, lps: Sequence[TokenLogprob]) -> Optional[List[Logprob]]:
+        """A raw completion's token log-probabilities as Ollama writes them (None unless asked for)."""
+        req = self.completion.req  # type: ignore[union-attr]
+        if req.logprobs is None or not lps:
+            return None
+        return _logprobs(chat_logprobs(lps, req.logprobs))
 
     def lines(self, w: Watch) -> Iterator[Union[None, ChatResponse, GenerateResponse, str]]:
         """The streamed answer: one object per text delta, the tool calls in one
@@ -143,6 +151,8 @@ class OllamaRun:
             for c in w.chunks(self.completion.gens[0]):
                 if c is None:
                     yield None
+                elif c[2]:  # log-probabilities asked for: they ride on the piece's line
+                    yield self._out(c[0], False, logprobs=self._raw_logprobs(c[2]))
                 elif c[0]:
                     yield text_line(c[0])
             yield self._out("", True, **self._timings())
@@ -176,6 +186,7 @@ class OllamaRun:
                 if tc.function.name:
                     call["name"] = tc.function.name
                 call["arguments"] += tc.function.arguments or ""
+
 
 def start_chat_run(engine: Engine, req: ChatRequest) -> OllamaRun:
     try:

@@ -36,12 +36,12 @@ def test_text_input_and_instructions(oai):
 
 def test_multi_turn_input_items_with_earlier_output(oai):
     first = oai.responses.create(model=MODEL_ID, input=[{"role": "user", "content": "My name is Ada."}],
-                                 max_output_tokens=8)
+                                 max_output_tokens=8, temperature=0)
     history: List[Any] = [{"role": "user", "content": "My name is Ada."}]
     history += [item.model_dump() for item in first.output]  # the output items, sent back as input
     history.append({"type": "message", "role": "user",
                     "content": [{"type": "input_text", "text": "What is my name?"}]})
-    r = oai.responses.create(model=MODEL_ID, input=history, max_output_tokens=8)
+    r = oai.responses.create(model=MODEL_ID, input=history, max_output_tokens=8, temperature=0)
     assert r.output and r.output[0].type == "message"
     assert r.usage.input_tokens > first.usage.input_tokens
 
@@ -98,7 +98,7 @@ def _kinds(events: List[Any]) -> List[str]:
 
 def test_stream_text_events(oai):
     with oai.responses.stream(model=MODEL_ID, input="Say hello.", instructions="Be brief.",
-                              max_output_tokens=10) as stream:
+                              max_output_tokens=10, temperature=0) as stream:
         events = list(stream)
     # Cut by max_output_tokens, the stream ends with response.incomplete (as OpenAI's does), for which the
     # SDK's get_final_response() has no answer: the last event carries the response either way.

@@ -27,11 +27,10 @@ from typing import Optional
 
 import jinja2
 
+from ..server.openapi import MODEL_HEADER
 from .spec import ClusterSpec, cluster_models
 
 BALANCE = {"round_robin": "roundrobin", "least_conn": "leastconn"}
-# the header a client may name the model in: it routes a body of any size
-MODEL_HEADER = "X-Kolosal-Model"
 # HAProxy's own refusals in the OpenAI envelope (``http-error``); the message says what happened
 OWN_ERRORS = {
     400: ("invalid_request_error", "bad_request", "The load balancer could not parse the request."),

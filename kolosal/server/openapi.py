@@ -65,6 +65,10 @@ def declare(spec: RouteSpec) -> Callable:
     return deco
 
 
+# A client may also name the model in this header: a load balancer routes a
+# body of any size by it (kolosal.cluster.haproxy) without reading the body.
+MODEL_HEADER = "X-Kolosal-Model"
+
 PUBLIC_EXT = "kolosal_public_route"  # set when keys are required: RouteSpec -> needs no key
 
 
@@ -83,6 +87,7 @@ def parse_body(model: Type[BaseModel], untyped: bool = False) -> Any:
         raise ApiError(415, "Send the request body as JSON with 'Content-Type: application/json'.",
                        code="unsupported_media_type")
     data = request_json()
+    check_model_header(data)
     try:
         req = model.model_validate(data, strict=True)  # JSON types as declared: no "1" for 1, no 0 for false
     except ValidationError as e:
@@ -90,6 +95,21 @@ def parse_body(model: Type[BaseModel], untyped: bool = False) -> Any:
         raise from_validation(e) from None
     check_request(req)
     return req
+
+
+def check_model_header(data: Any) -> None:
+    """400 ``model_mismatch`` when the ``X-Kolosal-Model`` header names
+    another model than the body's ``model``: a load balancer routed the
+    request by the header, so the body's model may not be one this server
+    was meant to answer for. Names are compared as written, as the load
+    balancer compares them."""
+    named = request.headers.get(MODEL_HEADER)
+    if named is None or not isinstance(data, dict):
+        return
+    body = data.get("model")
+    if isinstance(body, str) and body != named:
+        raise ApiError(400, f"The {MODEL_HEADER} header names the model '{named}' and the request body "
+                            f"'{body}': name the same model in both.", param="model", code="model_mismatch")
 
 
 def int_range_pattern(top: int) -> str:

@@ -203,10 +203,10 @@ def test_body_larger_than_the_buffer_is_routed_by_header_else_413(sharded):
         err = r.json()["error"]
         assert r.status_code == 400 and err["code"] == "model_mismatch" and err["param"] == "model", r.text
     assert backend_requests(lb) == routed
-    # ...and one it cannot read: the header routes, and gamma's instance refuses the model it does not serve
+    # ...and one it cannot read: the header routes, and gamma's instance refuses the mismatch itself
     r = httpx.post(url + "/v1/chat/completions", content=padded, timeout=30,
                    headers={"Content-Type": "application/json", "X-Kolosal-Model": "gamma"})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
+    assert r.status_code == 400 and r.json()["error"]["code"] == "model_mismatch", r.text
     assert backend_requests(lb)["model_3"] - routed["model_3"] == 1
 
 

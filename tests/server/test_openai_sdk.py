@@ -89,6 +89,30 @@ def test_fields_that_would_change_the_answer_are_400(oai, field, value):
     assert field in err["message"]
 
 
+def test_model_header_must_name_the_body_model(live_server, http):
+    """A client that names the model in X-Kolosal-Model for a load balancer (the SDK's default_headers) is
+    answered when the header and the body agree, and refused when they do not, whatever the dialect."""
+    with openai.OpenAI(base_url=live_server.v1, api_key="unused", max_retries=0, timeout=60,
+                       default_headers={"X-Kolosal-Model": MODEL_ID}) as same:
+        r = same.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert r.model == MODEL_ID and r.choices[0].message.role == "assistant"
+    with openai.OpenAI(base_url=live_server.v1, api_key="unused", max_retries=0, timeout=60,
+                       default_headers={"X-Kolosal-Model": "another-model"}) as other:
+        with pytest.raises(openai.BadRequestError) as ei:
+            other.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        err = ei.value.body
+        assert err["code"] == "model_mismatch" and err["param"] == "model"
+        assert "another-model" in err["message"] and MODEL_ID in err["message"]
+        with pytest.raises(openai.BadRequestError):
+            other.embeddings.create(model=MODEL_ID, input="Hi")
+    r = http.post("/v1/messages", headers={"X-Kolosal-Model": "another-model"},
+                  json={"model": MODEL_ID, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]})
+    assert r.status_code == 400 and "another-model" in r.text, r.text
+    r = http.post("/api/chat", headers={"X-Kolosal-Model": "another-model"},
+                  json={"model": MODEL_ID, "stream": False, "messages": [{"role": "user", "content": "Hi"}]})
+    assert r.status_code == 400 and "another-model" in r.text, r.text
+
+
 def test_content_parts_in_every_role(oai):
     messages = [
         {"role": "system", "content": [{"type": "text", "text": "You are terse."}]},

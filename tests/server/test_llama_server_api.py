@@ -41,6 +41,29 @@ def completion(http, **body):
     return r.json()
 
 
+def test_openai_endpoints_carry_timings_as_llama_server_sends_them(http):
+    """Chat and text completions carry llama-server's ``timings`` (tools that show a speed read them): in the
+    answer, and in a stream's last chunk only (the usage chunk when one is asked for)."""
+    chat = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6, "temperature": 0,
+            "ignore_eos": True}
+    text = {"model": MODEL_ID, "prompt": PROMPT, "max_tokens": 6, "temperature": 0, "ignore_eos": True}
+    for path, body in (("/v1/chat/completions", chat), ("/v1/completions", text)):
+        out = http.post(path, json=body).json()
+        t = out["timings"]
+        assert t["predicted_n"] == out["usage"]["completion_tokens"] == 6
+        assert t["prompt_n"] + t["cache_n"] == out["usage"]["prompt_tokens"]
+        assert t["cache_n"] == out["usage"]["prompt_tokens_details"]["cached_tokens"]
+        assert t["predicted_ms"] > 0 and t["predicted_per_second"] > 0 and "draft_n" not in t
+        for usage in (False, True):
+            with http.stream("POST", path, json={**body, "stream": True,
+                                                 "stream_options": {"include_usage": usage}}) as r:
+                chunks = [json.loads(e) for e in sse_events(r.iter_lines()) if e != "[DONE]"]
+            assert [i for i, c in enumerate(chunks) if "timings" in c] == [len(chunks) - 1], path
+            last = chunks[-1]
+            assert last["timings"]["predicted_n"] == 6
+            assert (last["choices"] == []) is usage and ("usage" in last and last["usage"] is not None) is usage
+
+
 def test_completion_shape_and_same_text_as_openai(http):
     out = completion(http)
     oai = http.post("/v1/completions", json={"model": MODEL_ID, "prompt": PROMPT, "max_tokens": 8, "temperature": 0})

@@ -34,7 +34,7 @@ def test_same_answer_with_timings_and_metrics(servers):
         t = spec["timings"]
         assert t["draft_n"] > 0 and 0 < t["draft_n_accepted"] <= t["draft_n"]
         assert t["predicted_n"] == spec["usage"]["completion_tokens"]
-        assert "timings" not in plain
+        assert plain["timings"]["predicted_n"] == plain["usage"]["completion_tokens"] and "draft_n" not in plain["timings"]
         per_engine = {e["engine_id"]: e for e in http.get("/completion-metrics").json()["completion_metrics"]["per_engine"]}
         mine = per_engine[MODEL_ID]
         assert mine["spec_draft_tokens"] >= t["draft_n"] and mine["spec_accepted_tokens"] >= t["draft_n_accepted"]

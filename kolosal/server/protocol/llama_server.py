@@ -10,7 +10,7 @@ from pydantic import Field, RootModel, field_validator, model_validator
 
 from .base import Reply, Strict
 from .openai.chat import Message, Tool
-from .openai.common import LoraScale
+from .openai.common import LoraScale, Timings
 
 
 class LlamaCompletionRequest(Strict):
@@ -97,20 +97,6 @@ class LlamaCompletionRequest(Strict):
         return self
 
 
-class LlamaTimings(Reply):
-    cache_n: int
-    prompt_n: int
-    prompt_ms: float
-    prompt_per_token_ms: float
-    prompt_per_second: float
-    predicted_n: int
-    predicted_ms: float
-    predicted_per_token_ms: float
-    predicted_per_second: float
-    draft_n: Optional[int] = None
-    draft_n_accepted: Optional[int] = None
-
-
 class TopProb(Reply):
     id: int
     token: str
@@ -142,7 +128,7 @@ class LlamaCompletionResponse(Reply):
     stop_type: Optional[Literal["none", "eos", "limit", "word"]] = None
     stopping_word: Optional[str] = None
     tokens_cached: Optional[int] = None
-    timings: Optional[LlamaTimings] = None
+    timings: Optional[Timings] = None
     completion_probabilities: Optional[List[TokenProbs]] = None
 
 

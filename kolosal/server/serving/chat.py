@@ -11,9 +11,9 @@ from kolosal.engine import Engine, Generation, RenderedChat
 
 from ..errors import ApiError
 from ..protocol.openai.chat import (ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
-                                    ChatCompletionResponse, ChunkDelta, DraftTimings, Message, RefusalPart, ResponseMessage, TextPart)
+                                    ChatCompletionResponse, ChunkDelta, Message, RefusalPart, ResponseMessage, TextPart)
 from .common import FINGERPRINT, Spliced, cut_short_answer, dumps, include_usage, new_id, now
-from .runner import Watch, cancel_all, chat_logprobs, finish_reason, usage
+from .runner import Watch, cancel_all, chat_logprobs, finish_reason, timings, usage
 from .sampling import fit_max_tokens, per_choice, sampling_kwargs
 
 
@@ -167,14 +167,9 @@ class ChatRun:
                               finish_reason=finish_reason(g),
                               logprobs=chat_logprobs(g.logprobs, req.top_logprobs or 0) if req.logprobs else None)
                    for i, g in enumerate(self.gens)]
-        extra = {}
-        if self.gens and self.gens[0].timings.get("draft_n"):
-            t, u = self.gens[0].timings, self.gens[0].usage
-            extra["timings"] = DraftTimings(prompt_n=t["prefill_tokens"], prompt_ms=t["prompt_ms"],
-                                            predicted_n=u["completion_tokens"], predicted_ms=t["decode_ms"],
-                                            draft_n=t["draft_n"], draft_n_accepted=t["draft_n_accepted"])
         return ChatCompletionResponse(id=self.id, created=self.created, model=req.model,
-                                      system_fingerprint=FINGERPRINT, choices=choices, usage=usage(self.gens), **extra)
+                                      system_fingerprint=FINGERPRINT, choices=choices, usage=usage(self.gens),
+                                      timings=timings(self.gens[0]))
 
     def _message(self, g: Generation) -> Dict[str, Any]:
         """The assistant message of ``g``; a tool call in the JSON answer form (models
@@ -196,9 +191,17 @@ class ChatRun:
         return ChatCompletionChunk(id=self.id, created=self.created, model=self.req.model,
                                    system_fingerprint=FINGERPRINT, choices=choices, **fields)
 
-    def _delta(self, i: int, delta: Dict[str, Any], reason: Optional[str] = None, lps: Any = None) -> ChatCompletionChunk:
+    def _delta(self, i: int, delta: Dict[str, Any], reason: Optional[str] = None, lps: Any = None,
+               **fields: Any) -> ChatCompletionChunk:
         return self._chunk([ChatChunkChoice(index=i, delta=ChunkDelta.model_validate(delta), logprobs=lps,
-                                            finish_reason=reason)])
+                                            finish_reason=reason)], **fields)
+
+    def _last(self, i: int, reason: Optional[str]) -> Dict[str, Any]:
+        """llama-server's timings for the stream's last chunk: the usage chunk
+        when asked for, else the last choice's finish."""
+        if include_usage(self.req) or reason is None or i != len(self.gens) - 1:
+            return {}
+        return {"timings": timings(self.gens[0])}
 
     def _parts(self, w: Watch) -> Iterator[Optional[Tuple[int, Dict[str, Any], Optional[str], Any]]]:
         """The streamed answer as (choice, delta, finish reason, logprobs), choice
@@ -241,10 +244,10 @@ class ChatRun:
             if p is None:
                 yield None
                 continue
-            _, delta, reason, lps = p
-            yield delta["content"] if _text_only(delta, reason, lps) else self._delta(*p)
+            i, delta, reason, lps = p
+            yield delta["content"] if _text_only(delta, reason, lps) else self._delta(*p, **self._last(i, reason))
         if include_usage(self.req):
-            yield self._chunk([], usage=usage(self.gens))
+            yield self._chunk([], usage=usage(self.gens), timings=timings(self.gens[0]))
 
     def events(self, w: Watch) -> Iterator[Optional[str]]:
         """The streamed answer's chunks as their JSON text (``None``: keep-alive). A text delta
@@ -264,9 +267,9 @@ class ChatRun:
                 if frame.ok:
                     yield frame.fill(delta["content"])
                     continue
-            yield dumps(self._delta(i, delta, reason, lps).wire())
+            yield dumps(self._delta(i, delta, reason, lps, **self._last(i, reason)).wire())
         if include_usage(self.req):
-            yield dumps(self._chunk([], usage=usage(self.gens)).wire())
+            yield dumps(self._chunk([], usage=usage(self.gens), timings=timings(self.gens[0])).wire())
 
 
 def _text_only(delta: Dict[str, Any], reason: Optional[str], lps: Any) -> bool:

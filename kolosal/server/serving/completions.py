@@ -9,7 +9,7 @@ from kolosal.engine import Engine, Generation
 
 from ..protocol.openai.completions import CompletionChoice, CompletionRequest, CompletionResponse
 from .common import FINGERPRINT, include_usage, new_id, now
-from .runner import Watch, cancel_all, completion_logprobs, finish_reason, usage
+from .runner import Watch, cancel_all, completion_logprobs, finish_reason, timings, usage
 from .sampling import capped_default, fit_max_tokens, per_choice, sampling_kwargs
 
 
@@ -74,7 +74,7 @@ class CompletionRun:
                                     logprobs=completion_logprobs(g.logprobs, req.logprobs, len(echoes[i]))
                                     if req.logprobs is not None else None)
                    for i, g in enumerate(self.gens)]
-        return self._response(choices, usage=usage(self.gens, self.prompts))
+        return self._response(choices, usage=usage(self.gens, self.prompts), timings=timings(self.gens[0]))
 
     def chunks(self, w: Watch) -> Iterator[Optional[CompletionResponse]]:
         """The streamed answer, choice after choice; ``None`` marks a while
@@ -82,8 +82,11 @@ class CompletionRun:
         req = self.req
         extra = {"usage": None} if include_usage(req) else {}
 
-        def chunk(i: int, text: str, reason: Any = None, lps: Any = None) -> CompletionResponse:
-            return self._response([CompletionChoice(index=i, text=text, logprobs=lps, finish_reason=reason)], **extra)
+        def chunk(i: int, text: str, reason: Any = None, lps: Any = None, **fields: Any) -> CompletionResponse:
+            return self._response([CompletionChoice(index=i, text=text, logprobs=lps, finish_reason=reason)],
+                                  **extra, **fields)
+
+        last = len(self.gens) - 1
 
         for i, g in enumerate(self.gens):
             offset = len(self.echoes[i])
@@ -99,6 +102,8 @@ class CompletionRun:
                 logprobs = completion_logprobs(lps, req.logprobs, offset) if req.logprobs is not None else None
                 offset += len(text)
                 yield chunk(i, text, None, logprobs)
-            yield chunk(i, "", finish_reason(g))
+            # llama-server's timings ride on the last chunk: this one unless the usage follows
+            yield chunk(i, "", finish_reason(g),
+                        **({"timings": timings(self.gens[0])} if i == last and not include_usage(req) else {}))
         if include_usage(req):
-            yield self._response([], usage=usage(self.gens, self.prompts))
+            yield self._response([], usage=usage(self.gens, self.prompts), timings=timings(self.gens[0]))

@@ -17,11 +17,11 @@ from ..errors import ApiError
 from ..limits import check_json_schema
 from ..models.registry import EngineRecord
 from ..protocol.llama_server import (ApplyTemplateRequest, ApplyTemplateResponse, DefaultGenerationSettings,
-                                     LlamaCompletionRequest, LlamaCompletionResponse, LlamaTimings, Modalities,
+                                     LlamaCompletionRequest, LlamaCompletionResponse, Modalities,
                                      PropsResponse, SlotInfo, SlotNextToken, TokenProbs, TopProb)
 from ..state import ServerState
 from .chat import message_dict
-from .runner import Watch, cancel_all
+from .runner import Watch, cancel_all, timings
 from .sampling import fit_max_tokens
 
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a random seed per request
@@ -197,24 +197,6 @@ def stop_type(gen: Generation) -> str:
     if reason == "stop":
         return "word" if gen.stop_word else "eos"
     return "none"
-
-
-def timings(gen: Generation) -> LlamaTimings:
-    t, u = gen.timings, gen.usage
-    prompt_n = int(t.get("prefill_tokens", u["prompt_tokens"] - u.get("cached_tokens", 0)))
-    prompt_ms = float(t.get("prompt_ms", 0.0))
-    predicted_n = int(u["completion_tokens"])
-    predicted_ms = float(t.get("decode_ms", 0.0))
-    per_s = float(t.get("decode_tokens_per_s", 0.0))
-    extra = {}
-    if t.get("draft_n"):
-        extra = {"draft_n": int(t["draft_n"]), "draft_n_accepted": int(t.get("draft_n_accepted", 0))}
-    return LlamaTimings(cache_n=int(u.get("cached_tokens", 0)), prompt_n=prompt_n, prompt_ms=prompt_ms,
-                        prompt_per_token_ms=prompt_ms / prompt_n if prompt_n else 0.0,
-                        prompt_per_second=prompt_n * 1000.0 / prompt_ms if prompt_ms > 0 else 0.0,
-                        predicted_n=predicted_n, predicted_ms=predicted_ms,
-                        predicted_per_token_ms=1000.0 / per_s if per_s > 0 else 0.0,
-                        predicted_per_second=per_s, **extra)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ...engine import Generation, TokenLogprob
 from ..errors import ApiError, ClientGone
+from ..protocol.openai.common import Timings
 
 __all__ = ["ClientGone", "Watch", "cancel_all", "finish_reason", "usage", "chat_logprobs", "completion_logprobs"]
 
@@ -98,6 +99,25 @@ def usage(gens: Sequence[Generation], prompts: int = 1) -> Dict[str, Any]:
     completion = sum(g.usage["completion_tokens"] for g in gens)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def timings(gen: Generation) -> Timings:
+    """llama-server's timings of ``gen``."""
+    t, u = gen.timings, gen.usage
+    prompt_n = int(t.get("prefill_tokens", u["prompt_tokens"] - u.get("cached_tokens", 0)))
+    prompt_ms = float(t.get("prompt_ms", 0.0))
+    predicted_n = int(u["completion_tokens"])
+    predicted_ms = float(t.get("decode_ms", 0.0))
+    per_s = float(t.get("decode_tokens_per_s", 0.0))
+    extra: Dict[str, int] = {}
+    if t.get("draft_n"):
+        extra = {"draft_n": int(t["draft_n"]), "draft_n_accepted": int(t.get("draft_n_accepted", 0))}
+    return Timings(cache_n=int(u.get("cached_tokens", 0)), prompt_n=prompt_n, prompt_ms=prompt_ms,
+                   prompt_per_token_ms=prompt_ms / prompt_n if prompt_n else 0.0,
+                   prompt_per_second=prompt_n * 1000.0 / prompt_ms if prompt_ms > 0 else 0.0,
+                   predicted_n=predicted_n, predicted_ms=predicted_ms,
+                   predicted_per_token_ms=1000.0 / per_s if per_s > 0 else 0.0,
+                   predicted_per_second=per_s, **extra)
 
 
 def _top(lp: TokenLogprob) -> Dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..base import Lenient, Reply, Strict, absent_or, documented, null_only, refused
-from .common import ChoiceLogprobs, FinishReason, SamplingFields, Usage
+from .common import ChoiceLogprobs, FinishReason, SamplingFields, Timings, Usage
 
 
 class TextPart(Strict):
@@ -213,17 +213,6 @@ class ChatChoice(Reply):
     logprobs: Optional[ChoiceLogprobs]
 
 
-class DraftTimings(Reply):
-    """llama-server's timings fields of a request that used speculative decoding."""
-
-    prompt_n: int
-    prompt_ms: float
-    predicted_n: int
-    predicted_ms: float
-    draft_n: int  # tokens proposed
-    draft_n_accepted: int  # of those, the ones the model accepted
-
-
 class ChatCompletionResponse(Reply):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -232,9 +221,7 @@ class ChatCompletionResponse(Reply):
     system_fingerprint: str
     choices: List[ChatChoice]
     usage: Usage
-    # llama-server's timings of the first choice; left out unless speculative decoding proposed tokens
-    # (draft_n, draft_n_accepted: the acceptance rate)
-    timings: Optional[DraftTimings] = None
+    timings: Timings  # llama-server's, of the first choice
 
 
 class DeltaFunction(Reply):
@@ -278,3 +265,4 @@ class ChatCompletionChunk(Reply):
     system_fingerprint: str
     choices: List[ChatChunkChoice]
     usage: Optional[Usage] = None
+    timings: Optional[Timings] = None  # llama-server's, of the first choice: in the last chunk only

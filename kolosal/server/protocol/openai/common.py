@@ -19,6 +19,25 @@ class StreamOptions(Strict):
     include_obfuscation: Optional[bool] = None  # accepted, ignored: no obfuscation padding is sent
 
 
+class Timings(Reply):
+    """llama-server's ``timings`` of a generation: prompt tokens computed
+    (``prompt_n``; ``cache_n`` came from the cache) and tokens generated, with
+    their times; with speculative decoding also the tokens proposed
+    (``draft_n``) and accepted (``draft_n_accepted``)."""
+
+    cache_n: int
+    prompt_n: int
+    prompt_ms: float
+    prompt_per_token_ms: float
+    prompt_per_second: float
+    predicted_n: int
+    predicted_ms: float
+    predicted_per_token_ms: float
+    predicted_per_second: float
+    draft_n: Optional[int] = None
+    draft_n_accepted: Optional[int] = None
+
+
 class LoraScale(Strict):
     """One LoRA adapter's scale for a request (llama-server's shape; ids from GET /lora-adapters)."""
 

@@ -7,7 +7,7 @@ from pydantic import Field, field_validator
 
 from ..base import Reply
 
-from .common import FinishReason, NonEmpty, SamplingFields, TokenIds, Usage
+from .common import FinishReason, NonEmpty, SamplingFields, Timings, TokenIds, Usage
 
 
 class CompletionRequest(SamplingFields):
@@ -58,3 +58,5 @@ class CompletionResponse(Reply):
     system_fingerprint: str
     choices: List[CompletionChoice]
     usage: Optional[Usage] = None
+    # llama-server's, of the first choice: in the answer, and in the last chunk of a stream
+    timings: Optional[Timings] = None

@@ -117,9 +117,10 @@ class OllamaRun:
     def response(self, w: Watch) -> Union[ChatResponse, GenerateResponse]:
         """The whole answer once generated."""
         if self.completion is not None:
-            answer = self.completion.response(w)
-            return self._out(answer.choices[0].text, True, logprobs=self._raw_logprobs(self.gens[0].logprobs),
-                             **self._timings())
+            # The text alone: the OpenAI answer would also build its form of the log-probabilities.
+            w.finish(self.gens)
+            return self._out(self.completion.echoes[0] + self.gens[0].text, True,
+                             logprobs=self._raw_logprobs(self.gens[0].logprobs), **self._timings())
         assert self.chat is not None
         answer = self.chat.response(w)
         m = answer.choices[0].message

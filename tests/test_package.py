@@ -37,6 +37,19 @@ def test_set_log_level():
         kolosal.set_log_level("chatty")
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a DLL exports only what it declares; the check is for ELF and Mach-O")
+def test_module_keeps_llama_cpp_symbols_inside():
+    """llama.cpp and ggml are linked into the module with hidden symbols: another copy of llama.cpp in the
+    same process (llama-cpp-python, another extension) can neither take over nor be taken over by them."""
+    import ctypes
+
+    from kolosal import _native
+    lib = ctypes.CDLL(_native.__file__)
+    assert hasattr(lib, "PyInit__native")  # the module's entry point stays visible
+    for name in ("llama_decode", "llama_model_load_from_file", "ggml_graph_compute", "ggml_init"):
+        assert not hasattr(lib, name), f"{name} is exported"
+
+
 def test_imports_from_the_source_tree_root():
     # Commands run from the repository root (python -m kolosal.server, examples)
     # import the package found there; it must be complete.

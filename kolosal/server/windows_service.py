@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Any, List, Optional, Sequence
@@ -125,7 +126,9 @@ class ServiceHost:
         self._wake.set()
 
     def run_until_stopped(self) -> int:
-        self._wake.wait()
+        # in steps, so that a console's Ctrl+C handler runs on Windows too
+        while not self._wake.wait(0.5):
+            pass
         requested = self._stop_requested.is_set()
         if requested:
             self._drain()
@@ -317,18 +320,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .config import ConfigError
 
         host = ServiceHost(server_args_of(args))
+        # Ctrl+C asks for the drained stop the control manager would, whenever it comes: an exception
+        # raised into start-up (the server already listening) would leave the process half running.
+        previous = signal.signal(signal.SIGINT, lambda *_: host.request_stop())
         try:
-            host.start()
-        except ConfigError as e:
-            from .__main__ import refusal
+            try:
+                host.start()
+            except ConfigError as e:
+                from .__main__ import refusal
 
-            print(refusal(e, args.config), file=sys.stderr)
-            return 1
-        try:
+                print(refusal(e, args.config), file=sys.stderr)
+                return 1
             return host.run_until_stopped()
-        except KeyboardInterrupt:
-            host.request_stop()
-            return host.run_until_stopped()
+        finally:
+            signal.signal(signal.SIGINT, previous)
     try:
         import win32service
         import win32serviceutil

@@ -140,6 +140,25 @@ def test_host_keeps_taking_requests_during_the_drain_delay(tmp_path, keep_loggin
     assert refused(port)
 
 
+def test_debug_command_stops_on_ctrl_c_during_start_up(tmp_path, monkeypatch):
+    """Ctrl+C right as start-up ends (the server already listening, ``start`` not yet returned), the moment
+    a console user or a test sending SIGINT on the first /health answer hits: a drained stop, exit 0,
+    the port closed, and the console's own SIGINT handling back afterwards."""
+    port = free_port()
+    path = no_model_config(tmp_path, port)
+    start = ServiceHost.start
+
+    def start_then_ctrl_c(self):
+        start(self)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(ServiceHost, "start", start_then_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)
+    assert windows_service.main(["debug", "--config", str(path)]) == 0
+    assert refused(port)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_debug_command_serves_until_ctrl_c(tmp_path):
     """``python -m kolosal.server.windows_service debug --config FILE``: the
     service host in a console; Ctrl+C (SIGINT) drains and exits 0."""

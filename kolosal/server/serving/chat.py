@@ -13,7 +13,7 @@ from ..errors import ApiError
 from ..protocol.openai.chat import (ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
                                     ChatCompletionResponse, ChunkDelta, Message, RefusalPart, ResponseMessage, TextPart)
 from .common import FINGERPRINT, Spliced, cut_short_answer, dumps, include_usage, new_id, now
-from .runner import Watch, cancel_all, chat_logprobs, finish_reason, timings, usage
+from .runner import Watch, cancel_all, chat_logprobs, finish_reason, stream_end_timings, timings, usage
 from .sampling import fit_max_tokens, per_choice, sampling_kwargs
 
 
@@ -197,11 +197,7 @@ class ChatRun:
                                             finish_reason=reason)], **fields)
 
     def _last(self, i: int, reason: Optional[str]) -> Dict[str, Any]:
-        """llama-server's timings for the stream's last chunk: the usage chunk
-        when asked for, else the last choice's finish."""
-        if include_usage(self.req) or reason is None or i != len(self.gens) - 1:
-            return {}
-        return {"timings": timings(self.gens[0])}
+        return stream_end_timings(self.req, self.gens, i) if reason is not None else {}
 
     def _parts(self, w: Watch) -> Iterator[Optional[Tuple[int, Dict[str, Any], Optional[str], Any]]]:
         """The streamed answer as (choice, delta, finish reason, logprobs), choice

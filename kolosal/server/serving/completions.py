@@ -9,7 +9,7 @@ from kolosal.engine import Engine, Generation
 
 from ..protocol.openai.completions import CompletionChoice, CompletionRequest, CompletionResponse
 from .common import FINGERPRINT, include_usage, new_id, now
-from .runner import Watch, cancel_all, completion_logprobs, finish_reason, timings, usage
+from .runner import Watch, cancel_all, completion_logprobs, finish_reason, stream_end_timings, timings, usage
 from .sampling import capped_default, fit_max_tokens, per_choice, sampling_kwargs
 
 
@@ -86,8 +86,6 @@ class CompletionRun:
             return self._response([CompletionChoice(index=i, text=text, logprobs=lps, finish_reason=reason)],
                                   **extra, **fields)
 
-        last = len(self.gens) - 1
-
         for i, g in enumerate(self.gens):
             offset = len(self.echoes[i])
             if self.echoes[i]:
@@ -102,8 +100,6 @@ class CompletionRun:
                 logprobs = completion_logprobs(lps, req.logprobs, offset) if req.logprobs is not None else None
                 offset += len(text)
                 yield chunk(i, text, None, logprobs)
-            # llama-server's timings ride on the last chunk: this one unless the usage follows
-            yield chunk(i, "", finish_reason(g),
-                        **({"timings": timings(self.gens[0])} if i == last and not include_usage(req) else {}))
+            yield chunk(i, "", finish_reason(g), **stream_end_timings(req, self.gens, i))
         if include_usage(req):
             yield self._response([], usage=usage(self.gens, self.prompts), timings=timings(self.gens[0]))

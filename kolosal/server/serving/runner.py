@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 from ...engine import Generation, TokenLogprob
 from ..errors import ApiError, ClientGone
 from ..protocol.openai.common import Timings
+from .common import include_usage
 
 __all__ = ["ClientGone", "Watch", "cancel_all", "finish_reason", "usage", "chat_logprobs", "completion_logprobs"]
 
@@ -118,6 +119,15 @@ def timings(gen: Generation) -> Timings:
                    predicted_n=predicted_n, predicted_ms=predicted_ms,
                    predicted_per_token_ms=1000.0 / per_s if per_s > 0 else 0.0,
                    predicted_per_second=per_s, **extra)
+
+
+def stream_end_timings(req: Any, gens: Sequence[Generation], i: int) -> Dict[str, Any]:
+    """What the finish chunk of choice ``i`` adds as the stream's last chunk:
+    llama-server's timings (of the first choice), when it is the last choice's
+    finish and no usage chunk follows."""
+    if i != len(gens) - 1 or include_usage(req):
+        return {}
+    return {"timings": timings(gens[0])}
 
 
 def _top(lp: TokenLogprob) -> Dict[str, Any]:

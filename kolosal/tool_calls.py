@@ -106,12 +106,21 @@ def parse_answer(text: str) -> Tuple[Optional[str], List[Dict[str, Any]]]:
     if not isinstance(data, dict):
         return text, []
     calls = []
-    for c in data.get("tool_calls") or []:
+    raw = data.get("tool_calls")
+    scan = None
+    for k, c in enumerate(raw if isinstance(raw, list) else []):
         if isinstance(c, dict) and isinstance(c.get("name"), str):
+            if scan is None:
+                scan = _Scanner()
+                scan.feed(text)
+            path = ("tool_calls", k, "arguments")
+            # The arguments as the model wrote them, as the stream sends them (AnswerStream).
+            args = text[scan.starts[path]:scan.ended[path]] if path in scan.ended \
+                else json.dumps(c.get("arguments") or {})
             calls.append({
                 "id": "call_" + uuid.uuid4().hex[:24],
                 "type": "function",
-                "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments") or {})},
+                "function": {"name": c["name"], "arguments": args},
             })
     if calls:
         return None, calls

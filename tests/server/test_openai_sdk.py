@@ -254,6 +254,24 @@ def test_sdk_accumulates_a_streamed_tool_call(oai):
     assert call.function.name == "get_weather" and json.loads(call.function.arguments)["city"]
 
 
+def test_parallel_calls_stream_the_arguments_the_answer_holds(oai):
+    """Two parallel calls: the argument fragments a stream sends add up to the
+    arguments of the answer not streamed (the text the model wrote, which it may
+    lay out over several lines), call by call."""
+    kw: Dict[str, Any] = dict(model=MODEL_ID, messages=[{"role": "user", "content": "What is the weather in Paris "
+                                                          "and in London?"}],
+                              tools=[WEATHER], tool_choice="required", parallel_tool_calls=True, max_tokens=120,
+                              temperature=0)
+    whole = oai.chat.completions.create(**kw).choices[0].message.tool_calls
+    streamed: Dict[int, str] = {}
+    for c in oai.chat.completions.create(**kw, stream=True):
+        for tc in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+            streamed[tc.index] = streamed.get(tc.index, "") + (tc.function.arguments or "")
+    assert len(whole) == 2
+    assert [call.function.arguments for call in whole] == [streamed[0], streamed[1]]
+    assert [json.loads(call.function.arguments)["city"] for call in whole] == ["Paris", "London"]
+
+
 @pytest.mark.parametrize("path, body", [
     ("/v1/chat/completions", chat_body(stream=True, stream_options={"include_usage": True})),
     ("/v1/completions", {"model": MODEL_ID, "prompt": "Once", "max_tokens": 6, "stream": True,

@@ -253,3 +253,35 @@ def test_tool_call_cut_short_by_max_output_tokens(oai, limit):
         assert call.name == "get_weather" and call.call_id and call.arguments.startswith("{")
         with pytest.raises(ValueError):
             json.loads(call.arguments)
+
+
+def test_max_tool_calls_keeps_the_first_calls_whole(oai):
+    """The model makes two parallel calls; max_tool_calls=1 keeps the first, as
+    ``completed``, streamed or not. Cut by max_output_tokens inside the second
+    call, the kept first call is still whole (the cut call is the one left out),
+    where without the limit the second call is the ``incomplete`` last item."""
+    kw: Dict[str, Any] = dict(model=MODEL_ID, input="What is the weather in Paris and in London?",
+                              tools=[WEATHER], tool_choice="required", parallel_tool_calls=True, temperature=0)
+    both = oai.responses.create(**kw, max_output_tokens=120)
+    assert both.status == "completed"
+    assert [(o.type, o.status) for o in both.output] == [("function_call", "completed")] * 2, both.output
+    first = both.output[0]
+    for r in (oai.responses.create(**kw, max_output_tokens=120, max_tool_calls=1),
+              _final(oai, **kw, max_output_tokens=120, max_tool_calls=1)):
+        assert r.status == "completed" and r.max_tool_calls == 1
+        assert _items(r) == [("function_call", "completed", first.name, first.arguments, None)], r.output
+
+    # The largest token limit that cuts the answer inside the second call.
+    chat_kw: Dict[str, Any] = dict(
+        model=MODEL_ID, messages=[{"role": "user", "content": kw["input"]}], temperature=0,
+        tools=[{"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}],
+        tool_choice="required", parallel_tool_calls=True)
+    cut = next(n for n in range(both.usage.output_tokens - 1, 0, -1)
+               if len(oai.chat.completions.create(**chat_kw, max_tokens=n).choices[0].message.tool_calls or []) == 2)
+    unlimited = oai.responses.create(**kw, max_output_tokens=cut)
+    assert unlimited.status == "incomplete" and unlimited.incomplete_details.reason == "max_output_tokens"
+    assert [o.status for o in unlimited.output] == ["completed", "incomplete"], unlimited.output
+    for r in (oai.responses.create(**kw, max_output_tokens=cut, max_tool_calls=1),
+              _final(oai, **kw, max_output_tokens=cut, max_tool_calls=1)):
+        assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+        assert _items(r) == [("function_call", "completed", first.name, first.arguments, None)], r.output

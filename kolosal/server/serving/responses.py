@@ -158,7 +158,8 @@ def _envelope(req: ResponseRequest, rid: str, created: int, status: str, output:
         {"type": "text"}
     out = Response(
         id=rid, created_at=created, status=status, error=None, incomplete_details=None,
-        instructions=req.instructions, max_output_tokens=req.max_output_tokens, model=req.model, output=output,
+        instructions=req.instructions, max_output_tokens=req.max_output_tokens,
+        max_tool_calls=req.max_tool_calls, model=req.model, output=output,
         parallel_tool_calls=bool(req.parallel_tool_calls), previous_response_id=None, store=False,
         temperature=req.temperature, top_p=req.top_p, text={"format": fmt},
         tool_choice=req.tool_choice.model_dump() if hasattr(req.tool_choice, "model_dump") else (req.tool_choice or "auto"),

@@ -229,6 +229,7 @@ class Response(Reply):
     incomplete_details: Optional[Dict[str, Any]]
     instructions: Optional[str]
     max_output_tokens: Optional[int]
+    max_tool_calls: Optional[int] = None
     model: str
     output: List[OutputItem]
     parallel_tool_calls: bool

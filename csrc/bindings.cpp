@@ -1,6 +1,7 @@
 // The Python module: classes, conversions and the single place where native
 // errors become Python exceptions (classes defined in kolosal/errors.py).
 #include "engine.h"
+#include "huge_pages.h"
 #include "errors.h"
 #include "log_sink.h"
 #include "memory_manager.h"
@@ -269,6 +270,8 @@ PYBIND11_MODULE(_native, m) {
     set_log_level(GGML_LOG_LEVEL_WARN);
 
     m.def("build_info_json", &build_info_json);
+    m.def("huge_pages_available", &huge_pages::available,
+          "Whether the kernel gives memory transparent huge pages on request (Linux, THP not 'never').");
     m.def("rpc_available", &rpc_available, "Whether this build has llama.cpp's RPC backend.");
     m.def("rpc_protocol_version", &rpc_protocol_version, "The RPC protocol version spoken: [major, minor, patch].");
     m.def("rpc_mark_lost", &rpc_mark_lost, py::arg("endpoints"), py::arg("what"),
@@ -406,7 +409,7 @@ PYBIND11_MODULE(_native, m) {
     py::class_<Engine, EngineHolder>(m, "Engine")
         .def(py::init([](const std::string & model_path, const std::string & model_id, uint32_t n_ctx, int32_t n_parallel,
                          int32_t n_batch, int32_t n_ubatch, int32_t n_threads, int32_t n_threads_batch, int32_t n_gpu_layers,
-                         int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool embeddings,
+                         int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool huge_pages, bool embeddings,
                          std::optional<uint32_t> seed, const std::string & flash_attn, bool kv_unified,
                          const std::string & chat_template, float slot_prompt_similarity, int64_t cache_ram_mib,
                          std::shared_ptr<LoadProgress> progress, std::vector<std::string> rpc_servers, const std::string & cache_type_k,
@@ -435,6 +438,7 @@ PYBIND11_MODULE(_native, m) {
                  c.tensor_split = std::move(tensor_split);
                  c.use_mmap = use_mmap;
                  c.use_mlock = use_mlock;
+                 c.huge_pages = huge_pages;
                  c.embeddings = embeddings;
                  c.seed = seed;
                  c.flash_attn = flash_attn;
@@ -453,7 +457,7 @@ PYBIND11_MODULE(_native, m) {
              py::arg("model_path"), py::arg("model_id"), py::arg("n_ctx"), py::arg("n_parallel"), py::arg("n_batch"),
              py::arg("n_ubatch"), py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("n_gpu_layers"),
              py::arg("main_gpu"), py::arg("tensor_split"), py::arg("use_mmap"), py::arg("use_mlock"),
-             py::arg("embeddings"), py::arg("seed"), py::arg("flash_attn"), py::arg("kv_unified"),
+             py::arg("huge_pages"), py::arg("embeddings"), py::arg("seed"), py::arg("flash_attn"), py::arg("kv_unified"),
              py::arg("chat_template"), py::arg("slot_prompt_similarity") = 0.1f, py::arg("cache_ram_mib") = 2048,
              py::arg("progress") = py::none(), py::arg("rpc_servers") = std::vector<std::string>{}, py::arg("cache_type_k") = "f16", py::arg("cache_type_v") = "f16",
              py::arg("context_shift") = false, py::arg("lora") = std::vector<std::pair<std::string, float>>{},
@@ -499,6 +503,8 @@ PYBIND11_MODULE(_native, m) {
             d["cache_type_k"] = i.cache_type_k;
             d["cache_type_v"] = i.cache_type_v;
             d["context_shift"] = i.context_shift;
+            d["use_mmap"] = i.use_mmap;
+            d["huge_pages"] = i.huge_pages;
             return d;
         })
         .def("stats", [](const Engine & e) {

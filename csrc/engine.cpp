@@ -7,6 +7,7 @@
 #include "ggml-cpu.h"
 #include "model_file.h"
 #include "batch.h"
+#include "huge_pages.h"
 
 #include <cmath>
 #include <random>
@@ -75,6 +76,9 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
         }
     }
 
+    // The weights (when read into memory), the KV cache and the compute
+    // buffers are allocated while this scope is open: huge pages for them.
+    const huge_pages::Scope huge(cfg_.huge_pages);
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = cfg_.n_gpu_layers;
     mp.main_gpu = cfg_.main_gpu;
@@ -185,6 +189,8 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     info_.kv_bytes = kv_cache_bytes(info_.n_layer, n_head_kv, file.head_dim_k, file.head_dim_v, info_.n_ctx, type_k, type_v);
     info_.cache_type_k = cfg_.cache_type_k;
     info_.cache_type_v = cfg_.cache_type_v;
+    info_.use_mmap = cfg_.use_mmap;
+    info_.huge_pages = cfg_.huge_pages && huge_pages::available();
 
     if (!cfg_.chat_template.empty()) {
         // The caller's own template: one that does not parse is their error, not a reason to use another.
@@ -518,6 +524,7 @@ void Engine::init_embedding_context() {
     cp.abort_callback_data = this;
     // Generative models declare no pooling: average their token states.
     cp.pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;
+    const huge_pages::Scope huge(cfg_.huge_pages);
     embd_ctx_.reset(llama_init_from_model(model_.get(), cp));
     if (embd_ctx_ && llama_pooling_type(embd_ctx_.get()) == LLAMA_POOLING_TYPE_NONE) {
         embd_ctx_.reset();

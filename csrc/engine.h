@@ -41,6 +41,7 @@ struct EngineConfig {
     std::vector<float> tensor_split;
     bool use_mmap = true;
     bool use_mlock = false;
+    bool huge_pages = true;       // transparent huge pages for the large CPU buffers (Linux; csrc/huge_pages.h)
     bool embeddings = false;      // create the embedding context at load time
     std::optional<uint32_t> seed;
     std::string flash_attn = "auto";  // auto | on | off
@@ -79,6 +80,8 @@ struct ModelInfo {
     std::string cache_type_k;
     std::string cache_type_v;
     bool context_shift = false;   // on, and the model's cache can shift
+    bool use_mmap = true;         // the weights are mapped from the file (else read into memory)
+    bool huge_pages = false;      // large CPU buffers were given huge pages
 };
 
 // A chat rendered by the model's template, and what parsing its answer needs.

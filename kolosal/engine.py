@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Union
 
 import numpy as np
+import psutil
 
 from . import _native, tool_calls
 from .errors import GenerationError, InvalidParameterError, KolosalError, WorkerUnreachableError
@@ -399,6 +400,19 @@ def _mark_closed_workers(endpoints: List[str], states: Dict[str, Set[str]]) -> L
     return gone
 
 
+def _weights_fit_huge_pages(path: str, huge_pages: bool, n_gpu_layers: int, rpc_servers: Sequence[str]) -> bool:
+    """Whether ``use_mmap`` None reads the weights into memory: they stay on the
+    CPU (no layers offloaded, no RPC workers), huge pages are on and available,
+    and the file takes at most half the memory available now."""
+    if not huge_pages or n_gpu_layers != 0 or rpc_servers or not _native.huge_pages_available():
+        return False
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False  # the load reports the file
+    return size <= psutil.virtual_memory().available // 2
+
+
 class Engine:
     """A GGUF model loaded for continuous-batching generation.
 
@@ -427,6 +441,15 @@ class Engine:
     fails the engine for good (``failure``; its requests end with an error)
     without affecting other engines.
 
+    On Linux the large CPU buffers (the KV cache, the compute buffers, and
+    the weights when they are read into memory) get transparent huge pages
+    unless ``huge_pages`` is False: fewer TLB misses, faster generation.
+    ``use_mmap`` None (the default) reads the weights of a model that runs on
+    the CPU into such memory when huge pages are available and the file takes
+    at most half the available memory, and maps the file otherwise (True:
+    always map it, shared with other processes and the page cache; False:
+    always read it).
+
     ``load_progress`` (a ``LoadProgress``) is updated while the weights are
     read: another thread may read its ``value`` (0 to 1) during the load.
 
@@ -452,8 +475,9 @@ class Engine:
         n_gpu_layers: int = 0,
         main_gpu: int = 0,
         tensor_split: Optional[Sequence[float]] = None,
-        use_mmap: bool = True,
+        use_mmap: Optional[bool] = None,
         use_mlock: bool = False,
+        huge_pages: bool = True,
         embeddings: bool = False,
         seed: Optional[int] = None,
         flash_attn: str = "auto",
@@ -497,13 +521,18 @@ class Engine:
         for name, value in (("cache_type_k", cache_type_k), ("cache_type_v", cache_type_v)):
             if not isinstance(value, str):
                 raise InvalidParameterError(f"{name} must be a string such as 'f16' or 'q8_0'", param=name)
-        if not isinstance(context_shift, bool):
-            raise InvalidParameterError("context_shift must be true or false", param="context_shift")
+        for name, value in (("context_shift", context_shift), ("huge_pages", huge_pages), ("use_mlock", use_mlock)):
+            if not isinstance(value, bool):
+                raise InvalidParameterError(f"{name} must be true or false", param=name)
+        if use_mmap is not None and not isinstance(use_mmap, bool):
+            raise InvalidParameterError("use_mmap must be true, false or null (automatic)", param="use_mmap")
         #: Sampling defaults of every request (llama-server's names); a request's own values win.
         self.sampling_defaults = self._check_defaults(sampling)
         self.model_path = os.fspath(model_path)
         self.model_id = model_id or os.path.basename(self.model_path)
         endpoints = self._rpc_endpoints(rpc_servers, allow_public_rpc, rpc_timeout)
+        if use_mmap is None:
+            use_mmap = not _weights_fit_huge_pages(self.model_path, huge_pages, n_gpu_layers, endpoints)
         self._native = _native.Engine(
             model_path=self.model_path,
             model_id=self.model_id,
@@ -518,6 +547,7 @@ class Engine:
             tensor_split=list(tensor_split or []),
             use_mmap=use_mmap,
             use_mlock=use_mlock,
+            huge_pages=huge_pages,
             embeddings=embeddings,
             seed=seed if seed is None or seed >= 0 else None,
             flash_attn=flash_attn,

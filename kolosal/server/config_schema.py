@@ -327,8 +327,9 @@ class LoadParams(_Section):
     n_threads: Optional[int] = Field(None, ge=0)
     main_gpu: Optional[int] = Field(None, ge=0)
     tensor_split: Optional[List[float]] = None
-    use_mmap: Optional[bool] = None
+    use_mmap: Optional[bool] = None  # default: read a CPU model into huge pages when it fits, else map the file
     use_mlock: Optional[bool] = None
+    huge_pages: Optional[bool] = None  # transparent huge pages for the large CPU buffers (Linux; default true)
     embeddings: Optional[bool] = None
     seed: Optional[int] = None
     flash_attn: Optional[Literal["auto", "on", "off"]] = None

@@ -2,6 +2,7 @@
 // errors become Python exceptions (classes defined in kolosal/errors.py).
 #include "engine.h"
 #include "huge_pages.h"
+#include "cpu_kernels.h"
 #include "errors.h"
 #include "log_sink.h"
 #include "memory_manager.h"
@@ -272,6 +273,28 @@ PYBIND11_MODULE(_native, m) {
     m.def("build_info_json", &build_info_json);
     m.def("huge_pages_available", &huge_pages::available,
           "Whether the kernel gives memory transparent huge pages on request (Linux, THP not 'never').");
+    m.def("cpu_kernels", [] {
+        py::list out;
+        for (const auto & k : cpu_kernels::report()) {
+            py::dict d;
+            d["op"] = k.op;
+            d["source"] = k.source;
+            d["reason"] = k.reason;
+            out.append(d);
+        }
+        return out;
+    }, "Which CPU kernels kolosal put in place of llama.cpp's, and why not where it did not (installs them first).");
+    m.def("cpu_kernel_mismatches", [](int n, int rows, int cols, uint32_t seed) -> py::object {
+        size_t bad = 0;
+        {
+            py::gil_scoped_release nogil;
+            bad = cpu_kernels::mismatches(n, rows, cols, seed);
+        }
+        if (bad == size_t(-1)) return py::none();
+        return py::int_(bad);
+    }, py::arg("n"), py::arg("rows"), py::arg("cols"), py::arg("seed") = 0,
+          "kolosal's Q4_1 kernel against llama.cpp's on random data: the number of results that differ in any bit "
+          "(None where kolosal has no kernel for this CPU or the sizes do not fit).");
     m.def("rpc_available", &rpc_available, "Whether this build has llama.cpp's RPC backend.");
     m.def("rpc_protocol_version", &rpc_protocol_version, "The RPC protocol version spoken: [major, minor, patch].");
     m.def("rpc_mark_lost", &rpc_mark_lost, py::arg("endpoints"), py::arg("what"),
@@ -409,7 +432,7 @@ PYBIND11_MODULE(_native, m) {
     py::class_<Engine, EngineHolder>(m, "Engine")
         .def(py::init([](const std::string & model_path, const std::string & model_id, uint32_t n_ctx, int32_t n_parallel,
                          int32_t n_batch, int32_t n_ubatch, int32_t n_threads, int32_t n_threads_batch, int32_t n_gpu_layers,
-                         int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool huge_pages, bool embeddings,
+                         int32_t main_gpu, std::vector<float> tensor_split, bool use_mmap, bool use_mlock, bool huge_pages, bool pair_ubatches, bool embeddings,
                          std::optional<uint32_t> seed, const std::string & flash_attn, bool kv_unified,
                          const std::string & chat_template, float slot_prompt_similarity, int64_t cache_ram_mib,
                          std::shared_ptr<LoadProgress> progress, std::vector<std::string> rpc_servers, const std::string & cache_type_k,
@@ -439,6 +462,7 @@ PYBIND11_MODULE(_native, m) {
                  c.use_mmap = use_mmap;
                  c.use_mlock = use_mlock;
                  c.huge_pages = huge_pages;
+                 c.pair_ubatches = pair_ubatches;
                  c.embeddings = embeddings;
                  c.seed = seed;
                  c.flash_attn = flash_attn;
@@ -457,7 +481,7 @@ PYBIND11_MODULE(_native, m) {
              py::arg("model_path"), py::arg("model_id"), py::arg("n_ctx"), py::arg("n_parallel"), py::arg("n_batch"),
              py::arg("n_ubatch"), py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("n_gpu_layers"),
              py::arg("main_gpu"), py::arg("tensor_split"), py::arg("use_mmap"), py::arg("use_mlock"),
-             py::arg("huge_pages"), py::arg("embeddings"), py::arg("seed"), py::arg("flash_attn"), py::arg("kv_unified"),
+             py::arg("huge_pages"), py::arg("pair_ubatches"), py::arg("embeddings"), py::arg("seed"), py::arg("flash_attn"), py::arg("kv_unified"),
              py::arg("chat_template"), py::arg("slot_prompt_similarity") = 0.1f, py::arg("cache_ram_mib") = 2048,
              py::arg("progress") = py::none(), py::arg("rpc_servers") = std::vector<std::string>{}, py::arg("cache_type_k") = "f16", py::arg("cache_type_v") = "f16",
              py::arg("context_shift") = false, py::arg("lora") = std::vector<std::pair<std::string, float>>{},
@@ -505,6 +529,7 @@ PYBIND11_MODULE(_native, m) {
             d["context_shift"] = i.context_shift;
             d["use_mmap"] = i.use_mmap;
             d["huge_pages"] = i.huge_pages;
+            d["pair_ubatches"] = i.pair_ubatches;
             return d;
         })
         .def("stats", [](const Engine & e) {
@@ -524,6 +549,7 @@ PYBIND11_MODULE(_native, m) {
             d["prompt_cache_saves"] = s.prompt_cache_saves;
             d["prompt_cache_restores"] = s.prompt_cache_restores;
             d["kv_purges"] = s.kv_purges;
+            d["paired_ubatch_tokens"] = s.paired_ubatch_tokens;
             d["spec_draft_tokens"] = s.spec_draft_tokens;
             d["spec_accepted_tokens"] = s.spec_accepted_tokens;
             d["context_shifts"] = s.context_shifts;

@@ -8,6 +8,7 @@
 #include "model_file.h"
 #include "batch.h"
 #include "huge_pages.h"
+#include "cpu_kernels.h"
 
 #include <cmath>
 #include <random>
@@ -21,6 +22,7 @@ void backend_init_once() {
     std::call_once(once, [] {
         llama_backend_init();
         ggml_backend_load_all();
+        cpu_kernels::install();
     });
 }
 
@@ -239,6 +241,11 @@ Engine::Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {
     so.lora = lora_.get();
     so.spec = spec_.get();
     so.context_shift = cfg_.context_shift;
+    // Where ggml multiplies this model's weights with kolosal's Q4_1 kernel
+    // (most of them Q4_1, on the CPU), which takes two columns at a time.
+    so.pair_ubatches = cfg_.pair_ubatches && cfg_.n_gpu_layers == 0 && cfg_.rpc_servers.empty() && file.q4_1_bytes * 2 > file.tensor_bytes &&
+                       cpu_kernels::q4_1_installed();
+    info_.pair_ubatches = so.pair_ubatches;
     scheduler_ = std::make_unique<Scheduler>(ctx_.get(), model, cfg_.n_parallel, profiler_, so);
     {
         std::lock_guard<std::mutex> lock(fail_mutex_);

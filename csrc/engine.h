@@ -42,6 +42,7 @@ struct EngineConfig {
     bool use_mmap = true;
     bool use_mlock = false;
     bool huge_pages = true;       // transparent huge pages for the large CPU buffers (Linux; csrc/huge_pages.h)
+    bool pair_ubatches = true;    // prompt chunks cut to even ubatches where kolosal's Q4_1 kernel is used
     bool embeddings = false;      // create the embedding context at load time
     std::optional<uint32_t> seed;
     std::string flash_attn = "auto";  // auto | on | off
@@ -82,6 +83,7 @@ struct ModelInfo {
     bool context_shift = false;   // on, and the model's cache can shift
     bool use_mmap = true;         // the weights are mapped from the file (else read into memory)
     bool huge_pages = false;      // large CPU buffers were given huge pages
+    bool pair_ubatches = false;   // prompt chunks cut for kolosal's Q4_1 kernel (SchedulerOptions)
 };
 
 // A chat rendered by the model's template, and what parsing its answer needs.

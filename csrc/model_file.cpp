@@ -71,6 +71,7 @@ ModelFileInfo inspect_model_file(const std::string & path) {
     for (int64_t i = 0; i < gguf_get_n_tensors(g.get()); ++i) {
         const uint64_t size = gguf_get_tensor_size(g.get(), i);
         info.tensor_bytes += size;
+        if (gguf_get_tensor_type(g.get(), i) == GGML_TYPE_Q4_1) info.q4_1_bytes += size;
         end = std::max<uint64_t>(end, gguf_get_tensor_offset(g.get(), i) + size);
     }
     end += gguf_get_data_offset(g.get());

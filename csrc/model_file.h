@@ -11,6 +11,7 @@ namespace kolosal {
 struct ModelFileInfo {
     uint64_t file_bytes = 0;
     uint64_t tensor_bytes = 0;
+    uint64_t q4_1_bytes = 0;  // of tensors stored as Q4_1
     std::string architecture;
     int64_t n_layer = 0;
     int64_t n_head_kv = 0;

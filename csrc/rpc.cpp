@@ -1,5 +1,6 @@
 #include "rpc.h"
 
+#include "cpu_kernels.h"
 #include "errors.h"
 
 #include "common.h"
@@ -225,6 +226,7 @@ void rpc_serve(const std::string & host, int port, int n_threads, int64_t mem_mi
 #ifdef KOLOSAL_USE_RPC
     llama_backend_init();
     ggml_backend_load_all();
+    cpu_kernels::install();
     ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (!cpu) throw KolosalError("no CPU device");
     ggml_backend_dev_t dev = cpu;

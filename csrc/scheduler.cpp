@@ -44,6 +44,7 @@ Scheduler::Scheduler(llama_context * ctx, const llama_model * model, int32_t n_s
       cache_(opts.cache_ram_bytes) {
     n_ctx_slot_ = llama_n_ctx_seq(ctx);
     n_batch_ = int32_t(llama_n_batch(ctx));
+    n_ubatch_ = int32_t(llama_n_ubatch(ctx));
     batch_ = llama_batch_init(std::max(n_batch_, n_slots), 0, 1);
     for (int32_t i = 0; i < n_slots; ++i) {
         auto s = std::make_unique<Slot>();
@@ -161,6 +162,7 @@ SchedulerStats Scheduler::stats() const {
     st.prompt_cache_saves = cache_.saves();
     st.prompt_cache_restores = cache_.restores();
     st.kv_purges = kv_purges_.load();
+    st.paired_ubatch_tokens = paired_ubatch_tokens_.load();
     st.spec_draft_tokens = spec_drafted_.load();
     st.spec_accepted_tokens = spec_accepted_.load();
     st.context_shifts = context_shifts_.load();
@@ -511,6 +513,7 @@ bool Scheduler::build_batch() {
         s->n_batch_tokens = int32_t(std::min<size_t>(left, size_t(room)));
         room -= s->n_batch_tokens;
     }
+    if (opts_.pair_ubatches) pair_ubatches();
     // Laid out in slot (sequence) order, each slot's tokens together. Without
     // kv_unified every sequence has its own cells, and llama.cpp splits a batch
     // into ubatches that take one run of consecutive sequences at a time: a
@@ -540,6 +543,93 @@ bool Scheduler::build_batch() {
         }
     }
     return batch_.n_tokens > 0;
+}
+
+namespace {
+
+// The token counts of the ubatches llama.cpp cuts a batch into
+// (llama_batch_allocr), for a batch laid out as `runs` (sequence id, tokens)
+// in increasing sequence order. With one KV stream: slices of n_ubatch
+// tokens. Else (split_equal, sequential): from the first sequence with
+// tokens left, the run of consecutive sequence ids that have tokens left,
+// each giving the same number of tokens, as many as the one with the fewest
+// has and n_ubatch allows.
+std::vector<int32_t> ubatch_sizes(std::vector<std::pair<int32_t, int32_t>> runs, int32_t n_ubatch, bool one_stream) {
+    std::vector<int32_t> sizes;
+    if (one_stream) {
+        int32_t total = 0;
+        for (const auto & r : runs) total += r.second;
+        for (; total > 0; total -= std::min(total, n_ubatch)) sizes.push_back(std::min(total, n_ubatch));
+        return sizes;
+    }
+    while (true) {
+        std::vector<size_t> set;
+        for (size_t i = 0; i < runs.size(); ++i) {
+            if (runs[i].second == 0) continue;
+            if (set.empty() || runs[i].first == runs[set.back()].first + 1) set.push_back(i);
+        }
+        if (set.empty()) return sizes;
+        const int32_t n = int32_t(set.size());
+        int32_t k = std::max<int32_t>(1, n_ubatch / n);
+        for (size_t i : set) k = std::min(k, runs[i].second);
+        for (size_t i : set) runs[i].second -= k;
+        sizes.push_back(k * n);
+    }
+}
+
+// Tokens that ggml multiplies one column at a time: those of ubatches with
+// an odd count above one.
+int64_t odd_tokens(const std::vector<int32_t> & sizes) {
+    int64_t n = 0;
+    for (int32_t s : sizes) {
+        if (s > 1 && s % 2 != 0) n += s;
+    }
+    return n;
+}
+
+}  // namespace
+
+// Takes one token at a time off a prompt chunk (that token goes in the next
+// step) while that lowers the number of tokens in odd ubatches. A chunk that
+// ends its prompt gives up its last token only for that: the request's first
+// token then comes one step later, and the token joins the next step's
+// ubatch of generating slots.
+//
+// Only when the batch holds more than one slot's tokens. How llama.cpp cuts a
+// batch moves the logits a little (ggml computes attention for a ubatch of
+// fewer tokens than its tile another way), so a request alone is read in the
+// ubatches llama.cpp would make of it, and its answer is llama-server's; with
+// other requests in the batch, what it is read with depends on them anyway,
+// in llama-server as here.
+void Scheduler::pair_ubatches() {
+    size_t n_in_batch = 0;
+    for (const auto & s : slots_) n_in_batch += s->n_batch_tokens > 0;
+    if (n_in_batch < 2) return;
+    const bool one_stream = opts_.kv_unified || slots_.size() == 1;
+    auto odd = [&] {
+        std::vector<std::pair<int32_t, int32_t>> runs;
+        for (const auto & s : slots_) {
+            if (s->n_batch_tokens > 0) runs.emplace_back(s->id, s->n_batch_tokens);
+        }
+        return odd_tokens(ubatch_sizes(std::move(runs), n_ubatch_, one_stream));
+    };
+    int64_t best = odd();
+    while (best > 0) {
+        Slot * pick = nullptr;
+        for (auto & s : slots_) {
+            if (!s->req || s->generating || s->n_batch_tokens < 2) continue;
+            s->n_batch_tokens--;
+            const int64_t cost = odd();
+            s->n_batch_tokens++;
+            if (cost < best) {
+                best = cost;
+                pick = s.get();
+            }
+        }
+        if (!pick) return;
+        pick->n_batch_tokens--;
+        paired_ubatch_tokens_++;
+    }
 }
 
 void Scheduler::make_drafts(std::unique_lock<std::mutex> & slots_lock) {

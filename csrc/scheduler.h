@@ -41,6 +41,7 @@ struct SchedulerStats {
     uint64_t prompt_cache_saves = 0;
     uint64_t prompt_cache_restores = 0;
     uint64_t kv_purges = 0;                 // idle slots cleared to make room (kv_unified)
+    uint64_t paired_ubatch_tokens = 0;      // prompt tokens left for the next step to make ubatches even
     uint64_t spec_draft_tokens = 0;         // tokens proposed by speculative decoding
     uint64_t spec_accepted_tokens = 0;      // of those, the ones the model agreed with
     uint64_t context_shifts = 0;            // slots whose context was shifted to go on generating
@@ -75,6 +76,11 @@ struct SchedulerOptions {
     // A generation that fills its slot drops half of what follows the kept
     // prompt tokens (llama-server's context shift) instead of ending.
     bool context_shift = false;
+    // Cut prompt chunks so that the ubatches llama.cpp makes of a batch have
+    // an even number of tokens where one token less achieves it: ggml uses
+    // a kernel that takes two columns at a time (kolosal's Q4_1 kernel,
+    // cpu_kernels.h) only for even column counts.
+    bool pair_ubatches = false;
 };
 
 class Scheduler {
@@ -112,6 +118,7 @@ private:
     void prepare(Request & req) const;
     void choose_lora();
     bool build_batch();
+    void pair_ubatches();
     void unbuild_batch();
     bool make_room();
     bool purge_idle(const Slot * except);
@@ -134,6 +141,7 @@ private:
     Profiler & profiler_;
     uint32_t n_ctx_slot_;
     int32_t n_batch_;
+    int32_t n_ubatch_;
     llama_batch batch_;
     std::vector<std::unique_ptr<Slot>> slots_;
     uint64_t tick_ = 0;
@@ -157,7 +165,7 @@ private:
     std::atomic<int32_t> slots_busy_{0};
 
     std::atomic<uint64_t> requests_done_{0}, prompt_tokens_{0}, cached_tokens_{0}, generated_tokens_{0}, decode_calls_{0},
-        kv_purges_{0}, context_shifts_{0}, decode_aborts_{0};
+        kv_purges_{0}, context_shifts_{0}, decode_aborts_{0}, paired_ubatch_tokens_{0};
     // The requests with tokens in the batch being decoded: the abort callback
     // stops the decode when every one of them is cancelled.
     std::vector<Request *> batch_reqs_;

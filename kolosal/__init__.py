@@ -47,10 +47,12 @@ _LOG_LEVELS = {"debug": 1, "info": 2, "warn": 3, "warning": 3, "error": 4, "none
 
 
 def build_info() -> Dict[str, Any]:
-    """Version, llama.cpp commit, compiled backends and devices, CPU features."""
+    """Version, llama.cpp commit, compiled backends and devices, CPU features,
+    and which CPU kernels kolosal uses in place of llama.cpp's."""
     info = _json.loads(_native.build_info_json())
     info["version"] = __version__
     info["cpu_features"] = _re.findall(r"(\w+) = 1", info.get("system_info", ""))
+    info["cpu_kernels"] = _native.cpu_kernels()
     return info
 
 

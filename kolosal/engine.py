@@ -450,6 +450,14 @@ class Engine:
     always map it, shared with other processes and the page cache; False:
     always read it).
 
+    Where ggml multiplies a mostly Q4_1 model on the CPU with kolosal's own
+    kernel (``kolosal.build_info()["cpu_kernels"]``; x86-64 with AVX2), which takes two
+    columns at a time and so wants ubatches of an even number of tokens, a
+    prompt chunk may leave one token for the next step to make them even
+    (``metadata["pair_ubatches"]``). Like any other chunking (``n_batch``,
+    ``n_ubatch``), that moves the logits by llama.cpp's usual batch-to-batch
+    rounding; ``pair_ubatches=False`` cuts prompts as llama-server does.
+
     ``load_progress`` (a ``LoadProgress``) is updated while the weights are
     read: another thread may read its ``value`` (0 to 1) during the load.
 
@@ -478,6 +486,7 @@ class Engine:
         use_mmap: Optional[bool] = None,
         use_mlock: bool = False,
         huge_pages: bool = True,
+        pair_ubatches: bool = True,
         embeddings: bool = False,
         seed: Optional[int] = None,
         flash_attn: str = "auto",
@@ -521,7 +530,8 @@ class Engine:
         for name, value in (("cache_type_k", cache_type_k), ("cache_type_v", cache_type_v)):
             if not isinstance(value, str):
                 raise InvalidParameterError(f"{name} must be a string such as 'f16' or 'q8_0'", param=name)
-        for name, value in (("context_shift", context_shift), ("huge_pages", huge_pages), ("use_mlock", use_mlock)):
+        for name, value in (("context_shift", context_shift), ("huge_pages", huge_pages), ("use_mlock", use_mlock),
+                            ("pair_ubatches", pair_ubatches)):
             if not isinstance(value, bool):
                 raise InvalidParameterError(f"{name} must be true or false", param=name)
         if use_mmap is not None and not isinstance(use_mmap, bool):
@@ -548,6 +558,7 @@ class Engine:
             use_mmap=use_mmap,
             use_mlock=use_mlock,
             huge_pages=huge_pages,
+            pair_ubatches=pair_ubatches,
             embeddings=embeddings,
             seed=seed if seed is None or seed >= 0 else None,
             flash_attn=flash_attn,

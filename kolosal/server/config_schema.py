@@ -330,6 +330,7 @@ class LoadParams(_Section):
     use_mmap: Optional[bool] = None  # default: read a CPU model into huge pages when it fits, else map the file
     use_mlock: Optional[bool] = None
     huge_pages: Optional[bool] = None  # transparent huge pages for the large CPU buffers (Linux; default true)
+    pair_ubatches: Optional[bool] = None  # prompt chunks cut to even ubatches for kolosal's Q4_1 kernel (default true)
     embeddings: Optional[bool] = None
     seed: Optional[int] = None
     flash_attn: Optional[Literal["auto", "on", "off"]] = None

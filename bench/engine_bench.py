@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Engine throughput against llama.cpp's own tools, in one run.
 
-Measures kolosal's single-stream decode speed against `llama-bench` tg128
-and its 8-stream aggregate decode speed against `llama-batched-bench`
-(npl 8), both built from the same vendored llama.cpp tree
+Measures kolosal's prompt processing and single-stream decode speed
+against `llama-bench` pp512 and tg128, and its 8-stream aggregate decode
+speed against `llama-batched-bench` (npl 8), both built from the same vendored llama.cpp tree
 (bench/build_llama_tools.sh), same model, same thread count.
 
     python bench/engine_bench.py [--model PATH] [--repeat 3] [--markdown]
@@ -42,6 +42,20 @@ def llama_bench_tg(model: str, threads: int, n_gen: int, repeat: int) -> float:
     out = run_tool([str(TOOLS / "llama-bench"), "-m", model, "-p", "0", "-n", str(n_gen), "-t", str(threads),
                     "-r", str(repeat), "-ngl", str(NGL), "-o", "json"])
     return float(json.loads(out)[0]["avg_ts"])
+
+
+def llama_bench_pp(model: str, threads: int, n_prompt: int, repeat: int) -> float:
+    out = run_tool([str(TOOLS / "llama-bench"), "-m", model, "-p", str(n_prompt), "-n", "0", "-t", str(threads),
+                    "-r", str(repeat), "-ngl", str(NGL), "-o", "json"])
+    return float(json.loads(out)[0]["avg_ts"])
+
+
+def kolosal_prompt(engine: "kolosal.Engine", n_prompt: int, rep: int) -> float:
+    # Token ids unlike any earlier round's, so that nothing comes from the slot's cache.
+    prompt = [(rep * 104729 + j * 7919) % 40000 + 100 for j in range(n_prompt)]
+    r = engine.complete(prompt, max_tokens=1, temperature=0)
+    assert r.usage["cached_tokens"] == 0, r.usage
+    return r.timings["prefill_tokens_per_s"]
 
 
 def llama_batched_bench_tg(model: str, threads: int, npl: int, n_prompt: int, n_gen: int) -> float:
@@ -92,20 +106,23 @@ def main() -> None:
 
     # Rounds alternate between llama.cpp's tool and kolosal so that both see
     # the same machine state; medians are reported.
-    npl, n_prompt, n_gen = 8, 128, 128
-    ref1, ours1, ref8, ours8 = [], [], [], []
+    npl, n_prompt, n_gen, n_pp = 8, 128, 128, 512
+    refp, oursp, ref1, ours1, ref8, ours8 = [], [], [], [], [], []
     with kolosal.Engine(model, n_ctx=1024, n_parallel=1, n_threads=args.threads, n_gpu_layers=NGL) as single, \
             kolosal.Engine(model, n_ctx=npl * (n_prompt + n_gen + 256), n_parallel=npl, n_threads=args.threads,
                            n_gpu_layers=NGL, n_batch=2048) as multi:  # all prompts in one step, as llama-batched-bench
         single.complete("warm up", max_tokens=8, ignore_eos=True)
         multi.complete("warm up", max_tokens=8, ignore_eos=True)
         for rep in range(args.repeat):
+            refp.append(llama_bench_pp(model, args.threads, n_pp, 1))
+            oursp.append(kolosal_prompt(single, n_pp, rep))
             ref1.append(llama_bench_tg(model, args.threads, n_gen, 1))
             ours1.append(kolosal_single(single, n_gen))
             ref8.append(llama_batched_bench_tg(model, args.threads, npl, n_prompt, n_gen))
             ours8.append(kolosal_batched(multi, npl, n_prompt, n_gen, rep))
     med = statistics.median
     rows = [
+        ("prompt processing (pp512)", "llama-bench pp512", med(refp), med(oursp)),
         ("single stream decode (tg128)", "llama-bench tg128", med(ref1), med(ours1)),
         ("8 streams aggregate decode (pp128 + tg128 each)", "llama-batched-bench npl 8 S_TG", med(ref8), med(ours8)),
     ]

@@ -165,12 +165,19 @@ class ServiceHost:
         wakers = [d for d in list(loop_map.values()) if isinstance(d, trigger)]
         if wakers and self._thread is not None and self._thread.is_alive():
             # close every socket from inside the loop's own thread; the loop ends when its map is empty
-            wakers[0].pull_trigger(lambda: wasyncore.close_all(loop_map))
-            self._thread.join(10.0)
+            try:
+                wakers[0].pull_trigger(lambda: wasyncore.close_all(loop_map))
+            except OSError as e:
+                # its wake-up pipe is closed already: nothing can wake the loop, close from here
+                log.warning("could not wake the server loop (%s)", e)
+            else:
+                self._thread.join(10.0)
         if self._thread is not None and self._thread.is_alive():
             log.warning("the server loop did not end; closing its sockets from here")
             wasyncore.close_all(loop_map)
             self._thread.join(5.0)
+        elif loop_map:
+            wasyncore.close_all(loop_map)  # a loop that ended on an error leaves its sockets open
         self.state.registry.close_all()
         log.info("stopped")
 

@@ -140,6 +140,30 @@ def test_host_keeps_taking_requests_during_the_drain_delay(tmp_path, keep_loggin
     assert refused(port)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="waitress wakes its loop through a socket pair on Windows, not a pipe")
+def test_host_stops_when_the_server_loop_cannot_be_woken(tmp_path, keep_logging):
+    """The stop closes the sockets from inside the server loop by writing to
+    its wake-up pipe. With the pipe's write end closed under waitress (seen
+    once in a test run: the write failed with EBADF and the stop never
+    finished), the stop closes them from its own thread: exit 0, the port
+    closed."""
+    import os
+
+    from waitress.trigger import trigger
+
+    port = free_port()
+    host = ServiceHost(["--config", str(no_model_config(tmp_path, port))])
+    host.start()
+    wakers = [d for d in list(host.server._map.values()) if isinstance(d, trigger)]
+    assert len(wakers) == 1 and wakers[0].kind == "pipe"
+    os.close(wakers[0].trigger)
+    host.request_stop()
+    assert host.run_until_stopped() == 0
+    assert refused(port)
+    # waitress' close of the trigger stopped at the closed end, before its copy of the read end
+    wakers[0].socket.close()
+
+
 def test_debug_command_stops_on_ctrl_c_during_start_up(tmp_path, monkeypatch):
     """Ctrl+C right as start-up ends (the server already listening, ``start`` not yet returned), the moment
     a console user or a test sending SIGINT on the first /health answer hits: a drained stop, exit 0,

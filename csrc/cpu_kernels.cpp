@@ -8,7 +8,6 @@
 #include <fstream>
 #include <mutex>
 #include <random>
-#include <sstream>
 
 #include "ggml-cpu.h"
 #include "ggml.h"
@@ -66,16 +65,17 @@ bool layouts_match() {
 }
 
 #if defined(__linux__)
-// The protection of the mapping holding `addr`, from /proc/self/maps.
-int protection_of(const void * addr) {
+// The protection of the mapping holding [begin, end), from /proc/self/maps;
+// -1 when no one mapping holds all of it.
+int protection_of(uintptr_t begin, uintptr_t end) {
     std::ifstream maps("/proc/self/maps");
     std::string line;
-    const auto a = reinterpret_cast<uintptr_t>(addr);
     while (std::getline(maps, line)) {
         unsigned long lo = 0, hi = 0;
         char perms[5] = {};
         if (std::sscanf(line.c_str(), "%lx-%lx %4s", &lo, &hi, perms) != 3) continue;
-        if (a < lo || a >= hi) continue;
+        if (begin < lo || begin >= hi) continue;
+        if (end > hi) return -1;
         return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
                (perms[2] == 'x' ? PROT_EXEC : 0);
     }
@@ -91,8 +91,8 @@ bool replace_q4_1_entry(std::string & why) {
     const long page = sysconf(_SC_PAGESIZE);
     const auto begin = reinterpret_cast<uintptr_t>(entry) & ~uintptr_t(page - 1);
     const auto end = (reinterpret_cast<uintptr_t>(entry + 1) + page - 1) & ~uintptr_t(page - 1);
-    const int prot = protection_of(entry);
-    if (prot < 0 || protection_of(reinterpret_cast<const char *>(end) - 1) != prot) {
+    const int prot = protection_of(begin, end);
+    if (prot < 0) {
         why = "ggml's CPU type table is not in one mapping";
         return false;
     }
@@ -128,11 +128,16 @@ void install_once() {
     } else if (Dot2x2 k = pick_q4_1(isa, q4_1.reason)) {
         llama_cpp_q4_1 = entry->vec_dot;
         kolosal_q4_1 = k;
-        // Prompt-length rows of a small and a large model's widths.
-        const size_t bad = mismatches(576, 24, 6, 1) + mismatches(4096, 8, 4, 2);
+        // Prompt-length rows of a small and a large model's widths: {n, rows, cols, seed}.
+        const int checks[][4] = {{576, 24, 6, 1}, {4096, 8, 4, 2}};
+        size_t bad = 0, results = 0;
+        for (const auto & c : checks) {
+            bad += mismatches(c[0], c[1], c[2], uint32_t(c[3]));
+            results += size_t(c[1]) * size_t(c[2]);
+        }
         if (bad != 0) {
             q4_1.reason = "kolosal's kernel differs from llama.cpp's on this machine (" + std::to_string(bad) +
-                          " of 176 results)";
+                          " of " + std::to_string(results) + " results)";
         } else if (replace_q4_1_entry(q4_1.reason)) {
             q4_1.source = "kolosal (" + isa + ")";
         }
@@ -146,7 +151,7 @@ void install() { std::call_once(once, install_once); }
 
 bool q4_1_installed() {
     install();
-    return kolosal_q4_1 != nullptr && ggml_get_type_traits_cpu(GGML_TYPE_Q4_1)->vec_dot == &q4_1_q8_1;
+    return ggml_get_type_traits_cpu(GGML_TYPE_Q4_1)->vec_dot == &q4_1_q8_1;
 }
 
 std::vector<KernelInfo> report() {
@@ -186,16 +191,14 @@ size_t mismatches(int n, int rows, int cols, uint32_t seed) {
     size_t bad = 0;
     for (int c = 0; c < cols; c += 2) {
         for (int r = 0; r < rows; r += 2) {
-            float got[4], want[4];
+            float got[4];  // got[dr + 2 * dc]: row r + dr against column c + dc
             ours(n, got, 2, x.data() + x_row * r, x_row, y.data() + y_row * c, y_row);
-            theirs(n, &want[0], 0, x.data() + x_row * r, 0, y.data() + y_row * c, 0, 1);
-            theirs(n, &want[1], 0, x.data() + x_row * (r + 1), 0, y.data() + y_row * c, 0, 1);
-            theirs(n, &want[2], 0, x.data() + x_row * r, 0, y.data() + y_row * (c + 1), 0, 1);
-            theirs(n, &want[3], 0, x.data() + x_row * (r + 1), 0, y.data() + y_row * (c + 1), 0, 1);
-            bad += std::memcmp(&got[0], &want[0], 4) != 0;
-            bad += std::memcmp(&got[1], &want[1], 4) != 0;
-            bad += std::memcmp(&got[2], &want[2], 4) != 0;
-            bad += std::memcmp(&got[3], &want[3], 4) != 0;
+            for (int k = 0; k < 4; ++k) {
+                const int dr = k % 2, dc = k / 2;
+                float want = 0.0f;
+                theirs(n, &want, 0, x.data() + x_row * (r + dr), 0, y.data() + y_row * (c + dc), 0, 1);
+                bad += std::memcmp(&got[k], &want, sizeof(float)) != 0;
+            }
         }
     }
     return bad;

@@ -85,8 +85,13 @@ GENERATE = """
 """
 
 
+def with_pair(model_path, script: str, pair: bool, **env: str) -> dict:
+    """``script`` run by ``in_process`` with ``PAIR`` (its engine's pair_ubatches) set to ``pair``."""
+    return in_process(model_path, f"PAIR = {pair!r}\n" + textwrap.dedent(script), **env)
+
+
 def generate(model_path, pair: bool, **env: str) -> dict:
-    return in_process(model_path, "PAIR = " + repr(pair) + "\n" + textwrap.dedent(GENERATE), **env)
+    return with_pair(model_path, GENERATE, pair, **env)
 
 
 @needs_kernel
@@ -161,8 +166,8 @@ def test_a_prompt_read_beside_a_generation_is_cut_to_even_ubatches(model_path):
     """Beside a generating slot an even prompt of n tokens makes ubatches of 2
     (one token of each) and n - 1: one token is left for the next step, where
     it joins the other slot's, and the request is answered in full."""
-    paired = in_process(model_path, "PAIR = True\n" + textwrap.dedent(CONCURRENT))
-    plain = in_process(model_path, "PAIR = False\n" + textwrap.dedent(CONCURRENT))
+    paired = with_pair(model_path, CONCURRENT, True)
+    plain = with_pair(model_path, CONCURRENT, False)
     assert paired["paired"] >= 1 and plain["paired"] == 0
     for r in (paired, plain):
         assert r["tokens"] == 4 and r["long"] == 96 and r["prompt_tokens"] == r["length"]
